@@ -1,0 +1,60 @@
+#include "tandem/server/health_client.h"
+
+#include <grpc/health/v1/health.grpc.pb.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <thread>
+
+namespace tandem::server {
+
+const char* to_string(ServingStatus status) {
+  switch (status) {
+    case ServingStatus::kServing: return "SERVING";
+    case ServingStatus::kNotServing: return "NOT_SERVING";
+    case ServingStatus::kServiceUnknown: return "SERVICE_UNKNOWN";
+    case ServingStatus::kUnknown: break;
+  }
+  return "UNKNOWN";
+}
+
+absl::StatusOr<ServingStatus> check_health(const std::string& target, const std::string& service,
+                                           std::chrono::milliseconds timeout) {
+  if (target.empty()) return absl::InvalidArgumentError("health check target is empty");
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        "health check of " + target + ": " + status.error_message());
+  }
+  switch (response.status()) {
+    case grpc::health::v1::HealthCheckResponse::SERVING: return ServingStatus::kServing;
+    case grpc::health::v1::HealthCheckResponse::NOT_SERVING: return ServingStatus::kNotServing;
+    case grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN:
+      return ServingStatus::kServiceUnknown;
+    default: return ServingStatus::kUnknown;
+  }
+}
+
+absl::Status wait_until_serving(const std::string& target, std::chrono::milliseconds deadline,
+                                const std::string& service) {
+  const auto give_up = std::chrono::steady_clock::now() + deadline;
+  absl::Status last = absl::DeadlineExceededError("no health check was made");
+  while (std::chrono::steady_clock::now() < give_up) {
+    auto answer = check_health(target, service, std::chrono::milliseconds(500));
+    if (answer.ok() && *answer == ServingStatus::kServing) return absl::OkStatus();
+    last = answer.ok() ? absl::UnavailableError(target + " answers " + to_string(*answer))
+                       : answer.status();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return last;
+}
+
+}  // namespace tandem::server

@@ -1,0 +1,70 @@
+// Durable job store on SQLite (WAL journal, synchronous=FULL): a job is on
+// disk before any call that created or changed it returns OK.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+
+struct sqlite3;
+
+namespace tandem::server {
+
+/// Lifecycle of a job; the names are stored as text.
+enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+
+/// "QUEUED", "RUNNING", ... (the names of the wire contract).
+const char* to_string(JobState state);
+/// Inverse of to_string; INVALID_ARGUMENT for an unknown name.
+absl::StatusOr<JobState> parse_job_state(const std::string& name);
+
+/// One stored job.
+struct JobRecord {
+  int64_t id = 0;
+  /// Job kind, e.g. "mmt".
+  std::string kind;
+  /// The job specification as JSON text.
+  std::string spec_json;
+  JobState state = JobState::kQueued;
+  /// Why the job failed; empty otherwise.
+  std::string error;
+  /// Unix time in milliseconds.
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
+class JobStore {
+ public:
+  /// Opens (creating if needed) the store at `path`; ":memory:" gives a
+  /// private in-memory store. Fails with a status naming the path when the
+  /// file cannot be opened or its schema is from a newer Tandem.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+
+  ~JobStore();
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  /// Stores a new QUEUED job and returns its id.
+  absl::StatusOr<int64_t> insert_job(const std::string& kind, const std::string& spec_json);
+  /// NOT_FOUND for an unknown id.
+  absl::StatusOr<JobRecord> get_job(int64_t id);
+  /// Changes state (and error text); NOT_FOUND for an unknown id.
+  absl::Status update_state(int64_t id, JobState state, const std::string& error = "");
+  /// Every job, oldest first.
+  absl::StatusOr<std::vector<JobRecord>> list_jobs();
+
+  /// Schema version this build writes (PRAGMA user_version).
+  static constexpr int kSchemaVersion = 1;
+
+ private:
+  explicit JobStore(sqlite3* db);
+  absl::Status migrate();
+
+  sqlite3* db_;
+};
+
+}  // namespace tandem::server

@@ -1,0 +1,113 @@
+#include "tandem/server/job_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+
+namespace tandem::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+class JobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("tandem-job-store-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string db() const { return (dir_ / "jobs.db").string(); }
+  fs::path dir_;
+};
+
+TEST_F(JobStoreTest, RoundTripSurvivesReopening) {
+  int64_t id = 0;
+  {
+    auto store = JobStore::Open(db());
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto inserted = (*store)->insert_job("mmt", R"({"epochs": 40})");
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+    id = *inserted;
+    ASSERT_TRUE((*store)->update_state(id, JobState::kFailed, "worker lost").ok());
+  }
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto job = (*store)->get_job(id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->kind, "mmt");
+  EXPECT_EQ(job->spec_json, R"({"epochs": 40})");
+  EXPECT_EQ(job->state, JobState::kFailed);
+  EXPECT_EQ(job->error, "worker lost");
+  EXPECT_GT(job->created_ms, 0);
+  EXPECT_GE(job->updated_ms, job->created_ms);
+}
+
+TEST_F(JobStoreTest, UsesWriteAheadLogging) {
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->insert_job("pretrain", "{}").ok());
+  EXPECT_TRUE(fs::exists(db() + "-wal"));
+}
+
+TEST_F(JobStoreTest, ListsJobsInSubmissionOrder) {
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->insert_job("pretrain", "{}").ok());
+  ASSERT_TRUE((*store)->insert_job("mmt", "{}").ok());
+  auto jobs = (*store)->list_jobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ((*jobs)[0].kind, "pretrain");
+  EXPECT_EQ((*jobs)[1].kind, "mmt");
+  EXPECT_LT((*jobs)[0].id, (*jobs)[1].id);
+}
+
+TEST_F(JobStoreTest, UnknownJobIsNotFound) {
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ((*store)->get_job(42).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*store)->update_state(42, JobState::kRunning).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobStoreTest, EmptyKindIsInvalid) {
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ((*store)->insert_job("", "{}").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobStoreTest, UnopenablePathNamesThePath) {
+  const std::string path = (dir_ / "no-such-dir" / "jobs.db").string();
+  auto store = JobStore::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(std::string(store.status().message()).find(path), std::string::npos);
+}
+
+TEST_F(JobStoreTest, RefusesASchemaFromANewerTandem) {
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db().c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  auto store = JobStore::Open(db());
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(store.status().message()).find("schema version 99"), std::string::npos);
+}
+
+TEST(JobStateNames, RoundTrip) {
+  for (auto state : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
+                     JobState::kCancelled}) {
+    auto parsed = parse_job_state(to_string(state));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, state);
+  }
+  EXPECT_FALSE(parse_job_state("DONE").ok());
+}
+
+}  // namespace
+}  // namespace tandem::server

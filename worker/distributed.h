@@ -1,0 +1,91 @@
+// c10d process groups for Tandem's data-parallel workers.
+//
+// Rendezvous goes through a c10d::TCPStore served by rank 0; the backend is
+// NCCL for CUDA tensors (when compiled with TANDEM_WITH_CUDA) and Gloo
+// otherwise. Configuration follows torchrun's environment variables so that
+// torchrun-style launchers and Slurm wrappers can start Tandem workers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <torch/version.h>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#endif
+
+namespace tandem::worker {
+
+/// The collective interface of one backend: c10d::ProcessGroup in LibTorch
+/// 1.x, c10d::Backend (what ProcessGroupGloo/NCCL derive from) in 2.x. Both
+/// offer allreduce, broadcast, allgather and barrier with the same signatures.
+#if TORCH_VERSION_MAJOR >= 2
+using CollectiveGroup = c10d::Backend;
+#else
+using CollectiveGroup = c10d::ProcessGroup;
+#endif
+
+enum class Backend { kGloo, kNccl };
+
+/// Where and how one rank joins its group. Defaults are torchrun's.
+struct DistributedOptions {
+  /// Host of the TCPStore (rank 0 serves it). torchrun: MASTER_ADDR.
+  std::string master_addr = "127.0.0.1";
+  /// Port of the TCPStore. torchrun: MASTER_PORT.
+  int master_port = 29500;
+  /// Number of ranks. torchrun: WORLD_SIZE.
+  int world_size = 1;
+  /// This process's rank in [0, world_size). torchrun: RANK.
+  int rank = 0;
+  /// Rank on this host, used to pick the GPU. torchrun: LOCAL_RANK.
+  int local_rank = 0;
+  /// Collective backend; NCCL needs a CUDA build.
+  Backend backend = Backend::kGloo;
+  /// Address Gloo binds to; empty: 127.0.0.1 for a loopback master_addr,
+  /// else this host's resolved name. torchrun: GLOO_SOCKET_IFNAME's role.
+  std::string gloo_hostname;
+  /// Limit for the rendezvous and for every collective and store wait.
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+
+/// Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK from
+/// `env` over the defaults in `base`. A malformed or out-of-range value fails
+/// with a c10::Error naming the variable.
+DistributedOptions distributed_options_from_env(const std::map<std::string, std::string>& env,
+                                                DistributedOptions base = {});
+
+/// Same, from the process environment.
+DistributedOptions distributed_options_from_process_env(DistributedOptions base = {});
+
+/// Validates options; throws c10::Error naming the offending field.
+void validate(const DistributedOptions& options);
+
+/// A joined process group: the store used for rendezvous (also handy for
+/// side-channel waits with explicit timeouts) and the collective backend.
+struct ProcessGroupHandle {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<CollectiveGroup> group;
+  DistributedOptions options;
+};
+
+/// Joins the group described by `options`: rank 0 serves the TCPStore, every
+/// rank connects, and the backend performs its own rendezvous through a
+/// prefix of the store. Blocks until all ranks joined or the timeout passes
+/// (then throws c10::Error).
+ProcessGroupHandle init_process_group(const DistributedOptions& options);
+
+/// Joins a group whose rendezvous goes through an existing store (FileStore,
+/// HashStore, TCPStore), as tests that simulate ranks in one process do.
+ProcessGroupHandle init_process_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                      const DistributedOptions& options);
+
+/// Human-readable backend name: "gloo" or "nccl".
+std::string to_string(Backend backend);
+
+}  // namespace tandem::worker
