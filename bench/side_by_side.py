@@ -18,26 +18,168 @@ import time
 import torch
 
 
+# ---- methods: the losses as the Python originals compute them ---------------
+import torch.nn.functional as F  # noqa: E402
+
+BATCH, CLASSES, DIM = 64, 700, 2048
+
+
 def pairwise_euclidean_distance(x, y):
     d = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1, keepdim=True).t()
     d = torch.addmm(d, x, y.t(), beta=1, alpha=-2)
     return d.clamp(min=1e-12).sqrt()
 
 
-def bm_pairwise_euclidean_distance(n):
-    torch.manual_seed(0)
-    x = torch.randn(n, 2048, requires_grad=True)
+def hard_examples_mining(dist, same):
+    ap, ap_index = torch.sort(dist + -1e7 * (1 - same), dim=1, descending=True)
+    an, an_index = torch.sort(dist + 1e7 * same, dim=1, descending=False)
+    return ap[:, 0], an[:, 0], ap_index[:, 0], an_index[:, 0]
 
-    def step():
-        x.grad = None
-        pairwise_euclidean_distance(x, x).sum().backward()
 
-    return step
+def soft_triplet_loss(f1, f2, labels, margin=None):
+    n = f1.size(0)
+    dist = pairwise_euclidean_distance(f1, f1)
+    same = labels.expand(n, n).eq(labels.expand(n, n).t()).float()
+    ap, an, ap_i, an_i = hard_examples_mining(dist, same)
+    log_prob = F.log_softmax(torch.stack((ap, an), 1), 1)
+    if margin is not None:
+        return (-margin * log_prob[:, 0] - (1 - margin) * log_prob[:, 1]).mean()
+    dist_ref = pairwise_euclidean_distance(f2, f2)
+    ap_ref = torch.gather(dist_ref, 1, ap_i.view(n, 1).expand(n, n))[:, 0]
+    an_ref = torch.gather(dist_ref, 1, an_i.view(n, 1).expand(n, n))[:, 0]
+    t = F.softmax(torch.stack((ap_ref, an_ref), 1), 1).detach()
+    return (-t * log_prob).sum(1).mean()
+
+
+def triplet_loss(f, labels, margin):
+    n = f.size(0)
+    dist = pairwise_euclidean_distance(f, f)
+    same = labels.expand(n, n).eq(labels.expand(n, n).t()).float()
+    ap, an, _, _ = hard_examples_mining(dist, same)
+    return F.margin_ranking_loss(an, ap, torch.ones_like(an), margin=margin)
+
+
+def soft_cross_entropy(y, target):
+    return (-F.softmax(target, 1).detach() * F.log_softmax(y, 1)).mean(0).sum()
+
+
+def cross_entropy_label_smooth(y, labels, epsilon=0.1):
+    log_probs = F.log_softmax(y, 1)
+    targets = torch.zeros_like(log_probs).scatter_(1, labels.unsqueeze(1), 1)
+    targets = (1 - epsilon) * targets + epsilon / y.size(1)
+    return (-targets * log_probs).mean(0).sum()
+
+
+def l2_consistency(y, teacher, mask):
+    return (((y - teacher) ** 2).sum(1) * mask).mean()
+
+
+def class_balance(y):
+    return F.binary_cross_entropy(y.mean(0), torch.full((y.size(1),), 1.0 / y.size(1)))
+
+
+def mcc(logits, temperature=2.5):
+    n, c = logits.shape
+    p = F.softmax(logits / temperature, dim=1)
+    h = -(p * torch.log(p + 1e-5)).sum(1).detach()
+    w = (1 + torch.exp(-h))
+    w = (n * w / w.sum()).unsqueeze(1)
+    m = torch.mm((p * w).transpose(1, 0), p)
+    m = m / torch.sum(m, dim=1)
+    return (torch.sum(m) - torch.trace(m)) / c
+
+
+def afn(f, delta=1.0):
+    radius = f.norm(p=2, dim=1).detach() + delta
+    return ((f.norm(p=2, dim=1) - radius) ** 2).mean()
+
+
+def twin(make):
+    """Wraps make() -> (leaves, loss_fn) into a timed forward+backward step."""
+    def build(arg):
+        torch.manual_seed(0)
+        leaves, loss_fn = make(arg)
+
+        def step():
+            for t in leaves:
+                t.grad = None
+            loss_fn().backward()
+        return step
+    return build
+
+
+def pk_labels():
+    return torch.arange(BATCH // 4).repeat_interleave(4)
+
+
+def leaf(*shape):
+    return torch.randn(*shape, requires_grad=True)
+
+
+def _pairwise(n):
+    x = leaf(n, DIM)
+    return [x], lambda: pairwise_euclidean_distance(x, x).sum()
+
+
+def _soft_triplet_soft(_):
+    f1, f2, labels = leaf(BATCH, DIM), torch.randn(BATCH, DIM), pk_labels()
+    return [f1], lambda: soft_triplet_loss(f1, f2, labels)
+
+
+def _soft_triplet_margin0(_):
+    f, labels = leaf(BATCH, DIM), pk_labels()
+    return [f], lambda: soft_triplet_loss(f, f, labels, margin=0.0)
+
+
+def _triplet(_):
+    f, labels = leaf(BATCH, DIM), pk_labels()
+    return [f], lambda: triplet_loss(f, labels, 0.3)
+
+
+def _soft_ce(_):
+    y, target = leaf(BATCH, CLASSES), torch.randn(BATCH, CLASSES)
+    return [y], lambda: soft_cross_entropy(y, target)
+
+
+def _ce_ls(_):
+    y, labels = leaf(BATCH, CLASSES), torch.randint(CLASSES, (BATCH,))
+    return [y], lambda: cross_entropy_label_smooth(y, labels)
+
+
+def _l2_consistency(_):
+    y = leaf(BATCH, CLASSES)
+    teacher = F.softmax(torch.randn(BATCH, CLASSES), 1)
+    mask = (torch.rand(BATCH) > 0.3).float()
+    return [y], lambda: l2_consistency(F.softmax(y, 1), teacher, mask)
+
+
+def _class_balance(_):
+    y = leaf(BATCH, CLASSES)
+    return [y], lambda: class_balance(F.softmax(y, 1))
+
+
+def _mcc(_):
+    y = leaf(BATCH, CLASSES)
+    return [y], lambda: mcc(y)
+
+
+def _afn(_):
+    f = leaf(BATCH, DIM)
+    return [f], lambda: afn(f)
 
 
 PYTHON_TWINS = {
     "methods": {
-        "BM_PairwiseEuclideanDistance": bm_pairwise_euclidean_distance,
+        "BM_PairwiseEuclideanDistance": twin(_pairwise),
+        "BM_SoftTripletLossSoft": twin(_soft_triplet_soft),
+        "BM_SoftTripletLossMargin0": twin(_soft_triplet_margin0),
+        "BM_TripletLoss": twin(_triplet),
+        "BM_SoftCrossEntropyLoss": twin(_soft_ce),
+        "BM_CrossEntropyLabelSmooth": twin(_ce_ls),
+        "BM_L2ConsistencyLoss": twin(_l2_consistency),
+        "BM_ClassBalanceLoss": twin(_class_balance),
+        "BM_MinimumClassConfusionLoss": twin(_mcc),
+        "BM_AdaptiveFeatureNorm": twin(_afn),
     },
 }
 

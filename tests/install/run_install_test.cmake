@@ -18,6 +18,8 @@ run_step("cmake --install" ${CMAKE_COMMAND} --install "${TANDEM_BUILD_DIR}" --pr
 
 foreach(expected
     "include/tandem/methods/reid_loss.h"
+    "include/tandem/methods/mcc.h"
+    "include/tandem/methods/models/resnet.h"
     "include/tandem/clustering/kmeans.h"
     "include/tandem/worker/distributed.h"
     "lib/cmake/Tandem/TandemConfig.cmake"

@@ -3,11 +3,26 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
+#include "golden.h"
+
 namespace tandem::methods {
 namespace {
 
+using testing::check_golden_case;
+using testing::error_message;
+using testing::golden_cases;
+using testing::Leaves;
+using testing::tensors_close;
+
+constexpr double kRtol = 1e-5;
+constexpr double kAtol = 1e-12;
+
+// ---- pairwise_euclidean_distance -------------------------------------------
+
 TEST(PairwiseEuclideanDistance, HandComputedTinyCase) {
-  // x0 = (0, 0), x1 = (3, 4); y0 = (0, 4): distances 4 and 3, and 0 clamped.
+  // x0 = (0, 0), x1 = (3, 4); y0 = (0, 4), y1 = (0, 0).
   auto x = torch::tensor({{0.0f, 0.0f}, {3.0f, 4.0f}});
   auto y = torch::tensor({{0.0f, 4.0f}, {0.0f, 0.0f}});
   auto d = pairwise_euclidean_distance(x, y);
@@ -18,11 +33,13 @@ TEST(PairwiseEuclideanDistance, HandComputedTinyCase) {
   EXPECT_FLOAT_EQ(d[1][1].item<float>(), 5.0f);
 }
 
-TEST(PairwiseEuclideanDistance, MatchesCdistOffTheDiagonal) {
-  torch::manual_seed(0);
-  auto x = torch::randn({7, 5}, torch::kFloat64);
-  auto y = torch::randn({3, 5}, torch::kFloat64);
-  EXPECT_TRUE(torch::allclose(pairwise_euclidean_distance(x, y), torch::cdist(x, y), 1e-10, 1e-10));
+TEST(PairwiseEuclideanDistance, MatchesGolden) {
+  for (const auto& golden : golden_cases("pairwise_euclidean_distance")) {
+    check_golden_case(
+        golden, {"x", "y"},
+        [](Leaves& in) { return pairwise_euclidean_distance(in["x"], in["y"]); }, torch::kFloat64,
+        kRtol, kAtol);
+  }
 }
 
 TEST(PairwiseEuclideanDistance, SelfDistanceHasFiniteGradient) {
@@ -31,25 +48,238 @@ TEST(PairwiseEuclideanDistance, SelfDistanceHasFiniteGradient) {
   EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
 }
 
-TEST(PairwiseEuclideanDistance, KeepsBfloat16) {
-  auto x = torch::randn({4, 3}).to(torch::kBFloat16);
-  EXPECT_EQ(pairwise_euclidean_distance(x, x).scalar_type(), torch::kBFloat16);
-}
-
 TEST(PairwiseEuclideanDistance, RejectsBadInputNamingTheArgument) {
   auto good = torch::randn({4, 3});
-  EXPECT_THROW(
-      {
-        try {
-          pairwise_euclidean_distance(torch::randn({4}), good);
-        } catch (const c10::Error& e) {
-          EXPECT_NE(std::string(e.what()).find("x must be 2-D"), std::string::npos);
-          throw;
-        }
-      },
-      c10::Error);
-  EXPECT_THROW(pairwise_euclidean_distance(good, torch::randn({4, 2})), c10::Error);
-  EXPECT_THROW(pairwise_euclidean_distance(good, torch::ones({4, 3}, torch::kInt64)), c10::Error);
+  EXPECT_NE(error_message([&] {
+              pairwise_euclidean_distance(torch::randn({4}), good);
+            }).find("x must have 2 dimensions"),
+            std::string::npos);
+  EXPECT_NE(error_message([&] {
+              pairwise_euclidean_distance(good, torch::randn({4, 2}));
+            }).find("x and y must agree in dimension 1"),
+            std::string::npos);
+  EXPECT_NE(error_message([&] {
+              pairwise_euclidean_distance(good, torch::ones({4, 3}, torch::kLong));
+            }).find("y must be a floating-point tensor"),
+            std::string::npos);
+}
+
+// ---- hard_examples_mining -----------------------------------------------------
+
+TEST(HardExamplesMining, MatchesGoldenValuesAndIndices) {
+  for (const auto& golden : golden_cases("hard_examples_mining")) {
+    const auto hard = hard_examples_mining(golden.input("dist"), golden.input("same_label"));
+    EXPECT_TRUE(tensors_close(hard.positive_distance, golden.output(), kRtol)) << golden.label();
+    EXPECT_TRUE(tensors_close(hard.negative_distance, golden.output("an"), kRtol))
+        << golden.label();
+    EXPECT_TRUE(torch::equal(hard.positive_index, golden.output("ap_index"))) << golden.label();
+    EXPECT_TRUE(torch::equal(hard.negative_index, golden.output("an_index"))) << golden.label();
+  }
+}
+
+TEST(HardExamplesMining, HandComputedTinyCase) {
+  // Labels (0, 0, 1): row 0's positive is 1 (d 2), its negative 2 (d 5).
+  auto dist = torch::tensor({{0.0, 2.0, 5.0}, {2.0, 0.0, 3.0}, {5.0, 3.0, 0.0}});
+  auto same = torch::tensor({{1.0, 1.0, 0.0}, {1.0, 1.0, 0.0}, {0.0, 0.0, 1.0}});
+  const auto hard = hard_examples_mining(dist, same);
+  EXPECT_TRUE(torch::equal(hard.positive_distance, torch::tensor({2.0, 2.0, 0.0})));
+  EXPECT_TRUE(torch::equal(hard.negative_distance, torch::tensor({5.0, 3.0, 3.0})));
+  EXPECT_TRUE(torch::equal(hard.positive_index, torch::tensor({1, 0, 2}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(hard.negative_index, torch::tensor({2, 2, 1}, torch::kLong)));
+}
+
+// ---- TripletLoss ----------------------------------------------------------------
+
+TEST(TripletLoss, MatchesGolden) {
+  for (const auto& golden : golden_cases("triplet_loss")) {
+    TripletLoss loss(TripletLossOptions(golden.option_double("margin"))
+                         .normalize_feature(golden.option_bool("normalize_feature")));
+    check_golden_case(
+        golden, {"features"},
+        [&](Leaves& in) { return loss(in["features"], golden.input("labels")); }, torch::kFloat64,
+        kRtol, kAtol);
+  }
+}
+
+TEST(TripletLoss, HandComputedTinyCase) {
+  // 1-D features 0, 1 (id 0) and 3 (id 1): ap = (1, 1, 1e-6), an = (3, 2, 2).
+  // Margin 1: every hinge is ≤ 0.
+  auto f = torch::tensor({{0.0}, {1.0}, {3.0}}, torch::kFloat64);
+  auto labels = torch::tensor({0, 0, 1});
+  EXPECT_NEAR(functional::triplet_loss(f, labels, TripletLossOptions(1.0)).item<double>(), 0.0,
+              1e-12);
+  // margin 2.5: rows give 0.5, 1.5, 0.5 + 1e-6 → mean (2.5 + 1e-6) / 3.
+  EXPECT_NEAR(functional::triplet_loss(f, labels, TripletLossOptions(2.5)).item<double>(),
+              (2.5 + 1e-6) / 3.0, 1e-9);
+}
+
+// ---- SoftTripletLoss --------------------------------------------------------------
+
+TEST(SoftTripletLoss, MatchesGolden) {
+  for (const auto& golden : golden_cases("soft_triplet_loss")) {
+    SoftTripletLoss loss(SoftTripletLossOptions()
+                             .margin(golden.option_optional_double("margin"))
+                             .normalize_feature(golden.option_bool("normalize_feature")));
+    check_golden_case(
+        golden, {"features_1", "features_2"},
+        [&](Leaves& in) {
+          return loss(in["features_1"], in["features_2"], golden.input("labels"));
+        },
+        torch::kFloat64, kRtol, kAtol);
+  }
+}
+
+TEST(SoftTripletLoss, MarginZeroIsMeanSoftplusOfApMinusAn) {
+  torch::manual_seed(1);
+  auto f = torch::randn({8, 4}, torch::kFloat64);
+  auto labels = torch::tensor({0, 0, 1, 1, 2, 2, 3, 3});
+  const auto dist = pairwise_euclidean_distance(f, f);
+  const auto hard = hard_examples_mining(dist, labels.unsqueeze(1) == labels.unsqueeze(0));
+  const double expected =
+      torch::softplus(hard.positive_distance - hard.negative_distance).mean().item<double>();
+  EXPECT_NEAR(functional::soft_triplet_loss(f, f, labels, SoftTripletLossOptions().margin(0.0))
+                  .item<double>(),
+              expected, 1e-12);
+}
+
+TEST(SoftTripletLoss, SoftVersionSendsNoGradientToTheTeacher) {
+  torch::manual_seed(2);
+  auto student = torch::randn({6, 4}, torch::requires_grad());
+  auto teacher = torch::randn({6, 4}, torch::requires_grad());
+  auto labels = torch::tensor({0, 0, 1, 1, 2, 2});
+  functional::soft_triplet_loss(student, teacher, labels).backward();
+  EXPECT_TRUE(student.grad().defined());
+  EXPECT_FALSE(teacher.grad().defined() && teacher.grad().abs().sum().item<double>() > 0);
+}
+
+TEST(SoftTripletLoss, DegenerateBatchesAreFinite) {
+  auto f = torch::randn({4, 3});
+  for (const auto& labels : {torch::tensor({0, 1, 2, 3}), torch::tensor({5, 5, 5, 5})}) {
+    for (const auto& margin : {c10::optional<double>(), c10::optional<double>(0.0)}) {
+      const auto value =
+          functional::soft_triplet_loss(f, f, labels, SoftTripletLossOptions().margin(margin));
+      EXPECT_TRUE(std::isfinite(value.item<double>())) << labels;
+    }
+  }
+}
+
+TEST(SoftTripletLoss, RejectsMismatchedInputs) {
+  EXPECT_NE(error_message([] {
+              functional::soft_triplet_loss(torch::randn({4, 3}), torch::randn({4, 2}),
+                                            torch::tensor({0, 0, 1, 1}));
+            }).find("features_1 and features_2 must have the same shape"),
+            std::string::npos);
+  EXPECT_NE(error_message([] {
+              functional::soft_triplet_loss(torch::randn({4, 3}), torch::randn({4, 3}),
+                                            torch::tensor({0, 0, 1}));
+            }).find("features_1 and labels must agree in dimension 0"),
+            std::string::npos);
+  EXPECT_NE(error_message([] {
+              functional::soft_triplet_loss(torch::randn({4, 3}), torch::randn({4, 3}),
+                                            torch::tensor({0.0, 0.0, 1.0, 1.0}));
+            }).find("labels must be an integer tensor"),
+            std::string::npos);
+  EXPECT_NE(error_message([] {
+              SoftTripletLoss(SoftTripletLossOptions().margin(-1.0));
+            }).find("margin must be non-negative"),
+            std::string::npos);
+}
+
+// ---- SoftCrossEntropyLoss -----------------------------------------------------------
+
+TEST(SoftCrossEntropyLoss, MatchesGolden) {
+  SoftCrossEntropyLoss loss;
+  for (const auto& golden : golden_cases("soft_cross_entropy_loss")) {
+    check_golden_case(
+        golden, {"y_logits", "target_logits"},
+        [&](Leaves& in) { return loss(in["y_logits"], in["target_logits"]); }, torch::kFloat64,
+        kRtol, kAtol);
+  }
+}
+
+TEST(SoftCrossEntropyLoss, EqualUniformLogitsGiveLogC) {
+  auto logits = torch::zeros({3, 5}, torch::kFloat64);
+  EXPECT_NEAR(functional::soft_cross_entropy_loss(logits, logits).item<double>(), std::log(5.0),
+              1e-12);
+}
+
+// ---- CrossEntropyLabelSmooth ----------------------------------------------------------
+
+TEST(CrossEntropyLabelSmooth, MatchesGolden) {
+  for (const auto& golden : golden_cases("cross_entropy_label_smooth")) {
+    CrossEntropyLabelSmooth loss(CrossEntropyLabelSmoothOptions(golden.option_int("num_classes"))
+                                     .epsilon(golden.option_double("epsilon")));
+    check_golden_case(
+        golden, {"logits"}, [&](Leaves& in) { return loss(in["logits"], golden.input("labels")); },
+        torch::kFloat64, kRtol, kAtol);
+  }
+}
+
+TEST(CrossEntropyLabelSmooth, EpsilonZeroIsPlainCrossEntropy) {
+  torch::manual_seed(3);
+  auto logits = torch::randn({5, 4}, torch::kFloat64);
+  auto labels = torch::tensor({0, 3, 1, 1, 2});
+  EXPECT_NEAR(functional::cross_entropy_label_smooth(logits, labels,
+                                                     CrossEntropyLabelSmoothOptions(4).epsilon(0.0))
+                  .item<double>(),
+              torch::nn::functional::cross_entropy(logits, labels).item<double>(), 1e-12);
+}
+
+TEST(CrossEntropyLabelSmooth, RejectsLabelsOutOfRangeAndWrongClassCount) {
+  EXPECT_NE(error_message([] {
+              functional::cross_entropy_label_smooth(torch::randn({2, 3}), torch::tensor({0, 3}),
+                                                     CrossEntropyLabelSmoothOptions(3));
+            }).find("labels must be in [0, 3)"),
+            std::string::npos);
+  EXPECT_NE(error_message([] {
+              functional::cross_entropy_label_smooth(torch::randn({2, 3}), torch::tensor({0, 1}),
+                                                     CrossEntropyLabelSmoothOptions(4));
+            }).find("logits have 3 classes but num_classes is 4"),
+            std::string::npos);
+  EXPECT_NE(error_message([] {
+              CrossEntropyLabelSmooth(CrossEntropyLabelSmoothOptions(0));
+            }).find("num_classes must be positive"),
+            std::string::npos);
+}
+
+// ---- dtypes ---------------------------------------------------------------------------
+
+TEST(ReidLosses, KeepBfloat16WithoutPromotion) {
+  auto f1 = torch::randn({8, 4}).to(torch::kBFloat16).requires_grad_();
+  auto f2 = torch::randn({8, 4}).to(torch::kBFloat16);
+  auto labels = torch::tensor({0, 0, 1, 1, 2, 2, 3, 3});
+  auto logits = torch::randn({8, 4}).to(torch::kBFloat16).requires_grad_();
+  for (const auto& value :
+       {functional::soft_triplet_loss(f1, f2, labels),
+        functional::soft_triplet_loss(f1, f2, labels, SoftTripletLossOptions().margin(0.0)),
+        functional::triplet_loss(f1, labels, TripletLossOptions(0.3)),
+        functional::soft_cross_entropy_loss(logits, f2),
+        functional::cross_entropy_label_smooth(logits, labels,
+                                               CrossEntropyLabelSmoothOptions(4))}) {
+    EXPECT_EQ(value.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(std::isfinite(value.item<float>()));
+  }
+}
+
+TEST(ReidLosses, Float32MatchesGoldenLoosely) {
+  for (const auto& golden : golden_cases("soft_triplet_loss")) {
+    if (golden.name().find("singleton") != std::string::npos) continue;  // 1e-6 diagonal
+    SoftTripletLoss loss(SoftTripletLossOptions()
+                             .margin(golden.option_optional_double("margin"))
+                             .normalize_feature(golden.option_bool("normalize_feature")));
+    check_golden_case(
+        golden, {"features_1", "features_2"},
+        [&](Leaves& in) {
+          return loss(in["features_1"], in["features_2"], golden.input("labels"));
+        },
+        torch::kFloat32, 1e-3, 1e-5);
+  }
+}
+
+TEST(ReidLosses, PrettyPrintShowsOptions) {
+  std::ostringstream out;
+  out << *SoftTripletLoss(SoftTripletLossOptions().margin(0.0));
+  EXPECT_EQ(out.str(), "tandem::methods::SoftTripletLoss(margin=0, normalize_feature=false)");
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <iostream>
 
 #include <tandem/clustering/kmeans.h>
+#include <tandem/methods/mcc.h>
+#include <tandem/methods/models/resnet.h>
 #include <tandem/methods/reid_loss.h>
 #include <tandem/worker/distributed.h>
 

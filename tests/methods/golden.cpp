@@ -1,0 +1,122 @@
+#include "golden.h"
+
+#include <map>
+#include <mutex>
+
+namespace tandem::methods::testing {
+namespace {
+
+const c10::impl::GenericDict& golden_file() {
+  static const c10::IValue data =
+      load_torch_file(std::string(TANDEM_SOURCE_DIR) + "/tests/golden/methods_golden.pt");
+  static const c10::impl::GenericDict dict = data.toGenericDict();
+  return dict;
+}
+
+c10::impl::GenericDict dict_in(const c10::impl::GenericDict& parent, const std::string& key,
+                               const std::string& where) {
+  auto it = parent.find(key);
+  TORCH_CHECK(it != parent.end(), where, ": no '", key, "' entry");
+  return it->value().toGenericDict();
+}
+
+}  // namespace
+
+GoldenCase::GoldenCase(std::string group, c10::impl::GenericDict entry)
+    : group_(std::move(group)),
+      name_(entry.at("name").toStringRef()),
+      options_(dict_in(entry, "options", group_)),
+      inputs_(dict_in(entry, "inputs", group_)),
+      outputs_(dict_in(entry, "outputs", group_)),
+      grads_(dict_in(entry, "grads", group_)),
+      upstream_(entry.at("upstream").toTensor()) {}
+
+torch::Tensor GoldenCase::tensor_in(const c10::impl::GenericDict& dict, const std::string& key,
+                                    const std::string& where) {
+  auto it = dict.find(key);
+  TORCH_CHECK(it != dict.end(), where, ": no '", key, "'");
+  return it->value().toTensor();
+}
+
+torch::Tensor GoldenCase::input(const std::string& key) const {
+  return tensor_in(inputs_, key, label() + " inputs");
+}
+torch::Tensor GoldenCase::output(const std::string& key) const {
+  return tensor_in(outputs_, key, label() + " outputs");
+}
+bool GoldenCase::has_grad(const std::string& key) const {
+  return grads_.contains(key);
+}
+torch::Tensor GoldenCase::grad(const std::string& key) const {
+  return tensor_in(grads_, key, label() + " grads");
+}
+torch::Tensor GoldenCase::upstream() const {
+  return upstream_;
+}
+
+bool GoldenCase::has_option(const std::string& key) const {
+  return options_.contains(key);
+}
+c10::IValue GoldenCase::option(const std::string& key) const {
+  auto it = options_.find(key);
+  TORCH_CHECK(it != options_.end(), label(), " options: no '", key, "'");
+  return it->value();
+}
+double GoldenCase::option_double(const std::string& key) const {
+  const auto value = option(key);
+  return value.isInt() ? static_cast<double>(value.toInt()) : value.toDouble();
+}
+int64_t GoldenCase::option_int(const std::string& key) const {
+  return option(key).toInt();
+}
+bool GoldenCase::option_bool(const std::string& key) const {
+  return option(key).toBool();
+}
+std::string GoldenCase::option_string(const std::string& key) const {
+  return option(key).toStringRef();
+}
+c10::optional<double> GoldenCase::option_optional_double(const std::string& key) const {
+  const auto value = option(key);
+  if (value.isNone()) return c10::nullopt;
+  return value.isInt() ? static_cast<double>(value.toInt()) : value.toDouble();
+}
+
+std::vector<GoldenCase> golden_cases(const std::string& group) {
+  std::vector<GoldenCase> cases;
+  const auto& file = golden_file();
+  auto it = file.find(group);
+  EXPECT_NE(it, file.end()) << "golden group '" << group << "' is missing";
+  if (it == file.end()) return cases;
+  for (const auto& entry : it->value().toList()) {
+    cases.emplace_back(group, entry.get().toGenericDict());
+  }
+  EXPECT_FALSE(cases.empty()) << "golden group '" << group << "' has no cases";
+  return cases;
+}
+
+::testing::AssertionResult tensors_close(const torch::Tensor& actual, const torch::Tensor& expected,
+                                         double rtol, double atol) {
+  if (!actual.defined()) return ::testing::AssertionFailure() << "actual is undefined";
+  if (actual.sizes() != expected.sizes()) {
+    return ::testing::AssertionFailure()
+           << "shape " << actual.sizes() << " differs from expected " << expected.sizes();
+  }
+  const auto a = actual.detach().to(torch::kFloat64);
+  const auto e = expected.detach().to(torch::kFloat64);
+  if (a.numel() == 0) return ::testing::AssertionSuccess();
+  const auto error = (a - e).abs();
+  const auto allowed = atol + rtol * e.abs();
+  if ((error <= allowed).all().item<bool>()) return ::testing::AssertionSuccess();
+  const auto excess = (error - allowed).flatten();
+  const int64_t worst = excess.argmax().item<int64_t>();
+  return ::testing::AssertionFailure()
+         << "worst element " << worst << ": actual " << a.flatten()[worst].item<double>()
+         << " vs expected " << e.flatten()[worst].item<double>() << " (rtol " << rtol << ", atol "
+         << atol << ")";
+}
+
+torch::Tensor leaf(const torch::Tensor& t, torch::ScalarType dtype) {
+  return t.detach().to(dtype).clone().set_requires_grad(true);
+}
+
+}  // namespace tandem::methods::testing
