@@ -92,7 +92,10 @@ int run_demo(const DemoFlags& flags) {
             << "and the gRPC health service. Work directory: " << workdir.string() << "\n\n";
 
   constexpr int64_t kDim = 128;
-  auto [features, identities] = synthetic_features(flags, kDim);
+  // Named variables, not structured bindings: lambdas below capture them.
+  const auto synthetic = synthetic_features(flags, kDim);
+  const torch::Tensor& features = synthetic.first;
+  const torch::Tensor& identities = synthetic.second;
   bool ok = true;
 
   ok &= step("LibTorch: pairwise distances", [&] {

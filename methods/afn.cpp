@@ -21,6 +21,12 @@ torch::Tensor adaptive_feature_norm(const torch::Tensor& f,
   return (norm - radius).pow(2).mean();
 }
 
+torch::Tensor l2_preserving_dropout(const torch::Tensor& x, double p, bool training) {
+  TORCH_CHECK(p >= 0 && p < 1, "l2_preserving_dropout: p must be in [0, 1), got ", p);
+  if (!training) return x;
+  return torch::dropout(x, p, /*train=*/true) * std::sqrt(1.0 - p);
+}
+
 }  // namespace functional
 
 namespace {
@@ -72,7 +78,6 @@ void AfnBlockImpl::reset() {
               "AfnBlock: dropout_p must be in [0, 1), got ", options.dropout_p());
   fc = register_module("fc", torch::nn::Linear(options.in_features(), options.bottleneck_dim()));
   bn = register_module("bn", torch::nn::BatchNorm1d(options.bottleneck_dim()));
-  dropout = register_module("dropout", torch::nn::Dropout(options.dropout_p()));
 }
 
 void AfnBlockImpl::pretty_print(std::ostream& stream) const {
@@ -83,10 +88,8 @@ void AfnBlockImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor AfnBlockImpl::forward(const torch::Tensor& x) {
   detail::check_dim(x, 2, "AfnBlock", "x");
-  auto f = torch::relu(bn(fc(x)));
-  f = dropout(f);
-  if (is_training()) f = f * std::sqrt(1.0 - options.dropout_p());
-  return f;
+  return functional::l2_preserving_dropout(torch::relu(bn(fc(x))), options.dropout_p(),
+                                           is_training());
 }
 
 AfnImageClassifierImpl::AfnImageClassifierImpl(torch::nn::AnyModule backbone_,

@@ -15,7 +15,6 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
@@ -61,6 +60,11 @@ namespace functional {
 torch::Tensor adaptive_feature_norm(const torch::Tensor& f,
                                     const AdaptiveFeatureNormOptions& options);
 
+/// AFN's L2-preserving dropout: in training, dropout(x, p) · sqrt(1 − p), so
+/// kept units are scaled by 1/sqrt(1 − p) instead of 1/(1 − p); identity in
+/// eval.
+torch::Tensor l2_preserving_dropout(const torch::Tensor& x, double p, bool training);
+
 }  // namespace functional
 
 /// Stepwise adaptive feature norm loss. forward(f (N, F)) → scalar.
@@ -87,7 +91,6 @@ class AfnBlockImpl : public torch::nn::Cloneable<AfnBlockImpl> {
   AfnBlockOptions options;
   torch::nn::Linear fc{nullptr};
   torch::nn::BatchNorm1d bn{nullptr};
-  torch::nn::Dropout dropout{nullptr};
 };
 TORCH_MODULE(AfnBlock);
 

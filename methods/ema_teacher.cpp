@@ -2,10 +2,11 @@
 
 #include <torch/torch.h>
 
-namespace tandem::methods::detail {
+namespace tandem::methods {
+namespace functional {
 
-void ema_update_parameters(torch::nn::Module& teacher, const torch::nn::Module& student,
-                           double alpha) {
+void ema_update(torch::nn::Module& teacher, const torch::nn::Module& student, double alpha) {
+  TORCH_CHECK(alpha >= 0 && alpha <= 1, "ema_update: alpha must be in [0, 1], got ", alpha);
   torch::NoGradGuard no_grad;
   auto teacher_parameters = teacher.named_parameters(/*recurse=*/true);
   const auto student_parameters = student.named_parameters(/*recurse=*/true);
@@ -25,8 +26,13 @@ void ema_update_parameters(torch::nn::Module& teacher, const torch::nn::Module& 
   }
 }
 
+}  // namespace functional
+
+namespace detail {
+
 void freeze_parameters(torch::nn::Module& module) {
   for (auto& parameter : module.parameters(/*recurse=*/true)) parameter.set_requires_grad(false);
 }
 
-}  // namespace tandem::methods::detail
+}  // namespace detail
+}  // namespace tandem::methods

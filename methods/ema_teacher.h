@@ -19,11 +19,14 @@
 
 namespace tandem::methods {
 
-namespace detail {
+namespace functional {
 /// θ_teacher ← α·θ_teacher + (1−α)·θ_student for every parameter (buffers are
-/// left alone), matched by name; throws if the two modules differ.
-void ema_update_parameters(torch::nn::Module& teacher, const torch::nn::Module& student,
-                           double alpha);
+/// left alone), matched by name; throws a c10::Error naming the parameter if
+/// the two modules differ.
+void ema_update(torch::nn::Module& teacher, const torch::nn::Module& student, double alpha);
+}  // namespace functional
+
+namespace detail {
 /// Every parameter of `module` stops requiring gradients.
 void freeze_parameters(torch::nn::Module& module);
 }  // namespace detail
@@ -71,14 +74,14 @@ class EmaTeacher {
 
   /// One EMA step with the constant α (Self-Ensemble); counts the step.
   void update() {
-    detail::ema_update_parameters(*teacher_, *student_, alpha_);
+    functional::ema_update(*teacher_, *student_, alpha_);
     ++step_;
   }
 
   /// One EMA step with MMT's warm-up α_t = min(α, 1 − 1/(step+1)), where step
   /// counts every update so far (never reset per epoch); counts the step.
   void update_with_warmup() {
-    detail::ema_update_parameters(*teacher_, *student_, ema_warmup_alpha(alpha_, step_));
+    functional::ema_update(*teacher_, *student_, ema_warmup_alpha(alpha_, step_));
     ++step_;
   }
 

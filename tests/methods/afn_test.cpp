@@ -17,12 +17,22 @@ using testing::error_message;
 using testing::golden_cases;
 using testing::Leaves;
 
-TEST(AdaptiveFeatureNorm, MatchesGolden) {
+void afn_golden(torch::Device device) {
   for (const auto& golden : golden_cases("adaptive_feature_norm")) {
     AdaptiveFeatureNorm loss(AdaptiveFeatureNormOptions(golden.option_double("delta")));
     check_golden_case(
-        golden, {"f"}, [&](Leaves& in) { return loss(in["f"]); }, torch::kFloat64, 1e-5, 1e-12);
+        golden, {"f"}, [&](Leaves& in) { return loss(in["f"]); }, torch::kFloat64, 1e-5, 1e-12,
+        device);
   }
+}
+
+TEST(AdaptiveFeatureNorm, MatchesGolden) {
+  afn_golden(torch::kCPU);
+}
+
+TEST(AdaptiveFeatureNorm, MatchesGoldenOnCuda_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  afn_golden(torch::Device(torch::kCUDA));
 }
 
 TEST(AdaptiveFeatureNorm, ValueIsDeltaSquaredAndGradientGrowsTheNorm) {

@@ -101,8 +101,8 @@ std::vector<GoldenCase> golden_cases(const std::string& group) {
     return ::testing::AssertionFailure()
            << "shape " << actual.sizes() << " differs from expected " << expected.sizes();
   }
-  const auto a = actual.detach().to(torch::kFloat64);
-  const auto e = expected.detach().to(torch::kFloat64);
+  const auto a = actual.detach().to(torch::kCPU, torch::kFloat64);
+  const auto e = expected.detach().to(torch::kCPU, torch::kFloat64);
   if (a.numel() == 0) return ::testing::AssertionSuccess();
   const auto error = (a - e).abs();
   const auto allowed = atol + rtol * e.abs();

@@ -71,17 +71,21 @@ using Leaves = std::map<std::string, torch::Tensor>;
 /// `float_inputs`, compares its result with outputs["output"], back-propagates
 /// the case's upstream gradient and compares every reference gradient (an
 /// input the result does not depend on must have a zero reference gradient).
+/// `device` runs the same case on a GPU (the `_CUDA` tests).
 template <typename Fn>
 void check_golden_case(const GoldenCase& golden, const std::vector<std::string>& float_inputs,
                        Fn&& fn, torch::ScalarType dtype = torch::kFloat64, double rtol = 1e-5,
-                       double atol = 1e-8) {
+                       double atol = 1e-8, torch::Device device = torch::kCPU) {
   Leaves leaves;
-  for (const auto& name : float_inputs) leaves[name] = leaf(golden.input(name), dtype);
+  for (const auto& name : float_inputs) {
+    leaves[name] = golden.input(name).to(device, dtype).detach().clone().set_requires_grad(true);
+  }
   torch::Tensor result = fn(leaves);
   EXPECT_EQ(result.scalar_type(), dtype) << golden.label() << ": dtype changed";
+  EXPECT_EQ(result.device(), device) << golden.label() << ": device changed";
   EXPECT_TRUE(tensors_close(result, golden.output(), rtol, atol)) << golden.label() << " output";
   if (!result.requires_grad()) return;
-  result.backward(golden.upstream().to(dtype));
+  result.backward(golden.upstream().to(device, dtype));
   for (const auto& name : float_inputs) {
     if (!golden.has_grad(name)) continue;
     auto grad = leaves[name].grad();
@@ -90,6 +94,12 @@ void check_golden_case(const GoldenCase& golden, const std::vector<std::string>&
         << golden.label() << " gradient of " << name;
   }
 }
+
+/// Skips the calling test unless a CUDA device is present.
+#define TANDEM_SKIP_WITHOUT_CUDA()                                              \
+  do {                                                                          \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device present"; \
+  } while (false)
 
 /// The message of the c10::Error `body` throws ("" if it does not throw).
 template <typename Body>

@@ -13,7 +13,7 @@ using testing::error_message;
 using testing::golden_cases;
 using testing::Leaves;
 
-TEST(MinimumClassConfusionLoss, MatchesGolden) {
+void mcc_golden(torch::Device device) {
   for (const auto& golden : golden_cases("minimum_class_confusion_loss")) {
     MinimumClassConfusionLoss loss(
         MinimumClassConfusionLossOptions(golden.option_double("temperature")));
@@ -21,6 +21,15 @@ TEST(MinimumClassConfusionLoss, MatchesGolden) {
         golden, {"logits"}, [&](Leaves& in) { return loss(in["logits"]); }, torch::kFloat64, 1e-5,
         1e-12);
   }
+}
+
+TEST(MinimumClassConfusionLoss, MatchesGolden) {
+  mcc_golden(torch::kCPU);
+}
+
+TEST(MinimumClassConfusionLoss, MatchesGoldenOnCuda_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  mcc_golden(torch::Device(torch::kCUDA));
 }
 
 TEST(MinimumClassConfusionLoss, HandComputedTinyCases) {

@@ -33,13 +33,17 @@ TEST(PairwiseEuclideanDistance, HandComputedTinyCase) {
   EXPECT_FLOAT_EQ(d[1][1].item<float>(), 5.0f);
 }
 
-TEST(PairwiseEuclideanDistance, MatchesGolden) {
+void pairwise_golden(torch::Device device) {
   for (const auto& golden : golden_cases("pairwise_euclidean_distance")) {
     check_golden_case(
         golden, {"x", "y"},
         [](Leaves& in) { return pairwise_euclidean_distance(in["x"], in["y"]); }, torch::kFloat64,
         kRtol, kAtol);
   }
+}
+
+TEST(PairwiseEuclideanDistance, MatchesGolden) {
+  pairwise_golden(torch::kCPU);
 }
 
 TEST(PairwiseEuclideanDistance, SelfDistanceHasFiniteGradient) {
@@ -90,15 +94,19 @@ TEST(HardExamplesMining, HandComputedTinyCase) {
 
 // ---- TripletLoss ----------------------------------------------------------------
 
-TEST(TripletLoss, MatchesGolden) {
+void triplet_golden(torch::Device device) {
   for (const auto& golden : golden_cases("triplet_loss")) {
     TripletLoss loss(TripletLossOptions(golden.option_double("margin"))
                          .normalize_feature(golden.option_bool("normalize_feature")));
     check_golden_case(
         golden, {"features"},
-        [&](Leaves& in) { return loss(in["features"], golden.input("labels")); }, torch::kFloat64,
-        kRtol, kAtol);
+        [&](Leaves& in) { return loss(in["features"], golden.input("labels").to(device)); },
+        torch::kFloat64, kRtol, kAtol);
   }
+}
+
+TEST(TripletLoss, MatchesGolden) {
+  triplet_golden(torch::kCPU);
 }
 
 TEST(TripletLoss, HandComputedTinyCase) {
@@ -115,7 +123,7 @@ TEST(TripletLoss, HandComputedTinyCase) {
 
 // ---- SoftTripletLoss --------------------------------------------------------------
 
-TEST(SoftTripletLoss, MatchesGolden) {
+void soft_triplet_golden(torch::Device device) {
   for (const auto& golden : golden_cases("soft_triplet_loss")) {
     SoftTripletLoss loss(SoftTripletLossOptions()
                              .margin(golden.option_optional_double("margin"))
@@ -123,10 +131,36 @@ TEST(SoftTripletLoss, MatchesGolden) {
     check_golden_case(
         golden, {"features_1", "features_2"},
         [&](Leaves& in) {
-          return loss(in["features_1"], in["features_2"], golden.input("labels"));
+          return loss(in["features_1"], in["features_2"], golden.input("labels").to(device));
         },
-        torch::kFloat64, kRtol, kAtol);
+        torch::kFloat64, kRtol, kAtol, device);
   }
+}
+
+TEST(SoftTripletLoss, MatchesGolden) {
+  soft_triplet_golden(torch::kCPU);
+}
+
+TEST(SoftTripletLoss, HandComputedTinyCase) {
+  // 1-D features 0, 1 (id 0) and 3 (id 1): ap = (1, 1, 1e-6), an = (3, 2, 2);
+  // margin 0: mean_i softplus(ap_i − an_i).
+  auto f = torch::tensor({{0.0}, {1.0}, {3.0}}, torch::kFloat64);
+  auto labels = torch::tensor({0, 0, 1});
+  const double expected =
+      (std::log1p(std::exp(-2.0)) + std::log1p(std::exp(-1.0)) + std::log1p(std::exp(1e-6 - 2.0))) /
+      3.0;
+  EXPECT_NEAR(functional::soft_triplet_loss(f, f, labels, SoftTripletLossOptions().margin(0.0))
+                  .item<double>(),
+              expected, 1e-12);
+  // Soft version with the teacher equal to the student: the target is
+  // softmax(ap, an) itself, so the loss is the entropy of that distribution.
+  const double soft = functional::soft_triplet_loss(f, f, labels).item<double>();
+  double entropy = 0;
+  for (const auto& [ap, an] : {std::pair{1.0, 3.0}, std::pair{1.0, 2.0}, std::pair{1e-6, 2.0}}) {
+    const double p = std::exp(ap) / (std::exp(ap) + std::exp(an));
+    entropy += -(p * std::log(p) + (1 - p) * std::log(1 - p));
+  }
+  EXPECT_NEAR(soft, entropy / 3.0, 1e-12);
 }
 
 TEST(SoftTripletLoss, MarginZeroIsMeanSoftplusOfApMinusAn) {
@@ -187,7 +221,7 @@ TEST(SoftTripletLoss, RejectsMismatchedInputs) {
 
 // ---- SoftCrossEntropyLoss -----------------------------------------------------------
 
-TEST(SoftCrossEntropyLoss, MatchesGolden) {
+void soft_cross_entropy_golden(torch::Device device) {
   SoftCrossEntropyLoss loss;
   for (const auto& golden : golden_cases("soft_cross_entropy_loss")) {
     check_golden_case(
@@ -195,6 +229,10 @@ TEST(SoftCrossEntropyLoss, MatchesGolden) {
         [&](Leaves& in) { return loss(in["y_logits"], in["target_logits"]); }, torch::kFloat64,
         kRtol, kAtol);
   }
+}
+
+TEST(SoftCrossEntropyLoss, MatchesGolden) {
+  soft_cross_entropy_golden(torch::kCPU);
 }
 
 TEST(SoftCrossEntropyLoss, EqualUniformLogitsGiveLogC) {
@@ -205,14 +243,36 @@ TEST(SoftCrossEntropyLoss, EqualUniformLogitsGiveLogC) {
 
 // ---- CrossEntropyLabelSmooth ----------------------------------------------------------
 
-TEST(CrossEntropyLabelSmooth, MatchesGolden) {
+void label_smooth_golden(torch::Device device) {
   for (const auto& golden : golden_cases("cross_entropy_label_smooth")) {
     CrossEntropyLabelSmooth loss(CrossEntropyLabelSmoothOptions(golden.option_int("num_classes"))
                                      .epsilon(golden.option_double("epsilon")));
     check_golden_case(
-        golden, {"logits"}, [&](Leaves& in) { return loss(in["logits"], golden.input("labels")); },
-        torch::kFloat64, kRtol, kAtol);
+        golden, {"logits"},
+        [&](Leaves& in) { return loss(in["logits"], golden.input("labels").to(device)); },
+        torch::kFloat64, kRtol, kAtol, device);
   }
+}
+
+TEST(CrossEntropyLabelSmooth, MatchesGolden) {
+  label_smooth_golden(torch::kCPU);
+}
+
+TEST(CrossEntropyLabelSmooth, HandComputedTinyCase) {
+  // Uniform logits over C = 4: log_softmax = −log 4 everywhere and the
+  // smoothed target sums to 1, so the loss is log 4 for any ε.
+  auto logits = torch::zeros({1, 4}, torch::kFloat64);
+  EXPECT_NEAR(functional::cross_entropy_label_smooth(logits, torch::tensor({2}),
+                                                     CrossEntropyLabelSmoothOptions(4))
+                  .item<double>(),
+              std::log(4.0), 1e-12);
+  // Logits (log 3, 0): p = (3/4, 1/4); label 0, ε = 0.2, C = 2:
+  // q = (0.9, 0.1), loss = −0.9·log(3/4) − 0.1·log(1/4).
+  auto two = torch::tensor({{std::log(3.0), 0.0}}, torch::kFloat64);
+  EXPECT_NEAR(functional::cross_entropy_label_smooth(two, torch::tensor({0}),
+                                                     CrossEntropyLabelSmoothOptions(2).epsilon(0.2))
+                  .item<double>(),
+              -0.9 * std::log(0.75) - 0.1 * std::log(0.25), 1e-12);
 }
 
 TEST(CrossEntropyLabelSmooth, EpsilonZeroIsPlainCrossEntropy) {
@@ -240,6 +300,16 @@ TEST(CrossEntropyLabelSmooth, RejectsLabelsOutOfRangeAndWrongClassCount) {
               CrossEntropyLabelSmooth(CrossEntropyLabelSmoothOptions(0));
             }).find("num_classes must be positive"),
             std::string::npos);
+}
+
+TEST(ReidLosses, MatchGoldenOnCuda_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  const torch::Device cuda(torch::kCUDA);
+  pairwise_golden(cuda);
+  triplet_golden(cuda);
+  soft_triplet_golden(cuda);
+  soft_cross_entropy_golden(cuda);
+  label_smooth_golden(cuda);
 }
 
 // ---- dtypes ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ torch::Tensor l1_distance(const torch::Tensor& y, const torch::Tensor& t) {
   return (y - t).abs().sum(1);
 }
 
-TEST(ConsistencyLoss, MatchesGolden) {
+void consistency_golden(torch::Device device) {
   for (const auto& golden : golden_cases("consistency_loss")) {
     const DistanceFn distance = golden.option_string("distance") == "l1" ? DistanceFn(l1_distance)
                                                                          : functional::l2_distance;
@@ -34,20 +34,28 @@ TEST(ConsistencyLoss, MatchesGolden) {
         reduction_named(golden.option_string("reduction"))));
     check_golden_case(
         golden, {"y", "y_teacher"},
-        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], golden.input("mask")); },
-        torch::kFloat64, kRtol, kAtol);
+        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], golden.input("mask").to(device)); },
+        torch::kFloat64, kRtol, kAtol, device);
   }
 }
 
-TEST(L2ConsistencyLoss, MatchesGolden) {
+TEST(ConsistencyLoss, MatchesGolden) {
+  consistency_golden(torch::kCPU);
+}
+
+void l2_consistency_golden(torch::Device device) {
   for (const auto& golden : golden_cases("l2_consistency_loss")) {
     L2ConsistencyLoss loss(
         L2ConsistencyLossOptions().reduction(reduction_named(golden.option_string("reduction"))));
     check_golden_case(
         golden, {"y", "y_teacher"},
-        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], golden.input("mask")); },
-        torch::kFloat64, kRtol, kAtol);
+        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], golden.input("mask").to(device)); },
+        torch::kFloat64, kRtol, kAtol, device);
   }
+}
+
+TEST(L2ConsistencyLoss, MatchesGolden) {
+  l2_consistency_golden(torch::kCPU);
 }
 
 TEST(L2ConsistencyLoss, HandComputedTinyCase) {
@@ -107,12 +115,17 @@ TEST(ConsistencyLoss, RejectsBadInputNamingTheArgument) {
             std::string::npos);
 }
 
-TEST(ClassBalanceLoss, MatchesGolden) {
+void class_balance_golden(torch::Device device) {
   for (const auto& golden : golden_cases("class_balance_loss")) {
     ClassBalanceLoss loss(ClassBalanceLossOptions(golden.option_int("num_classes")));
     check_golden_case(
-        golden, {"y"}, [&](Leaves& in) { return loss(in["y"]); }, torch::kFloat64, kRtol, kAtol);
+        golden, {"y"}, [&](Leaves& in) { return loss(in["y"]); }, torch::kFloat64, kRtol, kAtol,
+        device);
   }
+}
+
+TEST(ClassBalanceLoss, MatchesGolden) {
+  class_balance_golden(torch::kCPU);
 }
 
 TEST(ClassBalanceLoss, UniformPredictionGivesTheBinaryEntropyOfOneOverC) {
@@ -133,6 +146,14 @@ TEST(ClassBalanceLoss, RejectsWrongClassCount) {
               ClassBalanceLoss(ClassBalanceLossOptions(0));
             }).find("num_classes must be positive"),
             std::string::npos);
+}
+
+TEST(SelfEnsembleLosses, MatchGoldenOnCuda_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  const torch::Device cuda(torch::kCUDA);
+  consistency_golden(cuda);
+  l2_consistency_golden(cuda);
+  class_balance_golden(cuda);
 }
 
 TEST(SelfEnsembleHeader, ProvidesTheEmaTeacher) {
