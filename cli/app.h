@@ -31,5 +31,6 @@ using Action = std::function<int()>;
 void add_server_command(CLI::App& app, Action& action);
 void add_health_command(CLI::App& app, Action& action);
 void add_demo_command(CLI::App& app, Action& action);
+void add_cluster_command(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "golden.h"
+#include "support/golden.h"
 #include "tandem/methods/models/resnet.h"
 #include "tandem/methods/models/weights.h"
 

@@ -5,7 +5,7 @@
 
 #include <sstream>
 
-#include "golden.h"
+#include "support/golden.h"
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/methods/models/resnet.h"
 

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "golden.h"
+#include "support/golden.h"
 
 namespace tandem::methods {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "golden.h"
+#include "support/golden.h"
 
 namespace tandem::methods {
 namespace {

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "../golden.h"
+#include "support/golden.h"
 #include "tandem/methods/models/resnet.h"
 
 namespace tandem::methods::models {

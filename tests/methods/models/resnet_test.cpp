@@ -5,8 +5,8 @@
 
 #include <filesystem>
 
-#include "../golden.h"
-#include "../python.h"
+#include "support/golden.h"
+#include "support/python.h"
 #include "tandem/methods/models/weights.h"
 #include "tandem/methods/serialization.h"
 

@@ -1,16 +1,23 @@
-#include "golden.h"
+#include "support/golden.h"
 
 #include <map>
 #include <mutex>
 
-namespace tandem::methods::testing {
+namespace tandem::testing {
 namespace {
 
-const c10::impl::GenericDict& golden_file() {
-  static const c10::IValue data =
-      load_torch_file(std::string(TANDEM_SOURCE_DIR) + "/tests/golden/methods_golden.pt");
-  static const c10::impl::GenericDict dict = data.toGenericDict();
-  return dict;
+// Each golden file is read once per test binary.
+const c10::impl::GenericDict& golden_file(const std::string& file) {
+  static std::mutex mutex;
+  static std::map<std::string, c10::impl::GenericDict> loaded;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = loaded.find(file);
+  if (it == loaded.end()) {
+    const auto data =
+        methods::load_torch_file(std::string(TANDEM_SOURCE_DIR) + "/tests/golden/" + file);
+    it = loaded.emplace(file, data.toGenericDict()).first;
+  }
+  return it->second;
 }
 
 c10::impl::GenericDict dict_in(const c10::impl::GenericDict& parent, const std::string& key,
@@ -28,8 +35,10 @@ GoldenCase::GoldenCase(std::string group, c10::impl::GenericDict entry)
       options_(dict_in(entry, "options", group_)),
       inputs_(dict_in(entry, "inputs", group_)),
       outputs_(dict_in(entry, "outputs", group_)),
-      grads_(dict_in(entry, "grads", group_)),
-      upstream_(entry.at("upstream").toTensor()) {}
+      grads_(entry.contains("grads")
+                 ? dict_in(entry, "grads", group_)
+                 : c10::impl::GenericDict(c10::StringType::get(), c10::TensorType::get())),
+      upstream_(entry.contains("upstream") ? entry.at("upstream").toTensor() : torch::Tensor()) {}
 
 torch::Tensor GoldenCase::tensor_in(const c10::impl::GenericDict& dict, const std::string& key,
                                     const std::string& where) {
@@ -81,11 +90,11 @@ c10::optional<double> GoldenCase::option_optional_double(const std::string& key)
   return value.isInt() ? static_cast<double>(value.toInt()) : value.toDouble();
 }
 
-std::vector<GoldenCase> golden_cases(const std::string& group) {
+std::vector<GoldenCase> golden_cases(const std::string& group, const std::string& file_name) {
   std::vector<GoldenCase> cases;
-  const auto& file = golden_file();
+  const auto& file = golden_file(file_name);
   auto it = file.find(group);
-  EXPECT_NE(it, file.end()) << "golden group '" << group << "' is missing";
+  EXPECT_NE(it, file.end()) << "golden group '" << group << "' is missing from " << file_name;
   if (it == file.end()) return cases;
   for (const auto& entry : it->value().toList()) {
     cases.emplace_back(group, entry.get().toGenericDict());
@@ -119,4 +128,4 @@ torch::Tensor leaf(const torch::Tensor& t, torch::ScalarType dtype) {
   return t.detach().to(dtype).clone().set_requires_grad(true);
 }
 
-}  // namespace tandem::methods::testing
+}  // namespace tandem::testing

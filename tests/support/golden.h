@@ -1,4 +1,4 @@
-// Golden cases of tests/golden/methods_golden.pt (see tests/golden/README.md
+// Golden cases of the files in tests/golden/ (see tests/golden/README.md
 // for the schema and the generator), and tensor comparison helpers.
 #pragma once
 
@@ -11,7 +11,7 @@
 
 #include "tandem/methods/serialization.h"
 
-namespace tandem::methods::testing {
+namespace tandem::testing {
 
 /// One reference case: options, inputs, reference outputs and gradients.
 class GoldenCase {
@@ -49,8 +49,11 @@ class GoldenCase {
   torch::Tensor upstream_;
 };
 
-/// Every case of `group`; fails the calling test when the group is missing.
-std::vector<GoldenCase> golden_cases(const std::string& group);
+/// Every case of `group` in tests/golden/`file`; fails the calling test when
+/// the group is missing. Cases without gradients (clustering) have empty
+/// grads and an undefined upstream.
+std::vector<GoldenCase> golden_cases(const std::string& group,
+                                     const std::string& file = "methods_golden.pt");
 
 /// |actual − expected| ≤ atol + rtol·|expected| elementwise, shapes equal;
 /// a failure names `what` and the largest error.
@@ -60,9 +63,9 @@ std::vector<GoldenCase> golden_cases(const std::string& group);
 /// A leaf copy of `t` that requires grad (for floating tensors).
 torch::Tensor leaf(const torch::Tensor& t, torch::ScalarType dtype = torch::kFloat64);
 
-}  // namespace tandem::methods::testing
+}  // namespace tandem::testing
 
-namespace tandem::methods::testing {
+namespace tandem::testing {
 
 /// Named leaf inputs of one case.
 using Leaves = std::map<std::string, torch::Tensor>;
@@ -112,4 +115,4 @@ std::string error_message(Body&& body) {
   return "";
 }
 
-}  // namespace tandem::methods::testing
+}  // namespace tandem::testing

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-namespace tandem::methods::testing {
+namespace tandem::testing {
 
 inline const char* kPython = "/usr/bin/python3";
 
@@ -24,4 +24,4 @@ inline int run_python(const std::string& args) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-}  // namespace tandem::methods::testing
+}  // namespace tandem::testing

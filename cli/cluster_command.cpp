@@ -1,0 +1,63 @@
+// `tandem cluster`: serves the ClusteringService (pseudo labels for the
+// workers) with the gRPC health service; stops cleanly on SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <memory>
+
+#include "tandem/cli/app.h"
+#include "tandem/cli/signals.h"
+#include "tandem/clustering/clustering_service.h"
+#include "tandem/server/grpc_server.h"
+
+namespace tandem::cli {
+namespace {
+
+struct ClusterFlags {
+  std::string listen = "127.0.0.1:50052";
+  int64_t max_rows = 2'000'000;
+  double max_gib = 8.0;
+  int jobs = 1;
+};
+
+int run_cluster(const ClusterFlags& flags) {
+  clustering::ClusteringServiceOptions options;
+  options.max_rows = flags.max_rows;
+  options.max_bytes = static_cast<int64_t>(flags.max_gib * double(int64_t{1} << 30));
+  options.max_concurrent_jobs = flags.jobs;
+  clustering::ClusteringServiceImpl service(options);
+  server::GrpcOptions grpc_options;
+  grpc_options.address = flags.listen;
+  grpc_options.max_message_bytes = 64 << 20;
+  auto grpc_server =
+      server::GrpcServer::Create(grpc_options, {&service}, {"tandem.v1.ClusteringService"});
+  if (!grpc_server.ok()) {
+    std::cerr << "tandem cluster: " << grpc_server.status().message() << "\n";
+    return kExitFailure;
+  }
+  std::cout << "tandem cluster " << version() << " listening on " << (*grpc_server)->target()
+            << " (max " << flags.max_rows << " rows, " << flags.max_gib << " GiB, " << flags.jobs
+            << " job(s) at a time)" << std::endl;
+  return serve_until_stopped(**grpc_server, "tandem cluster");
+}
+
+}  // namespace
+
+void add_cluster_command(CLI::App& app, Action& action) {
+  auto flags = std::make_shared<ClusterFlags>();
+  auto* command = app.add_subcommand("cluster", "Run the clustering service (pseudo labels)");
+  command->add_option("--listen", flags->listen, "host:port to serve gRPC on")
+      ->capture_default_str();
+  command->add_option("--max-rows", flags->max_rows, "largest number of rows per request")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--max-gib", flags->max_gib, "largest feature payload per request (GiB)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--jobs", flags->jobs, "clusterings that run at the same time")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  command->callback([flags, &action] { action = [flags] { return run_cluster(*flags); }; });
+}
+
+}  // namespace tandem::cli

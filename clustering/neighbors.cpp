@@ -1,0 +1,158 @@
+#include "tandem/clustering/neighbors.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFFlat.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "tandem/clustering/tensor_checks.h"
+
+namespace tandem::clustering {
+namespace {
+
+using FaissId = faiss::Index::idx_t;
+
+// Candidates of the search: k columns per row and each row's farthest column.
+struct Candidates {
+  torch::Tensor index;     // int64 (n, k)
+  torch::Tensor farthest;  // int64 (n)
+};
+
+// Base distances of a block of rows against all columns, from their dot
+// products `dots` (B × n), in float32.
+torch::Tensor base_from_dots(BaseDistance base, const torch::Tensor& dots,
+                             const torch::Tensor& row_norms, const torch::Tensor& col_norms) {
+  if (base == BaseDistance::kMmtJaccard) return 2 * col_norms.unsqueeze(0) - 2 * dots;
+  auto squared = row_norms.unsqueeze(1) + col_norms.unsqueeze(0) - 2 * dots;
+  return squared * squared;
+}
+
+Candidates exact_candidates(const torch::Tensor& features, const torch::Tensor& norms,
+                            const NeighborOptions& options) {
+  const int64_t n = features.size(0);
+  int64_t block = options.block_rows > 0 ? options.block_rows : (int64_t{8} << 20) / n;
+  block = std::clamp<int64_t>(block, 1, n);
+  Candidates out{torch::empty({n, options.k}, torch::kInt64), torch::empty({n}, torch::kInt64)};
+  const auto columns_t = features.t();
+  for (int64_t start = 0; start < n; start += block) {
+    const int64_t rows = std::min(block, n - start);
+    const auto values =
+        base_from_dots(options.base, torch::mm(features.narrow(0, start, rows), columns_t),
+                       norms.narrow(0, start, rows), norms);
+    out.index.narrow(0, start, rows)
+        .copy_(std::get<1>(values.topk(options.k, /*dim=*/1, /*largest=*/false)));
+    out.farthest.narrow(0, start, rows).copy_(values.argmax(1));
+  }
+  return out;
+}
+
+// Augmented vectors turn both base distances into inner products:
+//   kMmtJaccard: b = 2·(n_j − f_i·f_j) = −2·⟨(f_i, 1), (f_j, −n_j)⟩;
+//   squared twice: increasing in n_j − 2·f_i·f_j = −⟨(2f_i, 1), (f_j, −n_j)⟩.
+// The nearest columns have the largest inner product, the farthest column
+// the largest inner product with the negated query.
+Candidates ivf_candidates(const torch::Tensor& features, const torch::Tensor& norms,
+                          const NeighborOptions& options) {
+  const int64_t n = features.size(0);
+  const int64_t d = features.size(1);
+  const auto database = torch::cat({features, -norms.unsqueeze(1)}, 1).contiguous();
+  const double scale = options.base == BaseDistance::kMmtJaccard ? 1.0 : 2.0;
+  const auto queries = torch::cat({scale * features, torch::ones({n, 1})}, 1).contiguous();
+  int64_t lists = options.ivf_lists > 0
+                      ? options.ivf_lists
+                      : std::max<int64_t>(1, static_cast<int64_t>(4 * std::sqrt(double(n))));
+  lists = std::min(lists, n);
+  faiss::IndexFlatIP quantizer(d + 1);
+  faiss::IndexIVFFlat index(&quantizer, d + 1, lists, faiss::METRIC_INNER_PRODUCT);
+  index.cp.seed = 1234;  // FAISS's k-means training: equal runs give equal lists
+  index.train(n, database.data_ptr<float>());
+  index.add(n, database.data_ptr<float>());
+  index.nprobe = static_cast<std::size_t>(std::min(options.ivf_probe, lists));
+
+  Candidates out{torch::empty({n, options.k}, torch::kInt64), torch::empty({n}, torch::kInt64)};
+  auto scores = torch::empty({n, options.k}, torch::kFloat32);
+  index.search(n, queries.data_ptr<float>(), options.k, scores.data_ptr<float>(),
+               reinterpret_cast<FaissId*>(out.index.data_ptr<int64_t>()));
+  const auto negated = (-queries).contiguous();
+  auto far_score = torch::empty({n, 1}, torch::kFloat32);
+  auto far_index = torch::empty({n, 1}, torch::kInt64);
+  index.search(n, negated.data_ptr<float>(), 1, far_score.data_ptr<float>(),
+               reinterpret_cast<FaissId*>(far_index.data_ptr<int64_t>()));
+  out.farthest = far_index.squeeze(1);
+  return out;
+}
+
+// Recomputes the candidates' base distances in float64 and orders each row by
+// (value, column). A slot FAISS could not fill (−1) becomes the row itself.
+NeighborTable refine(const torch::Tensor& features, const torch::Tensor& norms,
+                     Candidates candidates, BaseDistance base) {
+  const int64_t n = features.size(0);
+  const int64_t d = features.size(1);
+  const int64_t k = candidates.index.size(1);
+  NeighborTable table;
+  table.index = candidates.index.contiguous();
+  table.distance = torch::empty({n, k}, torch::kFloat64);
+  table.row_max = torch::empty({n}, torch::kFloat64);
+  table.squared_norm = norms.to(torch::kFloat64);
+  const float* f = features.data_ptr<float>();
+  const double* nn = table.squared_norm.data_ptr<double>();
+  int64_t* idx = table.index.data_ptr<int64_t>();
+  const int64_t* far = candidates.farthest.data_ptr<int64_t>();
+  double* dist = table.distance.data_ptr<double>();
+  double* row_max = table.row_max.data_ptr<double>();
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    std::vector<std::pair<double, int64_t>> row(static_cast<std::size_t>(k));
+    for (int64_t i = begin; i < end; ++i) {
+      double largest = -std::numeric_limits<double>::infinity();
+      for (int64_t r = 0; r < k; ++r) {
+        int64_t j = idx[i * k + r];
+        if (j < 0) j = i;
+        row[r] = {base_distance(base, f + i * d, f + j * d, d, nn[i], nn[j]), j};
+        largest = std::max(largest, row[r].first);
+      }
+      std::sort(row.begin(), row.end());
+      for (int64_t r = 0; r < k; ++r) {
+        dist[i * k + r] = row[r].first;
+        idx[i * k + r] = row[r].second;
+      }
+      const int64_t j = far[i] < 0 ? i : far[i];
+      row_max[i] = std::max(largest, base_distance(base, f + i * d, f + j * d, d, nn[i], nn[j]));
+    }
+  });
+  return table;
+}
+
+}  // namespace
+
+double base_distance(BaseDistance base, const float* f_i, const float* f_j, int64_t d,
+                     double squared_norm_i, double squared_norm_j) {
+  double dot = 0;
+  for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(f_i[c]) * f_j[c];
+  if (base == BaseDistance::kMmtJaccard) return 2 * squared_norm_j - 2 * dot;
+  const double squared = squared_norm_i + squared_norm_j - 2 * dot;
+  return squared * squared;
+}
+
+NeighborTable find_neighbors(const torch::Tensor& features, const NeighborOptions& options) {
+  const auto input = to_faiss_input(features, "features");
+  const int64_t n = input.size(0);
+  TORCH_CHECK(options.k >= 1 && options.k <= n, "find_neighbors: k must be in [1, n = ", n,
+              "], got ", options.k);
+  TORCH_CHECK(options.ivf_probe >= 1, "find_neighbors: ivf_probe must be positive, got ",
+              options.ivf_probe);
+  TORCH_CHECK(options.block_rows >= 0, "find_neighbors: block_rows must be non-negative, got ",
+              options.block_rows);
+  const auto norms = input.pow(2).sum(1).contiguous();
+  auto candidates = options.search == NeighborSearch::kExact
+                        ? exact_candidates(input, norms, options)
+                        : ivf_candidates(input, norms, options);
+  // Norms in float64 from the float32 features, as the distances use them.
+  const auto norms64 = input.to(torch::kFloat64).pow(2).sum(1).contiguous();
+  return refine(input, norms64, std::move(candidates), options.base);
+}
+
+}  // namespace tandem::clustering

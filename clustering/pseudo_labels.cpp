@@ -1,0 +1,73 @@
+#include "tandem/clustering/pseudo_labels.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "tandem/clustering/tensor_checks.h"
+
+namespace tandem::clustering {
+namespace {
+
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(std::vector<std::pair<std::string, double>>* phases) : phases_(phases) {}
+  void done(const std::string& phase) {
+    const auto now = std::chrono::steady_clock::now();
+    phases_->emplace_back(phase, std::chrono::duration<double>(now - start_).count());
+    start_ = now;
+  }
+
+ private:
+  std::vector<std::pair<std::string, double>>* phases_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+torch::Tensor cluster_means(const torch::Tensor& features, const torch::Tensor& labels,
+                            int64_t clusters) {
+  TORCH_CHECK(features.dim() == 2 && labels.dim() == 1 && labels.size(0) == features.size(0),
+              "cluster_means: features (n, d) and labels (n) must agree, got ", features.sizes(),
+              " and ", labels.sizes());
+  auto sums = torch::zeros({clusters, features.size(1)}, torch::kFloat64);
+  auto counts = torch::zeros({clusters}, torch::kFloat64);
+  if (clusters == 0) return sums.to(torch::kFloat32);
+  const auto kept = labels >= 0;
+  const auto kept_labels = labels.index({kept});
+  sums.index_add_(0, kept_labels, features.index({kept}).to(torch::kFloat64));
+  counts.index_add_(0, kept_labels, torch::ones({kept_labels.size(0)}, torch::kFloat64));
+  return (sums / counts.clamp_min(1).unsqueeze(1)).to(torch::kFloat32);
+}
+
+PseudoLabels pseudo_labels(const torch::Tensor& features, const PseudoLabelOptions& options) {
+  const auto input = to_faiss_input(features, "features");
+  PseudoLabels result;
+  PhaseTimer timer(&result.phase_seconds);
+  if (options.algorithm == PseudoLabelOptions::Algorithm::kKMeans) {
+    auto clusters = kmeans(input, options.kmeans);
+    timer.done("kmeans");
+    result.labels = clusters.labels;
+    result.centroids = clusters.centroids;
+    result.stats = {options.kmeans.k, 0};
+    return result;
+  }
+  namespace F = torch::nn::functional;
+  const auto normalized = F::normalize(input, F::NormalizeFuncOptions().dim(1)).contiguous();
+  const auto distance = jaccard_distance(normalized, options.jaccard);
+  timer.done("jaccard");
+  DbscanOptions dbscan_options = options.dbscan;
+  if (options.rho.has_value()) {
+    dbscan_options.eps = adaptive_eps(distance, *options.rho);
+    timer.done("eps");
+  }
+  result.eps = dbscan_options.eps;
+  result.labels = dbscan(distance, dbscan_options);
+  timer.done("dbscan");
+  result.stats = cluster_stats(result.labels);
+  result.centroids = cluster_means(normalized, result.labels, result.stats.clusters);
+  timer.done("centroids");
+  return result;
+}
+
+}  // namespace tandem::clustering

@@ -1,0 +1,60 @@
+// Pseudo labels of one MMT epoch: k-means, or Jaccard distance + DBSCAN, with
+// the cluster centroids the classifiers are reset from.
+//
+// Ge, Chen, Li, "Mutual Mean-Teaching", ICLR 2020, §3.1 and the DBSCAN
+// variant of the authors' code (notes §4). Used in-process by the trainer and
+// behind the ClusteringService.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Optional.h>
+#include <torch/types.h>
+
+#include "tandem/clustering/dbscan.h"
+#include "tandem/clustering/jaccard.h"
+#include "tandem/clustering/kmeans.h"
+
+namespace tandem::clustering {
+
+/// Which clustering produces the pseudo labels, with its parameters.
+struct PseudoLabelOptions {
+  enum class Algorithm { kKMeans, kDbscan };
+  Algorithm algorithm = Algorithm::kDbscan;
+  /// k-means: K, iterations, seed.
+  KMeansOptions kmeans;
+  /// DBSCAN: the Jaccard distance it runs on.
+  JaccardOptions jaccard;
+  /// DBSCAN: eps and min_samples (eps is ignored when rho is set).
+  DbscanOptions dbscan;
+  /// DBSCAN: MMT's adaptive eps with this rho (notes §6.4); none: dbscan.eps.
+  c10::optional<double> rho = 1.6e-3;
+};
+
+/// The labels of one clustering and what the trainer needs next.
+struct PseudoLabels {
+  /// int64 (n): cluster of each row, −1 for DBSCAN noise.
+  torch::Tensor labels;
+  /// float32 (K, d): mean feature of each cluster (k-means: its centroids).
+  torch::Tensor centroids;
+  ClusterStats stats;
+  /// DBSCAN radius used (0 for k-means).
+  double eps = 0.0;
+  /// Wall time of each phase, in order.
+  std::vector<std::pair<std::string, double>> phase_seconds;
+};
+
+/// Clusters `features` (n × d float32, finite). k-means clusters them as
+/// given; the DBSCAN path L2-normalises them first (as MMT does). Zero DBSCAN
+/// clusters is a valid outcome (stats.clusters == 0, empty centroids).
+PseudoLabels pseudo_labels(const torch::Tensor& features, const PseudoLabelOptions& options);
+
+/// Mean of the rows of `features` in each cluster 0 .. clusters − 1 of
+/// `labels` (−1 rows ignored): (clusters, d) float32.
+torch::Tensor cluster_means(const torch::Tensor& features, const torch::Tensor& labels,
+                            int64_t clusters);
+
+}  // namespace tandem::clustering

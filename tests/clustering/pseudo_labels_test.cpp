@@ -1,0 +1,86 @@
+#include "tandem/clustering/pseudo_labels.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <set>
+
+namespace tandem::clustering {
+namespace {
+
+// 12 identities × 10 images, tight around orthonormal centres, plus 4
+// single outliers in directions of their own.
+torch::Tensor identities_and_outliers(torch::Tensor* truth) {
+  torch::manual_seed(5);
+  const auto basis = std::get<0>(torch::linalg_qr(torch::randn({24, 24})));
+  const auto centres = basis.narrow(0, 0, 12);
+  *truth = torch::arange(12).repeat_interleave(10);
+  auto f = centres.index_select(0, *truth) + 0.05 * torch::randn({120, 24});
+  auto outliers = basis.narrow(0, 12, 4);  // alone, orthogonal to every identity
+  *truth = torch::cat({*truth, torch::full({4}, -1, torch::kLong)});
+  return torch::cat({f, outliers}).contiguous();
+}
+
+TEST(PseudoLabels, DbscanFindsTheIdentitiesAndDropsOutliers) {
+  torch::Tensor truth;
+  const auto f = identities_and_outliers(&truth);
+  // Jaccard (20, 6) and min_samples 4; a fixed eps between the largest
+  // within-identity (≈ 0.28) and the smallest across-identity (≈ 0.67)
+  // distance. (At 124 points MMT's adaptive rule picks a far smaller eps.)
+  PseudoLabelOptions options;
+  options.rho = c10::nullopt;
+  options.dbscan.eps = 0.5;
+  const auto result = pseudo_labels(f, options);
+  EXPECT_EQ(result.stats.clusters, 12);
+  EXPECT_GT(result.eps, 0.0);
+  EXPECT_TRUE((result.labels.narrow(0, 120, 4) == -1).all().item<bool>()) << result.labels;
+  for (int64_t id = 0; id < 12; ++id) {
+    const auto members = result.labels.narrow(0, id * 10, 10);
+    EXPECT_TRUE((members == members[0]).all().item<bool>()) << "identity " << id << " split";
+  }
+  ASSERT_EQ(result.centroids.sizes(), (std::vector<int64_t>{12, 24}));
+  std::vector<std::string> phases;
+  for (const auto& [phase, seconds] : result.phase_seconds) phases.push_back(phase);
+  EXPECT_EQ(phases, (std::vector<std::string>{"jaccard", "dbscan", "centroids"}));
+  // With the adaptive rule the eps phase is timed as well.
+  options.rho = 1.6e-2;
+  const auto adaptive = pseudo_labels(f, options);
+  EXPECT_EQ(adaptive.phase_seconds[1].first, "eps");
+  EXPECT_LT(adaptive.eps, 0.5);
+}
+
+TEST(PseudoLabels, KMeansLabelsEveryImage) {
+  torch::Tensor truth;
+  const auto f = identities_and_outliers(&truth);
+  PseudoLabelOptions options;
+  options.algorithm = PseudoLabelOptions::Algorithm::kKMeans;
+  options.kmeans.k = 12;
+  options.kmeans.nredo = 3;
+  const auto result = pseudo_labels(f, options);
+  EXPECT_EQ(result.stats.clusters, 12);
+  EXPECT_EQ(result.stats.noise, 0);
+  EXPECT_TRUE((result.labels >= 0).all().item<bool>());
+  EXPECT_EQ(result.centroids.sizes(), (std::vector<int64_t>{12, 24}));
+}
+
+TEST(PseudoLabels, ZeroClustersGivesEmptyCentroids) {
+  torch::manual_seed(6);
+  const auto f = torch::randn({60, 8});
+  PseudoLabelOptions options;
+  options.rho = c10::nullopt;
+  options.dbscan.eps = 0.0;
+  options.dbscan.min_samples = 2;
+  const auto result = pseudo_labels(f, options);
+  EXPECT_EQ(result.stats.clusters, 0);
+  EXPECT_EQ(result.stats.noise, 60);
+  EXPECT_EQ(result.centroids.size(0), 0);
+}
+
+TEST(ClusterMeans, AveragesMembersAndIgnoresNoise) {
+  auto f = torch::tensor({{1.0f, 0.0f}, {3.0f, 0.0f}, {0.0f, 5.0f}, {9.0f, 9.0f}});
+  const auto means = cluster_means(f, torch::tensor({0, 0, 1, -1}), 2);
+  EXPECT_TRUE(torch::allclose(means, torch::tensor({{2.0f, 0.0f}, {0.0f, 5.0f}})));
+}
+
+}  // namespace
+}  // namespace tandem::clustering
