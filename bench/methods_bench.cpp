@@ -28,9 +28,9 @@ torch::Tensor leaf(std::initializer_list<int64_t> shape) {
 
 // Times `step` (forward + backward), clearing the gradients of `leaves`.
 template <typename Step>
-void run(benchmark::State& state, std::vector<torch::Tensor> leaves, Step step) {
+void run(benchmark::State& state, const std::vector<torch::Tensor>& leaves, Step step) {
   for (auto _ : state) {
-    for (auto& t : leaves) t.mutable_grad() = torch::Tensor();
+    for (auto t : leaves) t.mutable_grad() = torch::Tensor();
     auto loss = step();
     loss.backward();
     benchmark::DoNotOptimize(loss.data_ptr());

@@ -101,8 +101,8 @@ int run_demo(const DemoFlags& flags) {
   ok &= step("LibTorch: pairwise distances", [&] {
     auto dist = methods::pairwise_euclidean_distance(features, features);
     auto same = identities.unsqueeze(1) == identities.unsqueeze(0);
-    const double intra = dist.masked_select(same).mean().item<double>();
-    const double inter = dist.masked_select(same.logical_not()).mean().item<double>();
+    const auto intra = dist.masked_select(same).mean().item<double>();
+    const auto inter = dist.masked_select(same.logical_not()).mean().item<double>();
     std::ostringstream out;
     out << features.size(0) << " features, mean same-id distance " << std::setprecision(3) << intra
         << " vs other-id " << inter;
@@ -120,7 +120,7 @@ int run_demo(const DemoFlags& flags) {
     c10d::TCPStoreOptions client_options;
     client_options.port = static_cast<std::uint16_t>(server_store->getPort());
     std::vector<torch::Tensor> sums(2);
-    auto rank_body = [&](int rank, c10::intrusive_ptr<c10d::Store> store) {
+    auto rank_body = [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
       worker::DistributedOptions options;
       options.world_size = 2;
       options.rank = rank;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "tandem/clustering/k_reciprocal.h"
@@ -14,6 +15,10 @@ namespace {
 
 // Jaccard values below this are rounding noise of exact zeros.
 constexpr double kZeroTolerance = 1e-12;
+
+// The encoding and the sparse intersection, on checked input.
+SparseDistance jaccard_from_table(const torch::Tensor& input, const NeighborTable& table,
+                                  const JaccardOptions& options);
 
 }  // namespace
 
@@ -67,65 +72,108 @@ SparseDistance jaccard_distance(const torch::Tensor& features, const JaccardOpti
   neighbor_options.search = options.search;
   neighbor_options.ivf_lists = options.ivf_lists;
   neighbor_options.ivf_probe = options.ivf_probe;
-  const auto table = find_neighbors(input, neighbor_options);
+  return jaccard_from_table(input, find_neighbors(input, neighbor_options), options);
+}
+
+SparseDistance jaccard_distance_from_neighbors(const torch::Tensor& features,
+                                               const NeighborTable& table,
+                                               const JaccardOptions& options) {
+  const auto input = to_faiss_input(features, "features");
+  TORCH_CHECK(table.index.defined() && table.index.size(0) == input.size(0),
+              "jaccard_distance_from_neighbors: the table does not belong to these ", input.size(0),
+              " feature rows");
+  TORCH_CHECK(options.k1 >= 1 && options.k2 >= 1,
+              "jaccard_distance_from_neighbors: k1 and k2 must be positive");
+  return jaccard_from_table(input, table, options);
+}
+
+namespace {
+
+SparseDistance jaccard_from_table(const torch::Tensor& input, const NeighborTable& table,
+                                  const JaccardOptions& options) {
+  const int64_t n = input.size(0);
   const auto encoding = k_reciprocal_encoding(input, table, BaseDistance::kMmtJaccard,
                                               KReciprocalOptions{options.k1, options.k2});
   const auto inverted = transpose(encoding);
 
   // s[i, j] = Σ_k min(V[i, k], V[j, k]) over the columns both rows use.
-  std::vector<std::vector<std::pair<int64_t, float>>> rows(static_cast<std::size_t>(n));
-  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
-    std::vector<double> shared(static_cast<std::size_t>(n), 0.0);
-    std::vector<int64_t> touched;
-    for (int64_t i = begin; i < end; ++i) {
-      touched.clear();
-      for (int64_t e = encoding.row_ptr[i]; e < encoding.row_ptr[i + 1]; ++e) {
-        const int64_t k = encoding.col[e];
-        const double v_ik = encoding.value[e];
-        for (int64_t t = inverted.row_ptr[k]; t < inverted.row_ptr[k + 1]; ++t) {
-          const int64_t j = inverted.col[t];
-          if (shared[j] == 0.0) touched.push_back(j);
-          shared[j] += std::min(v_ik, inverted.value[t]);
+  // Rows are processed in blocks (in parallel within a block) and appended
+  // to the final arrays, so memory peaks at the result plus one block.
+  TORCH_CHECK(n < (int64_t{1} << 31), "jaccard_distance: n = ", n, " rows is too many");
+  constexpr int64_t kBlockRows = 2048;
+  auto row_ptr = std::make_unique<std::vector<int64_t>>(static_cast<std::size_t>(n) + 1, 0);
+  auto cols = std::make_unique<std::vector<int64_t>>();
+  auto values = std::make_unique<std::vector<float>>();
+  std::vector<std::vector<std::pair<int32_t, float>>> block_rows(
+      static_cast<std::size_t>(std::min(kBlockRows, n)));
+  for (int64_t first = 0; first < n; first += kBlockRows) {
+    const int64_t rows = std::min(kBlockRows, n - first);
+    at::parallel_for(0, rows, 32, [&](int64_t begin, int64_t end) {
+      std::vector<double> shared(static_cast<std::size_t>(n), 0.0);
+      std::vector<int64_t> touched;
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t i = first + r;
+        touched.clear();
+        for (int64_t e = encoding.row_ptr[i]; e < encoding.row_ptr[i + 1]; ++e) {
+          const int64_t k = encoding.col[e];
+          const double v_ik = encoding.value[e];
+          for (int64_t t = inverted.row_ptr[k]; t < inverted.row_ptr[k + 1]; ++t) {
+            const int64_t j = inverted.col[t];
+            if (shared[j] == 0.0) touched.push_back(j);
+            shared[j] += std::min(v_ik, inverted.value[t]);
+          }
+        }
+        std::sort(touched.begin(), touched.end());
+        auto& row = block_rows[static_cast<std::size_t>(r)];
+        row.clear();
+        for (const int64_t j : touched) {
+          const double s = shared[j];
+          shared[j] = 0.0;
+          double exact = 1.0 - s / (2.0 - s);
+          // Pairs with identical encodings are 0 in exact arithmetic and come
+          // out as float64 rounding noise; distinct values are far above 1e-12.
+          if (exact < kZeroTolerance) exact = 0.0;
+          const auto distance = static_cast<float>(exact);
+          if (distance < 1.0f) row.emplace_back(static_cast<int32_t>(j), distance);
         }
       }
-      std::sort(touched.begin(), touched.end());
-      auto& row = rows[static_cast<std::size_t>(i)];
-      for (const int64_t j : touched) {
-        const double s = shared[j];
-        shared[j] = 0.0;
-        double exact = 1.0 - s / (2.0 - s);
-        // Pairs with identical encodings are 0 in exact arithmetic and come
-        // out as float64 rounding noise; distinct values are far above 1e-12.
-        if (exact < kZeroTolerance) exact = 0.0;
-        const auto distance = static_cast<float>(exact);
-        if (distance < 1.0f) row.emplace_back(j, distance);
-      }
+    });
+    std::size_t block_nnz = 0;
+    for (int64_t r = 0; r < rows; ++r) block_nnz += block_rows[static_cast<std::size_t>(r)].size();
+    if (first == 0) {  // reserve from the first block's density (5% slack)
+      const auto estimate =
+          static_cast<std::size_t>(1.05 * static_cast<double>(block_nnz) * static_cast<double>(n) /
+                                   static_cast<double>(rows));
+      cols->reserve(estimate);
+      values->reserve(estimate);
     }
-  });
+    for (int64_t r = 0; r < rows; ++r) {
+      for (const auto& [j, distance] : block_rows[static_cast<std::size_t>(r)]) {
+        cols->push_back(j);
+        values->push_back(distance);
+      }
+      (*row_ptr)[static_cast<std::size_t>(first + r) + 1] = static_cast<int64_t>(cols->size());
+    }
+  }
 
+  // Hand the arrays to tensors without copying them.
+  const auto adopt = [](auto holder, torch::ScalarType type) {
+    using Vector = typename decltype(holder)::element_type;
+    auto* raw = holder.release();
+    const auto size = static_cast<int64_t>(raw->size());
+    return torch::from_blob(
+        raw->data(), {size}, [raw](void*) { delete raw; }, torch::TensorOptions().dtype(type));
+    static_cast<void>(sizeof(Vector));
+  };
   SparseDistance result;
   result.n = n;
-  result.row_ptr = torch::empty({n + 1}, torch::kInt64);
-  int64_t* ptr = result.row_ptr.data_ptr<int64_t>();
-  ptr[0] = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    ptr[i + 1] = ptr[i] + static_cast<int64_t>(rows[static_cast<std::size_t>(i)].size());
-  }
-  result.col = torch::empty({ptr[n]}, torch::kInt64);
-  result.value = torch::empty({ptr[n]}, torch::kFloat32);
-  int64_t* col = result.col.data_ptr<int64_t>();
-  float* value = result.value.data_ptr<float>();
-  at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      int64_t at = ptr[i];
-      for (const auto& [j, distance] : rows[static_cast<std::size_t>(i)]) {
-        col[at] = j;
-        value[at++] = distance;
-      }
-    }
-  });
+  result.row_ptr = adopt(std::move(row_ptr), torch::kInt64);
+  result.col = adopt(std::move(cols), torch::kInt64);
+  result.value = adopt(std::move(values), torch::kFloat32);
   return result;
 }
+
+}  // namespace
 
 SparseDistance sparse_from_dense(const torch::Tensor& dense) {
   TORCH_CHECK(dense.dim() == 2 && dense.size(0) == dense.size(1) && dense.size(0) >= 1,

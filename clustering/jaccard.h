@@ -53,6 +53,13 @@ struct SparseDistance {
 /// rounding (see docs/clustering.md for ties and the float64 accumulation).
 SparseDistance jaccard_distance(const torch::Tensor& features, const JaccardOptions& options = {});
 
+/// The same from a neighbour table already computed with find_neighbors
+/// (BaseDistance::kMmtJaccard, k ≥ min(max(k1 + 1, k2), n)) on `features`:
+/// lets a caller time, keep or reuse the search.
+SparseDistance jaccard_distance_from_neighbors(const torch::Tensor& features,
+                                               const NeighborTable& table,
+                                               const JaccardOptions& options = {});
+
 /// Builds a SparseDistance from a dense square matrix (entries ≥ 1 are
 /// dropped; they count as exactly 1). For tests and small inputs.
 SparseDistance sparse_from_dense(const torch::Tensor& dense);

@@ -4,6 +4,8 @@
 #include <faiss/IndexIVFFlat.h>
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -22,27 +24,50 @@ struct Candidates {
   torch::Tensor farthest;  // int64 (n)
 };
 
-// Base distances of a block of rows against all columns, from their dot
-// products `dots` (B × n), in float32.
-torch::Tensor base_from_dots(BaseDistance base, const torch::Tensor& dots,
-                             const torch::Tensor& row_norms, const torch::Tensor& col_norms) {
-  if (base == BaseDistance::kMmtJaccard) return 2 * col_norms.unsqueeze(0) - 2 * dots;
-  auto squared = row_norms.unsqueeze(1) + col_norms.unsqueeze(0) - 2 * dots;
-  return squared * squared;
+// Turns the dot products `dots` (B × n) of a block of rows with all columns
+// into their base distances, in place (float32; no n-wide temporaries).
+void base_from_dots_(BaseDistance base, torch::Tensor& dots, const torch::Tensor& row_norms,
+                     const torch::Tensor& col_norms) {
+  dots.mul_(-2).add_(col_norms.unsqueeze(0));
+  if (base == BaseDistance::kMmtJaccard) {
+    dots.add_(col_norms.unsqueeze(0));  // 2·n_j − 2·f_i·f_j
+  } else {
+    dots.add_(row_norms.unsqueeze(1)).pow_(2);  // (n_i + n_j − 2·f_i·f_j)²
+  }
+}
+
+// ‖f_i‖² of every row, in float32 (for the search) and float64 (for the
+// refined values), without n × d temporaries.
+std::pair<torch::Tensor, torch::Tensor> squared_norms(const torch::Tensor& features) {
+  const int64_t n = features.size(0);
+  const int64_t d = features.size(1);
+  auto single = torch::empty({n}, torch::kFloat32);
+  auto dual = torch::empty({n}, torch::kFloat64);
+  const float* f = features.data_ptr<float>();
+  float* out_single = single.data_ptr<float>();
+  double* out_dual = dual.data_ptr<double>();
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      double sum = 0;
+      for (int64_t c = 0; c < d; ++c) sum += static_cast<double>(f[i * d + c]) * f[i * d + c];
+      out_dual[i] = sum;
+      out_single[i] = static_cast<float>(sum);
+    }
+  });
+  return {single, dual};
 }
 
 Candidates exact_candidates(const torch::Tensor& features, const torch::Tensor& norms,
                             const NeighborOptions& options) {
   const int64_t n = features.size(0);
-  int64_t block = options.block_rows > 0 ? options.block_rows : (int64_t{8} << 20) / n;
+  int64_t block = options.block_rows > 0 ? options.block_rows : (int64_t{4} << 20) / n;
   block = std::clamp<int64_t>(block, 1, n);
   Candidates out{torch::empty({n, options.k}, torch::kInt64), torch::empty({n}, torch::kInt64)};
   const auto columns_t = features.t();
   for (int64_t start = 0; start < n; start += block) {
     const int64_t rows = std::min(block, n - start);
-    const auto values =
-        base_from_dots(options.base, torch::mm(features.narrow(0, start, rows), columns_t),
-                       norms.narrow(0, start, rows), norms);
+    auto values = torch::mm(features.narrow(0, start, rows), columns_t);
+    base_from_dots_(options.base, values, norms.narrow(0, start, rows), norms);
     out.index.narrow(0, start, rows)
         .copy_(std::get<1>(values.topk(options.k, /*dim=*/1, /*largest=*/false)));
     out.farthest.narrow(0, start, rows).copy_(values.argmax(1));
@@ -59,9 +84,6 @@ Candidates ivf_candidates(const torch::Tensor& features, const torch::Tensor& no
                           const NeighborOptions& options) {
   const int64_t n = features.size(0);
   const int64_t d = features.size(1);
-  const auto database = torch::cat({features, -norms.unsqueeze(1)}, 1).contiguous();
-  const double scale = options.base == BaseDistance::kMmtJaccard ? 1.0 : 2.0;
-  const auto queries = torch::cat({scale * features, torch::ones({n, 1})}, 1).contiguous();
   int64_t lists = options.ivf_lists > 0
                       ? options.ivf_lists
                       : std::max<int64_t>(1, static_cast<int64_t>(4 * std::sqrt(double(n))));
@@ -69,20 +91,30 @@ Candidates ivf_candidates(const torch::Tensor& features, const torch::Tensor& no
   faiss::IndexFlatIP quantizer(d + 1);
   faiss::IndexIVFFlat index(&quantizer, d + 1, lists, faiss::METRIC_INNER_PRODUCT);
   index.cp.seed = 1234;  // FAISS's k-means training: equal runs give equal lists
-  index.train(n, database.data_ptr<float>());
-  index.add(n, database.data_ptr<float>());
+  {
+    // The index keeps its own copy; the augmented database is dropped after.
+    const auto database = torch::cat({features, -norms.unsqueeze(1)}, 1).contiguous();
+    index.train(n, database.data_ptr<float>());
+    index.add(n, database.data_ptr<float>());
+  }
   index.nprobe = static_cast<std::size_t>(std::min(options.ivf_probe, lists));
 
   Candidates out{torch::empty({n, options.k}, torch::kInt64), torch::empty({n}, torch::kInt64)};
-  auto scores = torch::empty({n, options.k}, torch::kFloat32);
-  index.search(n, queries.data_ptr<float>(), options.k, scores.data_ptr<float>(),
-               reinterpret_cast<FaissId*>(out.index.data_ptr<int64_t>()));
-  const auto negated = (-queries).contiguous();
-  auto far_score = torch::empty({n, 1}, torch::kFloat32);
-  auto far_index = torch::empty({n, 1}, torch::kInt64);
-  index.search(n, negated.data_ptr<float>(), 1, far_score.data_ptr<float>(),
-               reinterpret_cast<FaissId*>(far_index.data_ptr<int64_t>()));
-  out.farthest = far_index.squeeze(1);
+  const double scale = options.base == BaseDistance::kMmtJaccard ? 1.0 : 2.0;
+  constexpr int64_t kQueryBlock = 4096;
+  auto scores = torch::empty({kQueryBlock, options.k}, torch::kFloat32);
+  auto far_score = torch::empty({kQueryBlock}, torch::kFloat32);
+  for (int64_t start = 0; start < n; start += kQueryBlock) {
+    const int64_t rows = std::min(kQueryBlock, n - start);
+    const auto queries =
+        torch::cat({scale * features.narrow(0, start, rows), torch::ones({rows, 1})}, 1)
+            .contiguous();
+    index.search(rows, queries.data_ptr<float>(), options.k, scores.data_ptr<float>(),
+                 reinterpret_cast<FaissId*>(out.index.data_ptr<int64_t>() + start * options.k));
+    const auto negated = (-queries).contiguous();
+    index.search(rows, negated.data_ptr<float>(), 1, far_score.data_ptr<float>(),
+                 reinterpret_cast<FaissId*>(out.farthest.data_ptr<int64_t>() + start));
+  }
   return out;
 }
 
@@ -146,12 +178,10 @@ NeighborTable find_neighbors(const torch::Tensor& features, const NeighborOption
               options.ivf_probe);
   TORCH_CHECK(options.block_rows >= 0, "find_neighbors: block_rows must be non-negative, got ",
               options.block_rows);
-  const auto norms = input.pow(2).sum(1).contiguous();
+  const auto [norms, norms64] = squared_norms(input);
   auto candidates = options.search == NeighborSearch::kExact
                         ? exact_candidates(input, norms, options)
                         : ivf_candidates(input, norms, options);
-  // Norms in float64 from the float32 features, as the distances use them.
-  const auto norms64 = input.to(torch::kFloat64).pow(2).sum(1).contiguous();
   return refine(input, norms64, std::move(candidates), options.base);
 }
 

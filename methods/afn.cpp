@@ -136,7 +136,7 @@ void AfnBottleneckImpl::reset() {
   first = register_module("0", torch::nn::Sequential(AfnBlock(block_options(in_features))));
   rest.clear();
   for (int64_t i = 1; i < options.num_blocks(); ++i) {
-    rest.push_back(
+    rest.emplace_back(
         register_module(std::to_string(i), AfnBlock(block_options(options.bottleneck_dim()))));
   }
 }

@@ -11,6 +11,7 @@
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/common.h>
 #include <torch/nn/modules/container/any_module_holder.h>
 #include <torch/nn/options/loss.h>
 #include <torch/nn/pimpl.h>

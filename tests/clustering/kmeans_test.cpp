@@ -26,7 +26,7 @@ TEST(KMeans, RecoversSeparatedBlobs) {
   // Every blob maps to exactly one cluster and the clusters are distinct.
   std::set<int64_t> seen;
   for (int blob = 0; blob < 3; ++blob) {
-    auto labels = result.labels.narrow(0, blob * 50, 50);
+    auto labels = result.labels.narrow(0, int64_t{blob} * 50, 50);
     EXPECT_TRUE((labels == labels[0]).all().item<bool>()) << "blob " << blob << " was split";
     seen.insert(labels[0].item<int64_t>());
   }

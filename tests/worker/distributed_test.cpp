@@ -73,7 +73,7 @@ TEST(DistributedOptions, NcclNeedsACudaBuild) {
 // Runs `body(rank, store)` on `world_size` threads sharing a TCPStore served
 // on a free loopback port by rank 0.
 void run_ranks_over_tcp_store(
-    int world_size, const std::function<void(int, c10::intrusive_ptr<c10d::Store>)>& body) {
+    int world_size, const std::function<void(int, const c10::intrusive_ptr<c10d::Store>&)>& body) {
   c10d::TCPStoreOptions server_options;
   server_options.port = 0;
   server_options.isServer = true;
@@ -94,7 +94,7 @@ void run_ranks_over_tcp_store(
 
 TEST(ProcessGroup, GlooAllReduceBetweenTwoRanksOverTcpStore) {
   std::vector<torch::Tensor> results(2);
-  run_ranks_over_tcp_store(2, [&](int rank, c10::intrusive_ptr<c10d::Store> store) {
+  run_ranks_over_tcp_store(2, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
     DistributedOptions options;
     options.world_size = 2;
     options.rank = rank;
