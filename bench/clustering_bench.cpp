@@ -10,6 +10,7 @@
 // The features are generated with the same torch calls as in
 // bench/clustering_reference.py, so both sides see identical data.
 #include <faiss/IndexFlat.h>
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -31,20 +32,37 @@ namespace {
 using namespace tandem::clustering;  // NOLINT(google-build-using-namespace): benchmark program
 using Clock = std::chrono::steady_clock;
 
+// Current resident set size in MiB (for the phase breakdown).
+double rss_mib() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<double>(resident) * 4096.0 / (1 << 20);
+}
+
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 // Identities of 16 images around unit centres, noise σ per dimension, then
-// L2-normalised: the shape of averaged re-ID teacher features.
+// L2-normalised: the shape of averaged re-ID teacher features. Generated in
+// chunks of rows so that no temporary inflates the peak RSS being measured.
 torch::Tensor synthetic_features(int64_t n, int64_t d, int64_t seed, double sigma) {
   torch::manual_seed(seed);
   const int64_t ids = std::max<int64_t>(1, n / 16);
   auto centres = torch::randn({ids, d});
   centres = centres / centres.norm(2, {1}, true);
-  const auto labels = torch::arange(n) % ids;
-  auto f = centres.index_select(0, labels) + sigma * torch::randn({n, d});
-  return (f / f.norm(2, {1}, true)).contiguous();
+  auto features = torch::empty({n, d});
+  constexpr int64_t kChunk = 1024;
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t rows = std::min(kChunk, n - start);
+    const auto labels = torch::arange(start, start + rows) % ids;
+    auto chunk = centres.index_select(0, labels) + sigma * torch::randn({rows, d});
+    features.narrow(0, start, rows).copy_(chunk / chunk.norm(2, {1}, true));
+  }
+  return features;
 }
 
 std::map<std::string, std::string> parse(int argc, char** argv, int first) {
@@ -74,6 +92,7 @@ int run_jaccard(const std::map<std::string, std::string>& flags) {
   options.ivf_lists = flag_int(flags, "--lists", 0);
   options.ivf_probe = flag_int(flags, "--probe", 64);
 
+  const double rss_features = rss_mib();
   const auto start = Clock::now();
   NeighborOptions neighbor_options;
   neighbor_options.k = std::min(std::max(options.k1 + 1, options.k2), n);
@@ -82,8 +101,10 @@ int run_jaccard(const std::map<std::string, std::string>& flags) {
   neighbor_options.ivf_probe = options.ivf_probe;
   const auto table = find_neighbors(features, neighbor_options);
   const double t_neighbors = seconds_since(start);
+  const double rss_neighbors = rss_mib();
   const auto distance = jaccard_distance_from_neighbors(features, table, options);
   const double t_jaccard = seconds_since(start) - t_neighbors;
+  const double rss_jaccard = rss_mib();
   const double eps = adaptive_eps(distance, 1.6e-3);
   const double t_eps = seconds_since(start) - t_neighbors - t_jaccard;
   DbscanOptions dbscan_options;
@@ -102,11 +123,14 @@ int run_jaccard(const std::map<std::string, std::string>& flags) {
   std::printf(
       "{\"workload\": \"jaccard\", \"n\": %ld, \"d\": %ld, \"search\": \"%s\", \"seconds\": %.3f, "
       "\"neighbors_s\": %.3f, \"jaccard_s\": %.3f, \"eps_s\": %.3f, \"dbscan_s\": %.3f, "
-      "\"nnz\": %ld, \"eps\": %.6f, \"clusters\": %ld, \"noise\": %ld}\n",
+      "\"nnz\": %ld, \"eps\": %.6f, \"clusters\": %ld, \"noise\": %ld, \"estimated_recall\": %.4f, "
+      "\"rss_after_features_mib\": "
+      "%.0f, \"rss_after_neighbors_mib\": %.0f, \"rss_after_jaccard_mib\": %.0f}\n",
       static_cast<long>(n), static_cast<long>(d), flag_str(flags, "--search", "exact").c_str(),
       total, t_neighbors, t_jaccard, t_eps, total - t_neighbors - t_jaccard - t_eps,
       static_cast<long>(distance.nnz()), eps, static_cast<long>(stats.clusters),
-      static_cast<long>(stats.noise));
+      static_cast<long>(stats.noise), table.estimated_recall, rss_features, rss_neighbors,
+      rss_jaccard);
   return 0;
 }
 
@@ -187,9 +211,9 @@ int run_evaluate(const std::map<std::string, std::string>& flags) {
   const auto qid = torch::arange(q) % 750;
   const auto gid = torch::arange(g) % 750;
   const auto qcam = torch::arange(q) % 6;
-  const auto gcam = (torch::arange(g) / 750) % 6;
-  auto query = centres.index_select(0, qid) + 0.03 * torch::randn({q, d});
-  auto gallery = centres.index_select(0, gid) + 0.03 * torch::randn({g, d});
+  const auto gcam = torch::div(torch::arange(g), 750, "floor") % 6;
+  auto query = centres.index_select(0, qid) + 0.09 * torch::randn({q, d});
+  auto gallery = centres.index_select(0, gid) + 0.09 * torch::randn({g, d});
   query = (query / query.norm(2, {1}, true)).contiguous();
   gallery = (gallery / gallery.norm(2, {1}, true)).contiguous();
   const auto distances =
@@ -218,6 +242,8 @@ int main(int argc, char** argv) {
   }
   const std::string workload = argv[1];
   const auto flags = parse(argc, argv, 2);
+  // As `tandem cluster` does: large blocks go back to the system when freed.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   // Every core (this machine's OpenMP default is one thread); FAISS shares
   // the OpenMP runtime, so this sets its threads too.
   const char* threads = std::getenv("TANDEM_BENCH_THREADS");

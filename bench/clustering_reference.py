@@ -27,9 +27,13 @@ def synthetic_features(n, d, seed, sigma):
     ids = max(1, n // 16)
     centres = torch.randn(ids, d)
     centres = centres / centres.norm(p=2, dim=1, keepdim=True)
-    labels = torch.arange(n) % ids
-    f = centres.index_select(0, labels) + sigma * torch.randn(n, d)
-    return f / f.norm(p=2, dim=1, keepdim=True)
+    features = torch.empty(n, d)
+    for start in range(0, n, 1024):
+        rows = min(1024, n - start)
+        labels = torch.arange(start, start + rows) % ids
+        chunk = centres.index_select(0, labels) + sigma * torch.randn(rows, d)
+        features[start:start + rows] = chunk / chunk.norm(p=2, dim=1, keepdim=True)
+    return features
 
 
 def k_reciprocal(initial_rank, i, k):
@@ -118,8 +122,8 @@ def run_evaluate(q, g):
     centres = centres / centres.norm(p=2, dim=1, keepdim=True)
     qid, gid = torch.arange(q) % 750, torch.arange(g) % 750
     qcam, gcam = torch.arange(q) % 6, (torch.arange(g) // 750) % 6
-    query = centres.index_select(0, qid) + 0.03 * torch.randn(q, D)
-    gallery = centres.index_select(0, gid) + 0.03 * torch.randn(g, D)
+    query = centres.index_select(0, qid) + 0.09 * torch.randn(q, D)
+    gallery = centres.index_select(0, gid) + 0.09 * torch.randn(g, D)
     query = query / query.norm(p=2, dim=1, keepdim=True)
     gallery = gallery / gallery.norm(p=2, dim=1, keepdim=True)
     start = time.perf_counter()

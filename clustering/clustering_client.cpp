@@ -40,6 +40,7 @@ tandem::v1::ClusterHeader header_for(const torch::Tensor& features,
   p->set_ivf(options.jaccard.search == NeighborSearch::kIvf);
   p->set_ivf_lists(static_cast<int32_t>(options.jaccard.ivf_lists));
   p->set_ivf_probe(static_cast<int32_t>(options.jaccard.ivf_probe));
+  p->set_min_ivf_recall(options.min_ivf_recall);
   return header;
 }
 
@@ -87,6 +88,7 @@ PseudoLabels cluster_remote(const torch::Tensor& features, const PseudoLabelOpti
       std::vector<int64_t>(response.labels().begin(), response.labels().end()), torch::kInt64);
   result.stats = {response.clusters(), response.noise()};
   result.eps = response.eps();
+  result.neighbor_recall = response.neighbor_recall();
   const auto expected_bytes = static_cast<std::size_t>(response.clusters()) *
                               static_cast<std::size_t>(input.size(1)) * sizeof(float);
   TORCH_CHECK(response.centroids().size() == expected_bytes,

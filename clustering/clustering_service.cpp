@@ -98,6 +98,7 @@ class ClusterReactor final : public grpc::ServerReadReactor<ClusterRequest> {
       response_->set_clusters(result.stats.clusters);
       response_->set_noise(result.stats.noise);
       response_->set_eps(result.eps);
+      response_->set_neighbor_recall(result.neighbor_recall);
       response_->set_dim(header_.dim());
       const auto centroids = result.centroids.contiguous();
       response_->set_centroids(centroids.data_ptr<float>(),
@@ -164,8 +165,8 @@ grpc::Status validate_header(const ClusterHeader& header, const ClusteringServic
   if (p.eps_rule_case() == tandem::v1::DbscanParams::kRho && !(p.rho() > 0 && p.rho() <= 1)) {
     return invalid("DbscanParams.rho must be in (0, 1]");
   }
-  if (p.ivf_lists() < 0 || p.ivf_probe() < 0) {
-    return invalid("DbscanParams.ivf_lists and ivf_probe must be >= 0");
+  if (p.ivf_lists() < 0 || p.ivf_probe() < 0 || p.min_ivf_recall() < 0 || p.min_ivf_recall() > 1) {
+    return invalid("DbscanParams.ivf_lists and ivf_probe must be >= 0, min_ivf_recall in [0, 1]");
   }
   return grpc::Status::OK;
 }
@@ -188,6 +189,7 @@ PseudoLabelOptions options_from_header(const ClusterHeader& header) {
   if (p.ivf()) options.jaccard.search = NeighborSearch::kIvf;
   if (p.ivf_lists() > 0) options.jaccard.ivf_lists = p.ivf_lists();
   if (p.ivf_probe() > 0) options.jaccard.ivf_probe = p.ivf_probe();
+  if (p.min_ivf_recall() > 0) options.min_ivf_recall = p.min_ivf_recall();
   if (p.min_samples() > 0) options.dbscan.min_samples = p.min_samples();
   switch (p.eps_rule_case()) {
     case tandem::v1::DbscanParams::kEps:

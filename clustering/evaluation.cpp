@@ -29,42 +29,60 @@ struct QueryResult {
   bool valid = false;
 };
 
-// One query against `count` ranked gallery entries: `order` lists gallery
-// indices by ascending distance (ties by index), `dist` their distances.
+// One query against `count` gallery entries given as (distance, gallery
+// index) in any order, without sorting them: only the matches are sorted,
+// and one pass counts, for each distinct match distance t, the valid entries
+// with distance ≤ t (AP, ties grouped as scikit-learn's thresholds), and the
+// valid entries ranked before the first match (CMC, ties by gallery index).
 // `total_matches` counts every valid match of the query (for AP@k, those
-// beyond the list count as not retrieved).
-QueryResult score_query(const int64_t* order, const double* dist, int64_t count, int64_t query_id,
-                        int64_t query_cam, const int64_t* gallery_ids, const int64_t* gallery_cams,
-                        int64_t total_matches) {
+// not in the list count as not retrieved).
+QueryResult score_query(const double* dist, const int64_t* gallery_index, int64_t count,
+                        int64_t query_id, int64_t query_cam, const int64_t* gallery_ids,
+                        const int64_t* gallery_cams, int64_t total_matches,
+                        std::vector<std::pair<double, int64_t>>& matches,
+                        std::vector<int64_t>& at_or_below) {
   QueryResult result;
   if (total_matches == 0) return result;
   result.valid = true;
-  int64_t rank = 0;  // position among valid entries
-  int64_t seen = 0;  // valid entries so far
-  int64_t hits = 0;  // matches so far
+  matches.clear();
+  for (int64_t e = 0; e < count; ++e) {
+    const int64_t j = gallery_index[e];
+    if (gallery_ids[j] == query_id && gallery_cams[j] != query_cam)
+      matches.emplace_back(dist[e], j);
+  }
+  if (matches.empty()) return result;  // top-k without a match: AP 0, no rank
+  std::sort(matches.begin(), matches.end());
+  // Distinct match distances t_0 < t_1 < ...; bucket b counts the valid
+  // entries with t_{b-1} < d ≤ t_b.
+  std::vector<double> thresholds;
+  for (const auto& m : matches) {
+    if (thresholds.empty() || m.first != thresholds.back()) thresholds.push_back(m.first);
+  }
+  at_or_below.assign(thresholds.size(), 0);
+  const auto [first_distance, first_index] = matches.front();
+  const double last_threshold = thresholds.back();
+  int64_t before_first = 0;
+  for (int64_t e = 0; e < count; ++e) {
+    const double d = dist[e];
+    if (d > last_threshold) continue;  // beyond every match: counts nowhere
+    const int64_t j = gallery_index[e];
+    if (gallery_ids[j] == query_id && gallery_cams[j] == query_cam) continue;  // junk
+    if (d < first_distance || (d == first_distance && j < first_index)) ++before_first;
+    const auto bucket = std::lower_bound(thresholds.begin(), thresholds.end(), d);
+    ++at_or_below[static_cast<std::size_t>(bucket - thresholds.begin())];
+  }
+  result.first_match = before_first;
   double ap = 0.0;
-  // Walk groups of equal distance: scikit-learn's AP takes precision at the
-  // end of each group of tied scores.
-  int64_t e = 0;
-  while (e < count) {
-    const double group_distance = dist[e];
+  int64_t seen = 0;
+  int64_t hits = 0;
+  std::size_t m = 0;
+  for (std::size_t b = 0; b < thresholds.size(); ++b) {
+    seen += at_or_below[b];
     int64_t group_hits = 0;
-    int64_t group_size = 0;
-    for (; e < count && dist[e] == group_distance; ++e) {
-      const int64_t j = order[e];
-      if (gallery_ids[j] == query_id && gallery_cams[j] == query_cam) continue;  // junk
-      const bool match = gallery_ids[j] == query_id;
-      if (match && result.first_match < 0) result.first_match = rank;
-      ++rank;
-      ++group_size;
-      group_hits += match;
-    }
-    seen += group_size;
+    for (; m < matches.size() && matches[m].first == thresholds[b]; ++m) ++group_hits;
     hits += group_hits;
-    if (group_hits > 0) {
-      ap += (static_cast<double>(hits) / static_cast<double>(seen)) *
-            (static_cast<double>(group_hits) / static_cast<double>(total_matches));
-    }
+    ap += (static_cast<double>(hits) / static_cast<double>(seen)) *
+          (static_cast<double>(group_hits) / static_cast<double>(total_matches));
   }
   result.ap = ap;
   return result;
@@ -106,26 +124,24 @@ std::vector<int64_t> count_matches(const int64_t* qid, const int64_t* qcam, int6
   return counts;
 }
 
-// Scores the queries of a block of full distance rows (rows × g, float64).
+// Scores the queries of a block of full distance rows (rows × g).
 void score_rows(const torch::Tensor& block, int64_t first_query, const int64_t* qid,
                 const int64_t* qcam, const int64_t* gid, const int64_t* gcam,
                 const std::vector<int64_t>& matches, std::vector<QueryResult>& results) {
-  const int64_t rows = block.size(0);
-  const int64_t g = block.size(1);
-  const double* data = block.data_ptr<double>();
+  const auto rows_t = block.to(torch::kFloat64).contiguous();
+  const int64_t rows = rows_t.size(0);
+  const int64_t g = rows_t.size(1);
+  const double* data = rows_t.data_ptr<double>();
+  std::vector<int64_t> identity(static_cast<std::size_t>(g));
+  std::iota(identity.begin(), identity.end(), 0);
   at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> order(static_cast<std::size_t>(g));
-    std::vector<double> sorted(static_cast<std::size_t>(g));
+    std::vector<std::pair<double, int64_t>> match_buffer;
+    std::vector<int64_t> bucket_buffer;
     for (int64_t r = begin; r < end; ++r) {
-      const double* row = data + r * g;
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(),
-                       [row](int64_t a, int64_t b) { return row[a] < row[b]; });
-      for (int64_t e = 0; e < g; ++e) sorted[static_cast<std::size_t>(e)] = row[order[e]];
       const int64_t i = first_query + r;
       results[static_cast<std::size_t>(i)] =
-          score_query(order.data(), sorted.data(), g, qid[i], qcam[i], gid, gcam,
-                      matches[static_cast<std::size_t>(i)]);
+          score_query(data + r * g, identity.data(), g, qid[i], qcam[i], gid, gcam,
+                      matches[static_cast<std::size_t>(i)], match_buffer, bucket_buffer);
     }
   });
 }
@@ -146,7 +162,7 @@ RetrievalMetrics evaluate(const torch::Tensor& distances, const torch::Tensor& q
   check_labels(query_cams, q, "query_cams");
   check_labels(gallery_ids, g, "gallery_ids");
   check_labels(gallery_cams, g, "gallery_cams");
-  const auto dist = distances.to(torch::kCPU, torch::kFloat64).contiguous();
+  const auto dist = distances.to(torch::kCPU);
   TORCH_CHECK(!torch::isnan(dist).any().item<bool>(), "evaluate: distances contain NaN");
   const auto qid_t = query_ids.to(torch::kCPU, torch::kInt64).contiguous();
   const auto qcam_t = query_cams.to(torch::kCPU, torch::kInt64).contiguous();
@@ -158,7 +174,11 @@ RetrievalMetrics evaluate(const torch::Tensor& distances, const torch::Tensor& q
   const int64_t* gcam = gcam_t.data_ptr<int64_t>();
   const auto matches = count_matches(qid, qcam, q, gid, gcam, g);
   std::vector<QueryResult> results(static_cast<std::size_t>(q));
-  score_rows(dist, 0, qid, qcam, gid, gcam, matches, results);
+  constexpr int64_t kBlock = 256;  // rows converted to float64 at a time
+  for (int64_t start = 0; start < q; start += kBlock) {
+    score_rows(dist.narrow(0, start, std::min(kBlock, q - start)), start, qid, qcam, gid, gcam,
+               matches, results);
+  }
   return combine(results, std::min(kMaxRank, g));
 }
 
@@ -203,11 +223,10 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
     for (int64_t start = 0; start < q; start += options.block_queries) {
       const int64_t rows = std::min(options.block_queries, q - start);
       const auto block = queries.narrow(0, start, rows);
-      // ‖q‖² + ‖g‖² − 2 q·g, as the originals compute it (not clamped).
-      const auto dist =
-          (block.pow(2).sum(1, true) + gallery_norms.unsqueeze(0) - 2 * block.mm(gallery.t()))
-              .to(torch::kFloat64)
-              .contiguous();
+      // ‖q‖² + ‖g‖² − 2 q·g, as the originals compute it (not clamped), in
+      // one BLAS call.
+      const auto dist = torch::addmm(block.pow(2).sum(1, true) + gallery_norms.unsqueeze(0), block,
+                                     gallery.t(), /*beta=*/1, /*alpha=*/-2);
       score_rows(dist, start, qid, qcam, gid, gcam, matches, results);
     }
     return combine(results, std::min(kMaxRank, g));
@@ -224,21 +243,19 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
     index.search(rows, queries.data_ptr<float>() + start * queries.size(1), k, dist.data(),
                  found.data());
     at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> order(static_cast<std::size_t>(k));
-      std::vector<double> sorted(static_cast<std::size_t>(k));
-      std::vector<std::pair<double, int64_t>> row(static_cast<std::size_t>(k));
+      std::vector<double> distances(static_cast<std::size_t>(k));
+      std::vector<int64_t> indices(static_cast<std::size_t>(k));
+      std::vector<std::pair<double, int64_t>> match_buffer;
+      std::vector<int64_t> bucket_buffer;
       for (int64_t r = begin; r < end; ++r) {
-        // Ties by gallery index, like the exact path.
-        for (int64_t e = 0; e < k; ++e) row[e] = {dist[r * k + e], found[r * k + e]};
-        std::sort(row.begin(), row.end());
         for (int64_t e = 0; e < k; ++e) {
-          sorted[e] = row[e].first;
-          order[e] = row[e].second;
+          distances[e] = dist[r * k + e];
+          indices[e] = found[r * k + e];
         }
         const int64_t i = start + r;
         results[static_cast<std::size_t>(i)] =
-            score_query(order.data(), sorted.data(), k, qid[i], qcam[i], gid, gcam,
-                        matches[static_cast<std::size_t>(i)]);
+            score_query(distances.data(), indices.data(), k, qid[i], qcam[i], gid, gcam,
+                        matches[static_cast<std::size_t>(i)], match_buffer, bucket_buffer);
       }
     });
   }

@@ -37,7 +37,7 @@ RetrievalMetrics evaluate(const torch::Tensor& distances, const torch::Tensor& q
 /// Options of evaluate_features.
 struct FeatureEvaluationOptions {
   /// Queries per block; memory holds block × g distances, never q × g.
-  int64_t block_queries = 256;
+  int64_t block_queries = 1024;
   /// 0: rank the whole gallery (exact metrics). k > 0: only the k nearest
   /// gallery images per query, found with a FAISS flat index: AP becomes
   /// AP@k (matches beyond rank k count as not retrieved) and CMC stops at k.

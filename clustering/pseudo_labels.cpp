@@ -54,7 +54,20 @@ PseudoLabels pseudo_labels(const torch::Tensor& features, const PseudoLabelOptio
   }
   namespace F = torch::nn::functional;
   const auto normalized = F::normalize(input, F::NormalizeFuncOptions().dim(1)).contiguous();
-  const auto distance = jaccard_distance(normalized, options.jaccard);
+  NeighborOptions neighbor_options;
+  neighbor_options.k =
+      std::min(std::max(options.jaccard.k1 + 1, options.jaccard.k2), normalized.size(0));
+  neighbor_options.search = options.jaccard.search;
+  neighbor_options.ivf_lists = options.jaccard.ivf_lists;
+  neighbor_options.ivf_probe = options.jaccard.ivf_probe;
+  const auto table = find_neighbors(normalized, neighbor_options);
+  timer.done("neighbors");
+  result.neighbor_recall = table.estimated_recall;
+  TORCH_CHECK(table.estimated_recall >= options.min_ivf_recall,
+              "pseudo_labels: the IVF neighbour search reached an estimated recall of ",
+              table.estimated_recall, ", below min_ivf_recall = ", options.min_ivf_recall,
+              "; raise ivf_probe or use the exact search");
+  const auto distance = jaccard_distance_from_neighbors(normalized, table, options.jaccard);
   timer.done("jaccard");
   DbscanOptions dbscan_options = options.dbscan;
   if (options.rho.has_value()) {

@@ -32,6 +32,9 @@ struct PseudoLabelOptions {
   DbscanOptions dbscan;
   /// DBSCAN: MMT's adaptive eps with this rho (notes §6.4); none: dbscan.eps.
   c10::optional<double> rho = 1.6e-3;
+  /// DBSCAN with IVF search: below this estimated neighbour recall the
+  /// clustering fails with an error instead of returning poor labels.
+  double min_ivf_recall = 0.9;
 };
 
 /// The labels of one clustering and what the trainer needs next.
@@ -43,6 +46,8 @@ struct PseudoLabels {
   ClusterStats stats;
   /// DBSCAN radius used (0 for k-means).
   double eps = 0.0;
+  /// Estimated recall of the neighbour search (1 for exact search, k-means).
+  double neighbor_recall = 1.0;
   /// Wall time of each phase, in order.
   std::vector<std::pair<std::string, double>> phase_seconds;
 };

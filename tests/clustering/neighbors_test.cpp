@@ -73,6 +73,7 @@ TEST(Neighbors, IvfVisitingEveryListIsExact) {
   const auto b = find_neighbors(f, ivf);
   EXPECT_TRUE(torch::equal(a.index, b.index));
   EXPECT_TRUE(torch::allclose(a.row_max, b.row_max));
+  EXPECT_DOUBLE_EQ(b.estimated_recall, 1.0);
 }
 
 TEST(Neighbors, IvfWithFewProbesKeepsHighRecallOnClusteredData) {
@@ -94,7 +95,9 @@ TEST(Neighbors, IvfWithFewProbesKeepsHighRecallOnClusteredData) {
       found += (b.index[i] == a.index[i][r]).any().item<bool>();
     }
   }
-  EXPECT_GT(static_cast<double>(found) / 5000.0, 0.95);
+  const double recall = static_cast<double>(found) / 5000.0;
+  EXPECT_GT(recall, 0.95);
+  EXPECT_NEAR(b.estimated_recall, recall, 0.05);  // the sampled estimate
 }
 
 TEST(Neighbors, RejectsKLargerThanN) {

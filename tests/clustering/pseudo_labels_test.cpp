@@ -41,12 +41,31 @@ TEST(PseudoLabels, DbscanFindsTheIdentitiesAndDropsOutliers) {
   ASSERT_EQ(result.centroids.sizes(), (std::vector<int64_t>{12, 24}));
   std::vector<std::string> phases;
   for (const auto& [phase, seconds] : result.phase_seconds) phases.push_back(phase);
-  EXPECT_EQ(phases, (std::vector<std::string>{"jaccard", "dbscan", "centroids"}));
+  EXPECT_EQ(phases, (std::vector<std::string>{"neighbors", "jaccard", "dbscan", "centroids"}));
+  EXPECT_DOUBLE_EQ(result.neighbor_recall, 1.0);
   // With the adaptive rule the eps phase is timed as well.
   options.rho = 1.6e-2;
   const auto adaptive = pseudo_labels(f, options);
-  EXPECT_EQ(adaptive.phase_seconds[1].first, "eps");
+  EXPECT_EQ(adaptive.phase_seconds[2].first, "eps");
   EXPECT_LT(adaptive.eps, 0.5);
+}
+
+TEST(PseudoLabels, PoorIvfRecallIsAnErrorNotBadLabels) {
+  torch::Tensor truth;
+  const auto f = identities_and_outliers(&truth);
+  PseudoLabelOptions options;
+  options.jaccard.search = NeighborSearch::kIvf;
+  options.jaccard.ivf_lists = 60;
+  options.jaccard.ivf_probe = 1;  // one list of 60: most neighbours are missed
+  options.min_ivf_recall = 0.99;
+  try {
+    pseudo_labels(f, options);
+    FAIL() << "poor recall accepted";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("estimated recall"), std::string::npos);
+  }
+  options.jaccard.ivf_probe = 60;  // every list: exact
+  EXPECT_DOUBLE_EQ(pseudo_labels(f, options).neighbor_recall, 1.0);
 }
 
 TEST(PseudoLabels, KMeansLabelsEveryImage) {
