@@ -24,6 +24,8 @@ int run(const std::vector<std::string>& args) {
   Action action;
   add_server_command(app, action);
   add_cluster_command(app, action);
+  add_dataset_command(app, action);
+  add_synth_command(app, action);
   add_health_command(app, action);
   add_demo_command(app, action);
 

@@ -18,14 +18,28 @@ add_library(tandem_c10d INTERFACE)
 target_link_libraries(tandem_c10d INTERFACE torch)
 target_compile_definitions(tandem_c10d INTERFACE USE_C10D_GLOO)
 if(TANDEM_WITH_CUDA)
+  # ProcessGroupNCCL.hpp includes <nccl.h>: a CUDA toolkit has it, a pip
+  # wheel keeps it under site-packages/nvidia/nccl/include.
+  file(GLOB _tandem_wheel_nccl "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include"
+                               "${TORCH_INSTALL_PREFIX}/../../nvidia/nccl/include")
+  find_path(TANDEM_NCCL_INCLUDE_DIR nccl.h
+            HINTS ${_tandem_wheel_nccl} ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+  if(NOT TANDEM_NCCL_INCLUDE_DIR)
+    message(FATAL_ERROR "CUDA LibTorch found but not nccl.h: set TANDEM_NCCL_INCLUDE_DIR")
+  endif()
   target_compile_definitions(tandem_c10d INTERFACE USE_C10D_NCCL)
+  target_include_directories(tandem_c10d INTERFACE $<BUILD_INTERFACE:${TANDEM_NCCL_INCLUDE_DIR}>)
 endif()
 set_target_properties(tandem_c10d PROPERTIES EXPORT_NAME c10d)
 add_library(tandem::c10d ALIAS tandem_c10d)
 install(TARGETS tandem_c10d EXPORT TandemTargets)
 if(TARGET gloo)
+  set(TANDEM_GLOO_PACKAGE ON)   # the installed package needs it found again
   target_link_libraries(tandem_c10d INTERFACE gloo)
-elseif(NOT EXISTS "${TORCH_INSTALL_PREFIX}/include/gloo/config.h")
+else()
+  set(TANDEM_GLOO_PACKAGE OFF)  # headers inside the PyTorch wheel
+endif()
+if(NOT TARGET gloo AND NOT EXISTS "${TORCH_INSTALL_PREFIX}/include/gloo/config.h")
   message(FATAL_ERROR "Gloo headers not found: install libgloo-dev (scripts/setup does)")
 endif()
 
@@ -45,6 +59,31 @@ if(NOT TANDEM_CORE_ONLY)
   find_package(absl CONFIG REQUIRED)   # Status/StatusOr of the service code
   find_package(Boost 1.74 REQUIRED)
   find_package(SQLite3 REQUIRED)
+endif()
+
+# --- Image codecs of the data pipeline: libjpeg-turbo (TurboJPEG API), libpng,
+# zlib (also the gzip of Fashion-MNIST). Required in the full build; a
+# core-only build on a bare GPU host may lack them, and then image decoding
+# fails with a clear error at run time instead of at configure time.
+find_path(TANDEM_TURBOJPEG_INCLUDE_DIR turbojpeg.h)
+find_library(TANDEM_TURBOJPEG_LIBRARY turbojpeg)
+find_package(PNG QUIET)
+find_package(ZLIB QUIET)
+add_library(tandem_image_codecs INTERFACE)
+set_target_properties(tandem_image_codecs PROPERTIES EXPORT_NAME image_codecs)
+add_library(tandem::image_codecs ALIAS tandem_image_codecs)
+install(TARGETS tandem_image_codecs EXPORT TandemTargets)
+if(TANDEM_TURBOJPEG_INCLUDE_DIR AND TANDEM_TURBOJPEG_LIBRARY AND PNG_FOUND AND ZLIB_FOUND)
+  set(TANDEM_WITH_IMAGE_CODECS ON)
+  target_include_directories(tandem_image_codecs INTERFACE
+    $<BUILD_INTERFACE:${TANDEM_TURBOJPEG_INCLUDE_DIR}>)
+  target_link_libraries(tandem_image_codecs INTERFACE ${TANDEM_TURBOJPEG_LIBRARY} PNG::PNG ZLIB::ZLIB)
+elseif(TANDEM_CORE_ONLY)
+  set(TANDEM_WITH_IMAGE_CODECS OFF)
+  message(WARNING "libjpeg-turbo, libpng or zlib not found: images cannot be decoded in this build")
+else()
+  message(FATAL_ERROR "libjpeg-turbo (libturbojpeg0-dev), libpng (libpng-dev) or zlib (zlib1g-dev) "
+                      "not found: scripts/setup installs them")
 endif()
 
 # --- Libraries of the full build -----------------------------------------------

@@ -16,6 +16,38 @@ void check_prediction_pair(const torch::Tensor& y, const torch::Tensor& y_teache
   detail::check_same_shape(y, "y", y_teacher, "y_teacher", function);
 }
 
+// torch::binary_cross_entropy(p, t) without reduction, written out so that it
+// runs in the input dtype on every device: LibTorch 1.13 has no CPU BFloat16
+// kernel for it. Same semantics as torch's kernel (aten/native/Loss.cpp):
+//   forward  −(t·max(log p, −100) + (1 − t)·max(log1p(−p), −100))
+//   backward g·(p − t) / max(p·(1 − p), 1e-12)
+// torch's backward is not the autograd of its forward: where p is exactly 0
+// or 1 it gives a finite (huge) gradient, where autograd of the clamped logs
+// would give 0·∞ = NaN. Hence a custom autograd function. No gradient flows
+// to t (the uniform target is a constant here).
+class ClampedBinaryCrossEntropy
+    : public torch::autograd::Function<ClampedBinaryCrossEntropy> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor p,
+                               torch::Tensor t) {
+    ctx->save_for_backward({p, t});
+    return -(t * torch::log(p).clamp_min(kLogClamp) +
+             (1 - t) * torch::log1p(-p).clamp_min(kLogClamp));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& p = saved[0];
+    const auto& t = saved[1];
+    return {grad_outputs[0] * (p - t) / (p * (1 - p)).clamp_min(kGradEpsilon), torch::Tensor()};
+  }
+
+ private:
+  static constexpr double kLogClamp = -100.0;
+  static constexpr double kGradEpsilon = 1e-12;  // torch's EPSILON in the backward
+};
+
 torch::Tensor reduce(const torch::Tensor& values, const reduction_t& reduction) {
   switch (torch::enumtype::reduction_get_enum(reduction)) {
     case at::Reduction::None: return values;
@@ -65,9 +97,20 @@ torch::Tensor class_balance_loss(const torch::Tensor& y, const ClassBalanceLossO
               " classes but num_classes is ", options.num_classes());
   TORCH_CHECK(y.size(0) > 0, kFn, ": y is an empty batch");
   const auto mean_prediction = y.mean(0);
+  // torch's kernel rejects inputs outside [0, 1] (NaN included); so do we, on
+  // CPU with a message, on a GPU with an asynchronous device assert (no sync).
+  const auto in_range = ((mean_prediction >= 0) & (mean_prediction <= 1)).all();
+  if (in_range.is_cpu()) {
+    TORCH_CHECK(in_range.item<bool>(), kFn,
+                ": y must hold probabilities in [0, 1]; its batch mean has values in [",
+                mean_prediction.min().item<double>(), ", ", mean_prediction.max().item<double>(),
+                "]");
+  } else {
+    torch::_assert_async(in_range);
+  }
   const auto uniform =
       torch::full_like(mean_prediction, 1.0 / static_cast<double>(options.num_classes()));
-  return torch::binary_cross_entropy(mean_prediction, uniform);
+  return ClampedBinaryCrossEntropy::apply(mean_prediction, uniform).mean();
 }
 
 }  // namespace functional

@@ -66,8 +66,10 @@ torch::Tensor l2_consistency_loss(const torch::Tensor& y, const torch::Tensor& y
                                   const L2ConsistencyLossOptions& options = {});
 
 /// BCE between the batch-mean prediction ȳ = y.mean(0) and the uniform
-/// distribution 1/C; y holds probabilities (N, C). Log terms are clamped at
-/// −100 as torch's binary_cross_entropy does.
+/// distribution u = 1/C, averaged over classes; y holds probabilities (N, C).
+/// Written out in y's dtype (bfloat16 included) with the semantics of torch's
+/// binary_cross_entropy: log terms clamped at −100, gradient
+/// (ȳ − u) / max(ȳ(1 − ȳ), 1e-12) / C, and ȳ outside [0, 1] is an error.
 torch::Tensor class_balance_loss(const torch::Tensor& y, const ClassBalanceLossOptions& options);
 
 }  // namespace functional

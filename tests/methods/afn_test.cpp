@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "methods/bfloat16.h"
 #include "support/golden.h"
 #include "tandem/methods/models/resnet.h"
 #include "tandem/methods/models/weights.h"
@@ -15,6 +16,9 @@ namespace {
 using testing::check_golden_case;
 using testing::error_message;
 using testing::golden_cases;
+using testing::bf16_close;
+using testing::bf16_leaf;
+using testing::fp32_twin;
 using testing::Leaves;
 
 void afn_golden(torch::Device device) {
@@ -43,6 +47,21 @@ TEST(AdaptiveFeatureNorm, ValueIsDeltaSquaredAndGradientGrowsTheNorm) {
   loss.backward();
   // d/df_i = −2Δ f_i / (N ‖f_i‖): row 0 → −0.5·(0.6, 0.8).
   EXPECT_TRUE(torch::allclose(f.grad()[0], torch::tensor({-0.3, -0.4}, torch::kFloat64)));
+}
+
+TEST(AdaptiveFeatureNorm, Bfloat16StaysBfloat16AndMatchesFloat32) {
+  torch::manual_seed(31);
+  auto f = bf16_leaf(torch::randn({6, 5}));
+  auto f32 = fp32_twin(f);
+  AdaptiveFeatureNorm loss(AdaptiveFeatureNormOptions(1.0));
+  auto value = loss(f);
+  auto value32 = loss(f32);
+  EXPECT_TRUE(bf16_close(value, value32));
+  EXPECT_NEAR(value.item<float>(), 1.0, 0.05);  // Δ², up to the rounding of ‖f‖ + Δ
+  value.backward();
+  value32.backward();
+  EXPECT_EQ(f.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(bf16_close(f.grad(), f32.grad()));
 }
 
 TEST(AdaptiveFeatureNorm, RejectsNonPositiveDelta) {
@@ -94,6 +113,55 @@ TEST(AfnBlock, TrainingDropoutPreservesTheL2NormScale) {
   const double kept_fraction = (kept & active).sum().item<double>() / active.sum().item<double>();
   EXPECT_NEAR(kept_fraction, 0.25, 0.06);
   EXPECT_EQ(plain.sizes(), out.sizes());
+}
+
+// Rounds every parameter and buffer of `module` to bf16-representable values,
+// so that a bf16 copy and the float32 original hold the same weights.
+void round_to_bfloat16(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) p.copy_(p.to(torch::kBFloat16));
+  for (auto& b : module.buffers()) {
+    if (b.is_floating_point()) b.copy_(b.to(torch::kBFloat16));
+  }
+}
+
+TEST(AfnBlock, Bfloat16StaysBfloat16AndMatchesFloat32) {
+  torch::manual_seed(32);
+  // dropout_p = 0, so training (batch statistics) is deterministic too.
+  AfnBlock block32(AfnBlockOptions(4).bottleneck_dim(6).dropout_p(0.0));
+  {
+    torch::NoGradGuard no_grad;
+    block32->bn->running_mean.normal_(0, 0.1);
+    block32->bn->running_var.uniform_(0.5, 1.5);
+  }
+  round_to_bfloat16(*block32);
+  AfnBlock block(std::dynamic_pointer_cast<AfnBlockImpl>(block32->clone()));
+  block->to(torch::kBFloat16);
+  for (const bool training : {true, false}) {
+    block->train(training);
+    block32->train(training);
+    block->zero_grad();
+    block32->zero_grad();
+    auto x = bf16_leaf(torch::randn({5, 4}));
+    auto x32 = fp32_twin(x);
+    const auto out = block(x);
+    const auto out32 = block32(x32);
+    EXPECT_TRUE(bf16_close(out, out32)) << "training " << training;
+    const auto weights = torch::randn({5, 6});
+    (out * weights.to(torch::kBFloat16)).sum().backward();
+    (out32 * weights).sum().backward();
+    EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(bf16_close(x.grad(), x32.grad(), 0.05)) << "training " << training;
+    EXPECT_TRUE(bf16_close(block->fc->weight.grad(), block32->fc->weight.grad(), 0.05))
+        << "training " << training;
+    for (const auto& p : block->parameters()) {
+      EXPECT_EQ(p.grad().scalar_type(), torch::kBFloat16);
+    }
+  }
+  // With dropout in training the output stays bf16 as well.
+  AfnBlock dropping(AfnBlockOptions(4).bottleneck_dim(6).dropout_p(0.5));
+  dropping->to(torch::kBFloat16);
+  EXPECT_EQ(dropping(torch::randn({5, 4}).to(torch::kBFloat16)).scalar_type(), torch::kBFloat16);
 }
 
 TEST(AfnBlock, RejectsBadOptions) {
@@ -152,6 +220,44 @@ TEST(AfnImageClassifier, EvalMatchesGoldenWithTLlibWeightNames) {
         torch::kFloat64, 1e-5, 1e-12);
     EXPECT_TRUE(testing::tensors_close(features, golden.output("features"), 1e-5, 1e-12))
         << golden.label();
+  }
+}
+
+TEST(AfnImageClassifier, Bfloat16StaysBfloat16AndMatchesFloat32) {
+  torch::manual_seed(33);
+  AfnImageClassifier classifier32(torch::nn::AnyModule(torch::nn::Linear(4, 6)), 6,
+                                  AfnImageClassifierOptions(3).num_blocks(2).bottleneck_dim(5));
+  round_to_bfloat16(*classifier32);
+  AfnImageClassifier classifier(
+      std::dynamic_pointer_cast<AfnImageClassifierImpl>(classifier32->clone()));
+  classifier->to(torch::kBFloat16);
+  for (const auto& p : classifier->parameters()) ASSERT_EQ(p.scalar_type(), torch::kBFloat16);
+  // Eval (running statistics, no dropout): values against float32.
+  classifier->eval();
+  classifier32->eval();
+  auto x = bf16_leaf(torch::randn({4, 4}));
+  auto x32 = fp32_twin(x);
+  auto [logits, features] = classifier(x);
+  auto [logits32, features32] = classifier32(x32);
+  EXPECT_TRUE(bf16_close(logits, logits32));
+  EXPECT_TRUE(bf16_close(features, features32));
+  logits.sum().backward();
+  logits32.sum().backward();
+  EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(bf16_close(x.grad(), x32.grad(), 0.05));
+  EXPECT_TRUE(bf16_close(classifier->head->weight.grad(), classifier32->head->weight.grad()));
+  // Training (dropout, batch statistics): everything stays bf16, gradients too.
+  classifier->train();
+  classifier->zero_grad();
+  auto [train_logits, train_features] = classifier(torch::randn({4, 4}).to(torch::kBFloat16));
+  EXPECT_EQ(train_logits.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(train_features.scalar_type(), torch::kBFloat16);
+  (train_logits.sum() + AdaptiveFeatureNorm(AdaptiveFeatureNormOptions(1.0))(train_features))
+      .backward();
+  for (const auto& item : classifier->named_parameters()) {
+    ASSERT_TRUE(item.value().grad().defined()) << item.key();
+    EXPECT_EQ(item.value().grad().scalar_type(), torch::kBFloat16) << item.key();
+    EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
   }
 }
 

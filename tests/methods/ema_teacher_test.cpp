@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <map>
 #include <sstream>
+#include <string>
 
 #include "support/golden.h"
+#include "tandem/methods/afn.h"
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/methods/models/resnet.h"
 
@@ -171,6 +174,70 @@ TEST(EmaTeacher, WorksWithTheReIdModelAndItsClassifierReset) {
   EXPECT_TRUE(torch::equal(teacher.module()->head->weight, student->head->weight));
   auto out = teacher(torch::randn({2, 3, 32, 16}));
   EXPECT_EQ(out.logits.sizes(), (std::vector<int64_t>{2, 7}));
+}
+
+TEST(EmaTeacher, FollowsAnAfnImageClassifierAsInTheSeedExample) {
+  // The seed's example: teacher = EmaTeacher(ImageClassifier(backbone, ...), 0.9).
+  torch::manual_seed(61);
+  AfnImageClassifier student(torch::nn::AnyModule(models::SmallReidNet()), 128,
+                             AfnImageClassifierOptions(3).num_blocks(2).bottleneck_dim(8));
+  EmaTeacher<AfnImageClassifier> teacher(student, 0.9);
+  const auto student_parameters = student->named_parameters();
+  const auto teacher_parameters = teacher.module()->named_parameters();
+  ASSERT_EQ(teacher_parameters.size(), student_parameters.size());
+  for (const auto& item : teacher_parameters) {
+    EXPECT_FALSE(item.value().requires_grad()) << item.key();
+    EXPECT_TRUE(student_parameters[item.key()].requires_grad()) << item.key();
+    EXPECT_NE(item.value().data_ptr(), student_parameters[item.key()].data_ptr()) << item.key();
+  }
+  const auto teacher_buffers_before = teacher.module()->named_buffers();
+  std::map<std::string, torch::Tensor> buffers_before;
+  for (const auto& item : teacher_buffers_before) buffers_before[item.key()] = item.value().clone();
+  ASSERT_FALSE(buffers_before.empty());
+
+  // A training step of the student: new weights and new BN statistics.
+  const auto step_student = [&] {
+    torch::NoGradGuard no_grad;
+    for (auto& p : student->parameters()) p.add_(torch::randn_like(p));
+    student(torch::randn({4, 3, 32, 32}));  // train mode: moves the student's BN buffers
+  };
+  const auto expect_buffers_untouched = [&](const char* when) {
+    for (const auto& item : teacher.module()->named_buffers()) {
+      EXPECT_TRUE(torch::equal(item.value(), buffers_before.at(item.key())))
+          << item.key() << " " << when;
+    }
+  };
+
+  // First update (warm-up α_0 = 0): the teacher becomes the student exactly.
+  step_student();
+  teacher.update_with_warmup();
+  for (const auto& item : teacher.module()->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), student_parameters[item.key()])) << item.key();
+    EXPECT_FALSE(item.value().requires_grad()) << item.key();
+  }
+  expect_buffers_untouched("after the first update");
+
+  // Second update with the constant α = 0.9: θ' = 0.9·θ'_prev + 0.1·θ.
+  std::map<std::string, torch::Tensor> previous;
+  for (const auto& item : teacher.module()->named_parameters()) {
+    previous[item.key()] = item.value().clone();
+  }
+  step_student();
+  teacher.update();
+  for (const auto& item : teacher.module()->named_parameters()) {
+    const auto expected = 0.9 * previous.at(item.key()) + 0.1 * student_parameters[item.key()];
+    EXPECT_TRUE(tensors_close(item.value(), expected, 1e-6, 1e-6)) << item.key();
+    EXPECT_FALSE(torch::equal(item.value(), student_parameters[item.key()])) << item.key();
+    EXPECT_FALSE(item.value().requires_grad()) << item.key();
+  }
+  expect_buffers_untouched("after the second update");
+  EXPECT_EQ(teacher.step(), 2);
+
+  // The teacher's forward is its own and sends no gradient to its weights.
+  teacher.eval();
+  auto [logits, features] = teacher(torch::randn({2, 3, 32, 32}));
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_FALSE(logits.requires_grad());
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
 #include "tandem/methods/mcc.h"
 
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "methods/bfloat16.h"
 #include "support/golden.h"
+#include "tandem/methods/reid_loss.h"
+#include "tandem/methods/self_ensemble.h"
 
 namespace tandem::methods {
 namespace {
@@ -64,11 +68,86 @@ TEST(MinimumClassConfusionLoss, EntropyWeightsAreDetached) {
   EXPECT_TRUE(torch::allclose(logits.grad(), fixed.grad(), 1e-10, 1e-12));
 }
 
-TEST(MinimumClassConfusionLoss, KeepsBfloat16) {
-  auto logits = torch::randn({8, 5}).to(torch::kBFloat16);
-  EXPECT_EQ(functional::minimum_class_confusion_loss(logits, MinimumClassConfusionLossOptions(2.5))
-                .scalar_type(),
-            torch::kBFloat16);
+TEST(MinimumClassConfusionLoss, KeepsBfloat16AndMatchesFloat32) {
+  torch::manual_seed(41);
+  auto logits = testing::bf16_leaf(torch::randn({8, 5}));
+  auto logits32 = testing::fp32_twin(logits);
+  const MinimumClassConfusionLossOptions options(2.5);
+  auto value = functional::minimum_class_confusion_loss(logits, options);
+  auto value32 = functional::minimum_class_confusion_loss(logits32, options);
+  EXPECT_TRUE(testing::bf16_close(value, value32));
+  value.backward();
+  value32.backward();
+  EXPECT_EQ(logits.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(testing::bf16_close(logits.grad(), logits32.grad(), 0.1));
+}
+
+// What `with torch.autocast("cpu", dtype=torch.bfloat16):` does in Python
+// (LibTorch 1.13 has no C++ guard for it): enable the AutocastCPU dispatch
+// key with a bf16 target, and restore the previous state on exit.
+class CpuAutocastGuard {
+ public:
+  explicit CpuAutocastGuard(at::ScalarType dtype)
+      : was_enabled_(at::autocast::is_cpu_enabled()),
+        previous_dtype_(at::autocast::get_autocast_cpu_dtype()) {
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+    at::autocast::increment_nesting();
+  }
+  ~CpuAutocastGuard() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(was_enabled_);
+    at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+  }
+  CpuAutocastGuard(const CpuAutocastGuard&) = delete;
+  CpuAutocastGuard& operator=(const CpuAutocastGuard&) = delete;
+
+ private:
+  bool was_enabled_;
+  at::ScalarType previous_dtype_;
+};
+
+TEST(MethodsLosses, RunOnALinearLayerUnderCpuAutocastBfloat16) {
+  // A float32 Linear under CPU autocast computes in bf16; the losses on its
+  // output stay bf16 (none promotes to float32 or float64) and the float32
+  // weights get float32 gradients close to the plain float32 run.
+  torch::manual_seed(42);
+  torch::nn::Linear linear(6, 4);
+  const auto x = torch::randn({8, 6});
+  const auto target_logits = torch::randn({8, 4});
+  const auto total_loss = [&](const torch::Tensor& logits, bool expect_bf16) {
+    const auto mcc =
+        functional::minimum_class_confusion_loss(logits, MinimumClassConfusionLossOptions(2.5));
+    const auto balance =
+        functional::class_balance_loss(torch::softmax(logits, 1), ClassBalanceLossOptions(4));
+    const auto soft_ce = functional::soft_cross_entropy_loss(logits, target_logits);
+    if (expect_bf16) {
+      EXPECT_EQ(mcc.scalar_type(), torch::kBFloat16);
+      EXPECT_EQ(balance.scalar_type(), torch::kBFloat16);
+      EXPECT_EQ(soft_ce.scalar_type(), torch::kBFloat16);
+    }
+    return mcc + balance + soft_ce;
+  };
+
+  torch::Tensor value;
+  {
+    CpuAutocastGuard autocast(torch::kBFloat16);
+    const auto logits = linear(x);
+    ASSERT_EQ(logits.scalar_type(), torch::kBFloat16) << "autocast did not apply to Linear";
+    value = total_loss(logits, /*expect_bf16=*/true);
+  }
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  value.backward();
+  const auto weight_grad = linear->weight.grad().clone();
+  EXPECT_EQ(weight_grad.scalar_type(), torch::kFloat32);
+
+  linear->zero_grad();
+  const auto value32 = total_loss(linear(x), /*expect_bf16=*/false);
+  ASSERT_EQ(value32.scalar_type(), torch::kFloat32);
+  value32.backward();
+  EXPECT_TRUE(testing::bf16_close(value, value32));
+  EXPECT_TRUE(testing::tensors_close(weight_grad, linear->weight.grad(), 0.0,
+                                     0.1 * linear->weight.grad().abs().max().item<double>()));
 }
 
 TEST(MinimumClassConfusionLoss, RejectsNonPositiveTemperatureAndBadRank) {

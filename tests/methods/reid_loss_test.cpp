@@ -4,7 +4,12 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "methods/bfloat16.h"
 #include "support/golden.h"
 
 namespace tandem::methods {
@@ -235,6 +240,32 @@ TEST(SoftCrossEntropyLoss, MatchesGolden) {
   soft_cross_entropy_golden(torch::kCPU);
 }
 
+TEST(SoftCrossEntropyLoss, HandComputedNonUniformCase) {
+  // N = 1, C = 2. y_logits (log 3, 0) → y = softmax = (3/4, 1/4);
+  // target_logits (0, log 3) → target = (1/4, 3/4).
+  // loss = −(1/4·log(3/4) + 3/4·log(1/4)) = (1/4)·log(4/3) + (3/4)·log 4
+  //      ≈ 0.0719205 + 1.0397208 = 1.1116413.
+  // ∂loss/∂y_logits = (y − target) / N = (1/2, −1/2); the target is detached,
+  // so target_logits gets no gradient.
+  auto y = torch::tensor({{std::log(3.0), 0.0}}, torch::dtype(torch::kFloat64).requires_grad(true));
+  auto target =
+      torch::tensor({{0.0, std::log(3.0)}}, torch::dtype(torch::kFloat64).requires_grad(true));
+  SoftCrossEntropyLoss loss;
+  const auto value = loss(y, target);
+  EXPECT_NEAR(value.item<double>(), 0.25 * std::log(4.0 / 3.0) + 0.75 * std::log(4.0), 1e-12);
+  EXPECT_NEAR(value.item<double>(), 1.1116413, 1e-7);
+  value.backward();
+  EXPECT_TRUE(tensors_close(y.grad(), torch::tensor({{0.5, -0.5}}, torch::kFloat64), 1e-12, 1e-14));
+  EXPECT_FALSE(target.grad().defined());
+
+  // N = 2 with a second row of equal logits (both softmaxes uniform: log 2):
+  // the loss is the mean over rows, (1.1116413 + log 2) / 2.
+  auto two_y = torch::tensor({{std::log(3.0), 0.0}, {5.0, 5.0}}, torch::kFloat64);
+  auto two_t = torch::tensor({{0.0, std::log(3.0)}, {-1.0, -1.0}}, torch::kFloat64);
+  EXPECT_NEAR(functional::soft_cross_entropy_loss(two_y, two_t).item<double>(),
+              (0.25 * std::log(4.0 / 3.0) + 0.75 * std::log(4.0) + std::log(2.0)) / 2.0, 1e-12);
+}
+
 TEST(SoftCrossEntropyLoss, EqualUniformLogitsGiveLogC) {
   auto logits = torch::zeros({3, 5}, torch::kFloat64);
   EXPECT_NEAR(functional::soft_cross_entropy_loss(logits, logits).item<double>(), std::log(5.0),
@@ -315,19 +346,55 @@ TEST(ReidLosses, MatchGoldenOnCuda_CUDA) {
 // ---- dtypes ---------------------------------------------------------------------------
 
 TEST(ReidLosses, KeepBfloat16WithoutPromotion) {
-  auto f1 = torch::randn({8, 4}).to(torch::kBFloat16).requires_grad_();
-  auto f2 = torch::randn({8, 4}).to(torch::kBFloat16);
-  auto labels = torch::tensor({0, 0, 1, 1, 2, 2, 3, 3});
-  auto logits = torch::randn({8, 4}).to(torch::kBFloat16).requires_grad_();
-  for (const auto& value :
-       {functional::soft_triplet_loss(f1, f2, labels),
-        functional::soft_triplet_loss(f1, f2, labels, SoftTripletLossOptions().margin(0.0)),
-        functional::triplet_loss(f1, labels, TripletLossOptions(0.3)),
-        functional::soft_cross_entropy_loss(logits, f2),
-        functional::cross_entropy_label_smooth(logits, labels,
-                                               CrossEntropyLabelSmoothOptions(4))}) {
-    EXPECT_EQ(value.scalar_type(), torch::kBFloat16);
-    EXPECT_TRUE(std::isfinite(value.item<float>()));
+  // Each loss on bf16 leaves and on their exact float32 twins: the value and
+  // every gradient stay bf16 and agree with float32 at bf16 precision.
+  struct Inputs {
+    torch::Tensor f1, f2, logits;
+  };
+  using LossFn = std::function<torch::Tensor(const Inputs&)>;
+  const auto labels = torch::tensor({0, 0, 1, 1, 2, 2, 3, 3});
+  const std::vector<std::pair<std::string, LossFn>> losses = {
+      {"soft_triplet_loss (soft)",
+       [&](const Inputs& in) { return functional::soft_triplet_loss(in.f1, in.f2, labels); }},
+      {"soft_triplet_loss (margin 0)",
+       [&](const Inputs& in) {
+         return functional::soft_triplet_loss(in.f1, in.f2, labels,
+                                              SoftTripletLossOptions().margin(0.0));
+       }},
+      {"triplet_loss",
+       [&](const Inputs& in) {
+         return functional::triplet_loss(in.f1, labels, TripletLossOptions(0.3));
+       }},
+      {"soft_cross_entropy_loss",
+       [&](const Inputs& in) { return functional::soft_cross_entropy_loss(in.logits, in.f2); }},
+      {"cross_entropy_label_smooth", [&](const Inputs& in) {
+         return functional::cross_entropy_label_smooth(in.logits, labels,
+                                                       CrossEntropyLabelSmoothOptions(4));
+       }}};
+  torch::manual_seed(51);
+  const auto f1_values = torch::randn({8, 4});
+  const auto f2_values = torch::randn({8, 4});
+  const auto logit_values = torch::randn({8, 4});
+  for (const auto& [name, loss] : losses) {
+    const Inputs bf16{testing::bf16_leaf(f1_values), testing::bf16_leaf(f2_values),
+                      testing::bf16_leaf(logit_values)};
+    const Inputs fp32{testing::fp32_twin(bf16.f1), testing::fp32_twin(bf16.f2),
+                      testing::fp32_twin(bf16.logits)};
+    auto value = loss(bf16);
+    auto value32 = loss(fp32);
+    EXPECT_TRUE(testing::bf16_close(value, value32)) << name;
+    value.backward();
+    value32.backward();
+    int gradients = 0;
+    for (const auto& [leaf, twin] : {std::pair{bf16.f1, fp32.f1}, std::pair{bf16.f2, fp32.f2},
+                                     std::pair{bf16.logits, fp32.logits}}) {
+      ASSERT_EQ(leaf.grad().defined(), twin.grad().defined()) << name;
+      if (!leaf.grad().defined()) continue;
+      ++gradients;
+      EXPECT_EQ(leaf.grad().scalar_type(), torch::kBFloat16) << name;
+      EXPECT_TRUE(testing::bf16_close(leaf.grad(), twin.grad(), 0.1)) << name;
+    }
+    EXPECT_GE(gradients, 1) << name;
   }
 }
 

@@ -1,0 +1,124 @@
+// Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017, arXiv:1708.07747) read from
+// the gzip IDX files of the Debian package dataset-fashion-mnist, and a fixed,
+// documented source → target domain shift built on it for the classification
+// self-training jobs (Self-Ensemble, MCC, AFN).
+//
+// Source: the grey images replicated to RGB. Target: the same garments
+// rotated, inverted, tinted and noised (FashionTargetShift; every parameter
+// is in docs/fashion_mnist.md). Both are uint8 HWC RGB, 32 × 32 (28 × 28 padded
+// by 2), so they go through the same transforms as photographs.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "tandem/worker/data/image.h"
+
+namespace tandem::worker {
+
+/// Where the Debian package dataset-fashion-mnist installs the four files.
+constexpr const char* kFashionMnistDefaultDir = "/usr/share/datasets/fashion-mnist";
+
+/// Side of a Fashion-MNIST image as stored.
+constexpr int64_t kFashionMnistSide = 28;
+/// Number of classes; labels are 0..9.
+constexpr int64_t kFashionMnistClasses = 10;
+
+/// The class names, indexed by label (the order of the data set's README).
+inline constexpr std::array<const char*, kFashionMnistClasses> kFashionMnistClassNames = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+/// train-* (60,000 images) or t10k-* (10,000 images).
+enum class FashionMnistSplit { kTrain, kTest };
+
+/// One split, or its first `limit` samples.
+struct FashionMnist {
+  /// uint8 (n, 28, 28), 0 = background, 255 = ink.
+  torch::Tensor images;
+  /// int64 (n), in 0..9.
+  torch::Tensor labels;
+
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+};
+
+/// Path of the images (`labels == false`) or labels file of `split` in `dir`.
+std::string fashion_mnist_path(const std::string& dir, FashionMnistSplit split, bool labels);
+
+/// Number of samples in `split` (from the headers of both files, which are
+/// checked as by load_fashion_mnist; no pixel is read).
+int64_t fashion_mnist_count(const std::string& dir, FashionMnistSplit split);
+
+/// Reads `split` from `dir` (gzip IDX: magic 2051 for images, 2049 for labels,
+/// big-endian counts, 28 × 28 images). `limit` >= 0 reads only the first
+/// `limit` samples (clamped to the split's size); < 0 reads all. Throws
+/// std::runtime_error naming the file for a missing file, a bad magic, wrong
+/// dimensions, image and label counts that disagree, a truncated or corrupt
+/// stream, or a label outside 0..9.
+FashionMnist load_fashion_mnist(const std::string& dir, FashionMnistSplit split,
+                                int64_t limit = -1);
+
+/// Which side of the source → target pair.
+enum class FashionDomain { kSource, kTarget };
+
+/// Padding added on every side of the 28 × 28 images by both domains (→ 32 × 32).
+constexpr int64_t kFashionDomainPadding = 2;
+
+/// The target domain's shift, applied per image in this order: rotate, invert,
+/// tint, noise. The defaults are the documented shift (docs/fashion_mnist.md);
+/// change them only for experiments, since a data set's target is defined by them.
+struct FashionTargetShift {
+  /// Smallest rotation magnitude in degrees; the angle is uniform in
+  /// [min, max] with a random sign, about the image centre, bilinear, with
+  /// background (0) outside the source.
+  double min_rotation_degrees = 15.0;
+  /// Largest rotation magnitude in degrees.
+  double max_rotation_degrees = 30.0;
+  /// Inverts intensities (v → 255 − v) after the rotation: white background,
+  /// dark garment.
+  bool invert = true;
+  /// Multiplicative tints, one drawn uniformly per image: channel c becomes
+  /// v · tint[c] / 255, so the background takes the tint's colour.
+  std::vector<std::array<uint8_t, 3>> palette = {
+      {255, 200, 80},   // amber
+      {90, 200, 255},   // sky blue
+      {255, 120, 170},  // pink
+      {120, 230, 120},  // green
+      {190, 140, 255},  // violet
+      {255, 150, 90},   // orange
+  };
+  /// Standard deviation of the additive Gaussian noise, independent per pixel
+  /// and channel, in grey levels (0 turns it off); results are rounded and clamped.
+  double noise_stddev = 8.0;
+};
+
+/// Renders grey uint8 images (n, H, W) (Fashion-MNIST: H = W = 28) as uint8
+/// RGB (n, H + 4, W + 4, 3) HWC in `domain`: the images are padded by 2 on
+/// every side with background, then the source replicates grey to R, G and B
+/// and the target applies `shift`. Image i draws its random parameters from a
+/// generator seeded with (seed, i) only, so the result does not depend on the
+/// number of threads, and rows 0..k−1 of a `limit = k` load match those of the
+/// full split. Throws c10::Error for a tensor that is not uint8 (n, H, W).
+torch::Tensor fashion_domain_images(const torch::Tensor& images_u8, FashionDomain domain,
+                                    uint64_t seed, const FashionTargetShift& shift = {});
+
+/// One image of fashion_domain_images: `image_u8` is uint8 (H, W) and `index`
+/// its row in the split (the (seed, index) pair picks its random parameters).
+Image fashion_domain_image(const torch::Tensor& image_u8, FashionDomain domain, uint64_t seed,
+                           int64_t index, const FashionTargetShift& shift = {});
+
+/// Copies uint8 (n, H, W, 3) HWC images into Image values.
+std::vector<Image> fashion_images_to_list(const torch::Tensor& images_hwc_u8);
+
+/// Writes the first `count` samples of `data` (all when count < 0) in `domain`
+/// as an ImageList data set: `out_dir/images/NNNNN.png` (8-bit RGB PNG) and
+/// `out_dir/list.txt` with one line `images/NNNNN.png label` per sample, in
+/// order. Creates `out_dir` as needed; files already there are overwritten.
+void write_fashion_image_list(const FashionMnist& data, FashionDomain domain, uint64_t seed,
+                              const std::string& out_dir, int64_t count);
+
+}  // namespace tandem::worker
