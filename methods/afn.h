@@ -65,6 +65,10 @@ torch::Tensor adaptive_feature_norm(const torch::Tensor& f,
 /// eval.
 torch::Tensor l2_preserving_dropout(const torch::Tensor& x, double p, bool training);
 
+// AfnBlock and AfnImageClassifier are blocks of layers and, as in torch, have
+// no functional of their own (docs/methods.md, "Style"): AfnBlock's forward
+// is l2_preserving_dropout(relu(F::batch_norm(F::linear(x, ...), ...)), p).
+
 }  // namespace functional
 
 /// Stepwise adaptive feature norm loss. forward(f (N, F)) → scalar.

@@ -3,9 +3,46 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <iostream>
 
 namespace tandem::worker {
+
+BatchBufferPool::~BatchBufferPool() {
+  for (auto& entry : free_) delete[] entry.second;
+}
+
+torch::Tensor BatchBufferPool::tensor(const std::vector<int64_t>& sizes) {
+  size_t floats = 1;
+  for (const int64_t size : sizes) floats *= static_cast<size_t>(size);
+  float* buffer = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->first == floats) {
+        buffer = it->second;
+        free_.erase(it);
+        break;
+      }
+    }
+  }
+  if (buffer == nullptr) buffer = new float[std::max<size_t>(floats, 1)];
+  auto self = shared_from_this();  // the pool outlives every tensor it made
+  return torch::from_blob(
+      buffer, sizes, [self, floats](void* data) { self->give_back(static_cast<float*>(data), floats); },
+      torch::kFloat32);
+}
+
+void BatchBufferPool::give_back(float* buffer, size_t floats) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.size() < keep_) {
+      free_.emplace_back(floats, buffer);
+      return;
+    }
+  }
+  delete[] buffer;
+}
 
 DataLoader::DataLoader(std::shared_ptr<const ImageSource> source, ImageTransform transform,
                        LoaderOptions options)
@@ -19,6 +56,9 @@ DataLoader::DataLoader(std::shared_ptr<const ImageSource> source, ImageTransform
               "DataLoader: views must be in [1, 16], got ", options_.views);
   TORCH_CHECK(options_.position_offset >= 0, "DataLoader: position_offset must be >= 0, got ",
               options_.position_offset);
+  // Buffers for the batches in flight plus a few the consumer still holds.
+  pool_ = std::make_shared<BatchBufferPool>(
+      static_cast<size_t>((options_.prefetch_batches + options_.num_threads + 2) * options_.views));
   if (!options_.log) {
     options_.log = [](const std::string& line) { std::cerr << line << std::endl; };
   }
@@ -153,7 +193,7 @@ Batch DataLoader::build(int64_t epoch, int64_t batch_index, const std::vector<in
   batch.epoch = epoch;
   batch.batch_index = batch_index;
   for (int64_t v = 0; v < options_.views; ++v) {
-    batch.views.push_back(torch::empty({size, 3, t.height, t.width}, torch::kFloat32));
+    batch.views.push_back(pool_->tensor({size, 3, t.height, t.width}));
   }
   batch.indices = torch::empty({size}, torch::kInt64);
   int64_t* kept = batch.indices.data_ptr<int64_t>();
