@@ -1,0 +1,227 @@
+#include "tandem/worker/train/mmt_trainer.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "tandem/methods/reid_loss.h"
+#include "tandem/worker/data/sampler.h"
+
+namespace tandem::worker {
+namespace fn = methods::functional;
+
+void MmtOptions::validate() const {
+  TORCH_CHECK(epochs >= 1, "MmtOptions.epochs must be >= 1, got ", epochs);
+  TORCH_CHECK(iters >= 1, "MmtOptions.iters must be >= 1, got ", iters);
+  TORCH_CHECK(num_identities >= 2, "MmtOptions.num_identities must be >= 2 (triplets need ",
+              "negatives), got ", num_identities);
+  TORCH_CHECK(num_instances >= 2, "MmtOptions.num_instances must be >= 2 (triplets need ",
+              "positives), got ", num_instances);
+  TORCH_CHECK(lr > 0, "MmtOptions.lr must be positive, got ", lr);
+  TORCH_CHECK(weight_decay >= 0, "MmtOptions.weight_decay must be >= 0, got ", weight_decay);
+  TORCH_CHECK(alpha >= 0 && alpha <= 1, "MmtOptions.alpha must be in [0, 1], got ", alpha);
+  TORCH_CHECK(soft_ce_weight >= 0 && soft_ce_weight <= 1,
+              "MmtOptions.soft_ce_weight must be in [0, 1], got ", soft_ce_weight);
+  TORCH_CHECK(soft_triplet_weight >= 0 && soft_triplet_weight <= 1,
+              "MmtOptions.soft_triplet_weight must be in [0, 1], got ", soft_triplet_weight);
+  TORCH_CHECK(label_smoothing >= 0 && label_smoothing < 1,
+              "MmtOptions.label_smoothing must be in [0, 1), got ", label_smoothing);
+  TORCH_CHECK(loader_threads >= 1, "MmtOptions.loader_threads must be >= 1, got ", loader_threads);
+  TORCH_CHECK(extract_batch >= 1, "MmtOptions.extract_batch must be >= 1, got ", extract_batch);
+  train_transform.validate();
+}
+
+torch::Tensor extract_features(methods::models::ReIdentifier& model,
+                               const std::shared_ptr<const ImageSource>& source,
+                               const ImageTransform& transform, int64_t batch_size,
+                               int64_t threads) {
+  const int64_t n = source->size();
+  TORCH_CHECK(n > 0, "extract_features: the image source is empty");
+  LoaderOptions options;
+  options.num_threads = threads;
+  DataLoader loader(source, transform, options);
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t begin = 0; begin < n; begin += batch_size) {
+    batches.emplace_back();
+    for (int64_t i = begin; i < std::min(n, begin + batch_size); ++i) batches.back().push_back(i);
+  }
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor features;
+  loader.start_epoch(0, std::move(batches));
+  while (auto batch = loader.next()) {
+    const torch::Tensor neck = model->forward(batch->views[0]).neck;
+    const torch::Tensor normalised =
+        torch::nn::functional::normalize(neck, torch::nn::functional::NormalizeFuncOptions().dim(1));
+    // Unreadable images keep zero rows (the loader logged and counted them).
+    if (!features.defined()) features = torch::zeros({n, neck.size(1)}, torch::kFloat32);
+    features.index_copy_(0, batch->indices, normalised.to(torch::kFloat32));
+  }
+  model->train(was_training);
+  TORCH_CHECK(features.defined(), "extract_features: no image of ", n, " could be read");
+  return features;
+}
+
+MmtTrainer::MmtTrainer(Model model_1, Model model_2, std::shared_ptr<const ImageSource> target_train,
+                       std::vector<int64_t> cameras, MmtOptions options,
+                       PseudoLabelFn pseudo_labels)
+    : model_1_(std::move(model_1)),
+      model_2_(std::move(model_2)),
+      target_train_(std::move(target_train)),
+      cameras_(std::move(cameras)),
+      options_(std::move(options)),
+      pseudo_labels_(std::move(pseudo_labels)),
+      test_transform_(TransformOptions::test(options_.train_transform.height,
+                                             options_.train_transform.width)) {
+  options_.validate();
+  TORCH_CHECK(target_train_ != nullptr && target_train_->size() > 0,
+              "MmtTrainer: the target train set is empty");
+  TORCH_CHECK(static_cast<int64_t>(cameras_.size()) == target_train_->size(), "MmtTrainer: ",
+              cameras_.size(), " cameras for ", target_train_->size(), " target images");
+  TORCH_CHECK(pseudo_labels_ != nullptr, "MmtTrainer: no pseudo-label function");
+  TORCH_CHECK(model_1_->features_dim == model_2_->features_dim,
+              "MmtTrainer: the two models have different feature widths (",
+              model_1_->features_dim, " and ", model_2_->features_dim, ")");
+  teacher_1_ = std::make_unique<Teacher>(model_1_, options_.alpha);
+  teacher_2_ = std::make_unique<Teacher>(model_2_, options_.alpha);
+}
+
+torch::Tensor MmtTrainer::teacher_features() {
+  const torch::Tensor f1 = extract_features(teacher_1_->module(), target_train_, test_transform_,
+                                            options_.extract_batch, options_.loader_threads);
+  const torch::Tensor f2 = extract_features(teacher_2_->module(), target_train_, test_transform_,
+                                            options_.extract_batch, options_.loader_threads);
+  return (f1 + f2) / 2;  // not re-normalised, as MMT's k-means input
+}
+
+MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
+  MmtEpochStats stats;
+  stats.epoch = epoch;
+  // 1-2. Pseudo labels from the averaged teacher features.
+  const torch::Tensor features = teacher_features();
+  const PseudoLabels pseudo = pseudo_labels_(features, epoch);
+  const int64_t n = target_train_->size();
+  TORCH_CHECK(pseudo.labels.defined() && pseudo.labels.dim() == 1 && pseudo.labels.size(0) == n,
+              "MmtTrainer: the pseudo-label function returned ",
+              pseudo.labels.defined() ? pseudo.labels.numel() : 0, " labels for ", n, " images");
+  const torch::Tensor labels = pseudo.labels.to(torch::kInt64).contiguous();
+  const int64_t clusters = pseudo.centroids.defined() ? pseudo.centroids.size(0) : 0;
+  TORCH_CHECK(clusters > 0, "MmtTrainer: epoch ", epoch, " found no cluster among ", n,
+              " images (every image is noise): lower min_samples, raise eps, or use k-means");
+  TORCH_CHECK(pseudo.centroids.dim() == 2 && pseudo.centroids.size(1) == model_1_->features_dim,
+              "MmtTrainer: centroids must be (K, ", model_1_->features_dim, "), got ",
+              pseudo.centroids.sizes());
+  TORCH_CHECK(labels.max().item<int64_t>() < clusters && labels.min().item<int64_t>() >= -1,
+              "MmtTrainer: pseudo labels outside [-1, ", clusters, ")");
+  stats.clusters = clusters;
+  stats.noise = labels.eq(-1).sum().item<int64_t>();
+  stats.eps = pseudo.eps;
+
+  // 3. Heads of all four networks from the normalised centroids.
+  const torch::Tensor centres = torch::nn::functional::normalize(
+      pseudo.centroids.to(torch::kFloat32), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  for (Model* model : {&model_1_, &model_2_, &teacher_1_->module(), &teacher_2_->module()}) {
+    (*model)->reset_classifier(centres);
+  }
+
+  // 4. A P×K sampler over the labelled images, a new Adam, a new CE.
+  std::vector<int64_t> label_list(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + n);
+  RandomMultipleGallerySampler sampler(label_list, cameras_, options_.num_instances,
+                                       derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
+  const int64_t batch_size = options_.num_identities * options_.num_instances;
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t round = 0; static_cast<int64_t>(batches.size()) < options_.iters; ++round) {
+    const std::vector<int64_t> indices = sampler.epoch_indices(round);
+    auto more = rank_batches(indices, batch_size, 0, 1);
+    TORCH_CHECK(!more.empty(), "MmtTrainer: ", n - stats.noise, " labelled images in ", clusters,
+                " clusters give ", indices.size(), " samples per sampler pass, fewer than one ",
+                "batch of ", batch_size, " (num_identities x num_instances): lower num_identities");
+    for (auto& batch : more) {
+      if (static_cast<int64_t>(batches.size()) < options_.iters) batches.push_back(std::move(batch));
+    }
+  }
+  std::vector<torch::Tensor> parameters;
+  for (Model* model : {&model_1_, &model_2_}) {
+    for (const auto& p : (*model)->parameters()) {
+      if (p.requires_grad()) parameters.push_back(p);
+    }
+  }
+  torch::optim::Adam optimizer(
+      parameters, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
+  const methods::CrossEntropyLabelSmoothOptions ce_options =
+      methods::CrossEntropyLabelSmoothOptions(clusters).epsilon(options_.label_smoothing);
+  const methods::SoftTripletLossOptions hard_triplet =
+      methods::SoftTripletLossOptions().margin(0.0);
+  const methods::SoftTripletLossOptions soft_triplet;
+
+  LoaderOptions loader_options;
+  loader_options.num_threads = options_.loader_threads;
+  loader_options.views = 2;
+  loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
+  DataLoader loader(target_train_, ImageTransform(options_.train_transform), loader_options);
+  loader.start_epoch(epoch, std::move(batches));
+
+  // 5. Iterations: all four networks in training mode.
+  model_1_->train();
+  model_2_->train();
+  teacher_1_->train();
+  teacher_2_->train();
+  const double w_id = options_.soft_ce_weight, w_tri = options_.soft_triplet_weight;
+  const auto start = std::chrono::steady_clock::now();
+  int64_t images = 0;
+  while (auto batch = loader.next()) {
+    const torch::Tensor& x1 = batch->views[0];
+    const torch::Tensor& x2 = batch->views[1];
+    const torch::Tensor y = labels.index_select(0, batch->indices);
+    const auto s1 = model_1_->forward(x1);
+    const auto s2 = model_2_->forward(x2);
+    methods::models::ReIdOutput t1, t2;
+    {
+      torch::NoGradGuard no_grad;  // teachers never get gradients
+      t1 = teacher_1_->forward(x1);
+      t2 = teacher_2_->forward(x2);
+    }
+    const torch::Tensor ce = fn::cross_entropy_label_smooth(s1.logits, y, ce_options) +
+                             fn::cross_entropy_label_smooth(s2.logits, y, ce_options);
+    const torch::Tensor triplet = fn::soft_triplet_loss(s1.features, s1.features, y, hard_triplet) +
+                                  fn::soft_triplet_loss(s2.features, s2.features, y, hard_triplet);
+    // Cross pairing: student 1 is taught by teacher 2 and vice versa.
+    const torch::Tensor soft_ce =
+        fn::soft_cross_entropy_loss(s1.logits, t2.logits) +
+        fn::soft_cross_entropy_loss(s2.logits, t1.logits);
+    const torch::Tensor soft_tri =
+        fn::soft_triplet_loss(s1.features, t2.features, y, soft_triplet) +
+        fn::soft_triplet_loss(s2.features, t1.features, y, soft_triplet);
+    const torch::Tensor total = (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce +
+                                w_tri * soft_tri;
+    optimizer.zero_grad();
+    total.backward();
+    optimizer.step();
+    teacher_1_->update_with_warmup();
+    teacher_2_->update_with_warmup();
+
+    stats.losses.ce += ce.item<double>();
+    stats.losses.triplet += triplet.item<double>();
+    stats.losses.soft_ce += soft_ce.item<double>();
+    stats.losses.soft_triplet += soft_tri.item<double>();
+    stats.losses.total += total.item<double>();
+    images += x1.size(0);
+    ++stats.iterations;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (stats.iterations > 0) {
+    const auto k = static_cast<double>(stats.iterations);
+    stats.losses.ce /= k;
+    stats.losses.triplet /= k;
+    stats.losses.soft_ce /= k;
+    stats.losses.soft_triplet /= k;
+    stats.losses.total /= k;
+  }
+  stats.train_images_per_second = seconds > 0 ? static_cast<double>(images) / seconds : 0;
+  return stats;
+}
+
+}  // namespace tandem::worker
