@@ -96,4 +96,28 @@ std::vector<std::vector<int64_t>> rank_batches(const std::vector<int64_t>& indic
   return out;
 }
 
+std::vector<std::vector<int64_t>> sampler_batches(const RandomMultipleGallerySampler& sampler,
+                                                  int64_t batch_size, int64_t count) {
+  TORCH_CHECK(batch_size >= 1, "sampler_batches: batch_size must be >= 1, got ", batch_size);
+  TORCH_CHECK(count >= 0, "sampler_batches: count must be >= 0, got ", count);
+  std::vector<std::vector<int64_t>> out;
+  std::vector<int64_t> stream;  // chained short passes
+  for (int64_t pass = 0; static_cast<int64_t>(out.size()) < count; ++pass) {
+    const std::vector<int64_t> indices = sampler.epoch_indices(pass);
+    if (static_cast<int64_t>(indices.size()) >= batch_size) {
+      for (auto& batch : rank_batches(indices, batch_size, 0, 1)) {
+        if (static_cast<int64_t>(out.size()) == count) break;
+        out.push_back(std::move(batch));
+      }
+      continue;
+    }
+    stream.insert(stream.end(), indices.begin(), indices.end());
+    if (static_cast<int64_t>(stream.size()) >= batch_size) {
+      out.emplace_back(stream.begin(), stream.begin() + batch_size);
+      stream.erase(stream.begin(), stream.begin() + batch_size);
+    }
+  }
+  return out;
+}
+
 }  // namespace tandem::worker

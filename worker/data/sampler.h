@@ -54,4 +54,14 @@ std::vector<std::vector<int64_t>> rank_batches(const std::vector<int64_t>& indic
                                                int64_t global_batch, int64_t rank,
                                                int64_t world_size);
 
+/// `count` batches of `batch_size` drawn from successive passes of `sampler`
+/// (pass r = epoch_indices(r)), as a training epoch that iterates a
+/// drop_last loader over and over: each pass is cut into full batches and its
+/// incomplete tail dropped. When one pass holds fewer samples than a batch
+/// (few identities, e.g. DBSCAN finding few clusters), passes are chained
+/// and cut as one stream instead of yielding nothing, so identities can
+/// repeat within a batch.
+std::vector<std::vector<int64_t>> sampler_batches(const RandomMultipleGallerySampler& sampler,
+                                                  int64_t batch_size, int64_t count);
+
 }  // namespace tandem::worker

@@ -131,17 +131,7 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   RandomMultipleGallerySampler sampler(label_list, cameras_, options_.num_instances,
                                        derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
   const int64_t batch_size = options_.num_identities * options_.num_instances;
-  std::vector<std::vector<int64_t>> batches;
-  for (int64_t round = 0; static_cast<int64_t>(batches.size()) < options_.iters; ++round) {
-    const std::vector<int64_t> indices = sampler.epoch_indices(round);
-    auto more = rank_batches(indices, batch_size, 0, 1);
-    TORCH_CHECK(!more.empty(), "MmtTrainer: ", n - stats.noise, " labelled images in ", clusters,
-                " clusters give ", indices.size(), " samples per sampler pass, fewer than one ",
-                "batch of ", batch_size, " (num_identities x num_instances): lower num_identities");
-    for (auto& batch : more) {
-      if (static_cast<int64_t>(batches.size()) < options_.iters) batches.push_back(std::move(batch));
-    }
-  }
+  std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
   std::vector<torch::Tensor> parameters;
   for (Model* model : {&model_1_, &model_2_}) {
     for (const auto& p : (*model)->parameters()) {

@@ -195,6 +195,25 @@ TEST(RankBatches, SharesPartitionTheSameGlobalBatchesForAnyWorldSize) {
   EXPECT_THROW(rank_batches(indices, 0, 0, 1), c10::Error);
 }
 
+TEST(SamplerBatches, FullPassesDropTheirTailShortPassesAreChained) {
+  Fixture f;
+  for (int64_t pid = 0; pid < 5; ++pid) f.add(pid, pid % 2, 4);  // 5 ids x 4 = 20 per pass
+  RandomMultipleGallerySampler sampler(f.pids, f.cameras, 4, 2);
+  // Batches of 8: two per pass (the tail of 4 dropped), so batch 2 starts pass 1.
+  const auto batches = sampler_batches(sampler, 8, 5);
+  ASSERT_EQ(batches.size(), 5u);
+  const auto pass0 = sampler.epoch_indices(0), pass1 = sampler.epoch_indices(1);
+  EXPECT_EQ(batches[1], std::vector<int64_t>(pass0.begin() + 8, pass0.begin() + 16));
+  EXPECT_EQ(batches[2], std::vector<int64_t>(pass1.begin(), pass1.begin() + 8));
+  // Batches of 32 > 20 per pass: passes are chained rather than yielding nothing.
+  const auto chained = sampler_batches(sampler, 32, 2);
+  ASSERT_EQ(chained.size(), 2u);
+  std::vector<int64_t> stream(pass0);
+  stream.insert(stream.end(), pass1.begin(), pass1.end());
+  EXPECT_EQ(chained[0], std::vector<int64_t>(stream.begin(), stream.begin() + 32));
+  for (const auto& batch : chained) EXPECT_EQ(batch.size(), 32u);
+}
+
 TEST(Rng, BelowIsUniformAndSeedsAreIndependentStreams) {
   Rng rng(5);
   std::vector<int> counts(7, 0);

@@ -1,0 +1,311 @@
+// `tandem train SPEC`: runs a job spec in this process. Kinds: pretrain
+// (supervised source training) and mmt (Mutual Mean-Teaching on the target,
+// pseudo labels from clustering/). Prints one line per epoch (losses,
+// clusters, throughput, mAP / rank-1), appends one JSON object per epoch to
+// OUTPUT_DIR/events.jsonl, and writes weights atomically (state dicts Python
+// loads): pretrain → model.pt; mmt → teacher_1.pt, teacher_2.pt and best.pt
+// (the better teacher at its best evaluation).
+#include <torch/torch.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "tandem/cli/app.h"
+#include "tandem/cli/job_spec.h"
+#include "tandem/clustering/evaluation.h"
+#include "tandem/clustering/pseudo_labels.h"
+#include "tandem/methods/models/reidentifier.h"
+#include "tandem/methods/models/resnet.h"
+#include "tandem/methods/models/weights.h"
+#include "tandem/methods/serialization.h"
+#include "tandem/worker/data/reid_dataset.h"
+#include "tandem/worker/train/mmt_trainer.h"
+#include "tandem/worker/train/pretrain_trainer.h"
+
+namespace tandem::cli {
+namespace {
+namespace fs = std::filesystem;
+using methods::models::ReIdentifier;
+
+struct TrainFlags {
+  std::string spec;
+  bool quiet = false;
+};
+
+ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
+  namespace m = methods::models;
+  torch::manual_seed(spec.seed);
+  if (spec.backbone == "small") {
+    m::SmallReidNet net(m::SmallReidNetOptions().width(spec.backbone_width));
+    const int64_t features = net->out_features();
+    return ReIdentifier(torch::nn::AnyModule(net), features, classes);
+  }
+  m::ReidResNet net = spec.backbone == "resnet18"  ? m::reid_resnet18()
+                      : spec.backbone == "resnet50" ? m::reid_resnet50()
+                                                    : m::resnet50_ibn_a();
+  const int64_t features = net->out_features();
+  return ReIdentifier(torch::nn::AnyModule(net), features, classes);
+}
+
+struct Split {
+  std::shared_ptr<const worker::ImageSource> source;
+  torch::Tensor pids, cameras;
+  std::vector<int64_t> pid_list, camera_list;
+};
+
+Split split_of(const std::vector<worker::ReidSample>& samples) {
+  Split split;
+  std::vector<std::string> paths;
+  for (const auto& sample : samples) {
+    paths.push_back(sample.path);
+    split.pid_list.push_back(sample.pid);
+    split.camera_list.push_back(sample.camera);
+  }
+  split.source = std::make_shared<worker::FileImageSource>(std::move(paths));
+  split.pids = torch::tensor(split.pid_list, torch::kInt64);
+  split.cameras = torch::tensor(split.camera_list, torch::kInt64);
+  return split;
+}
+
+struct Evaluation {
+  double map = 0, rank1 = 0, rank5 = 0;
+};
+
+Evaluation evaluate(ReIdentifier& model, const Split& query, const Split& gallery,
+                    const JobSpec& spec) {
+  const worker::ImageTransform test(worker::TransformOptions::test(spec.height, spec.width));
+  const torch::Tensor q = worker::extract_features(model, query.source, test, 64, spec.loader_threads);
+  const torch::Tensor g =
+      worker::extract_features(model, gallery.source, test, 64, spec.loader_threads);
+  const auto metrics =
+      clustering::evaluate_features(q, g, query.pids, query.cameras, gallery.pids, gallery.cameras);
+  Evaluation out;
+  out.map = 100 * metrics.mean_ap;
+  out.rank1 = metrics.cmc.empty() ? 0 : 100 * metrics.cmc[0];
+  out.rank5 = metrics.cmc.size() > 4 ? 100 * metrics.cmc[4] : out.rank1;
+  return out;
+}
+
+bool evaluate_now(const JobSpec& spec, int64_t epoch) {
+  const bool last = epoch + 1 == spec.epochs;
+  return last || (spec.eval_every > 0 && (epoch + 1) % spec.eval_every == 0);
+}
+
+void save_weights(ReIdentifier& model, const fs::path& path) {
+  methods::save_state_dict(methods::models::weights_of(*model), path.string());
+}
+
+class EventLog {
+ public:
+  explicit EventLog(const fs::path& path) : out_(path, std::ios::app) {
+    if (!out_) throw std::runtime_error(path.string() + ": cannot open the event log");
+  }
+  void write(const nlohmann::ordered_json& event) { out_ << event.dump() << std::endl; }
+
+ private:
+  std::ofstream out_;
+};
+
+worker::TransformOptions train_transform(const JobSpec& spec) {
+  worker::TransformOptions options = worker::TransformOptions::train(spec.height, spec.width);
+  // Pad 10 of 256 × 128 scaled to the input size (at least 1 pixel).
+  options.pad = std::max<int64_t>(1, spec.height * 10 / 256);
+  return options;
+}
+
+int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
+  const auto source = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.source.kind),
+                                                spec.source.root);
+  const Split train = split_of(source.train);
+  std::optional<worker::ReidDataset> target;
+  if (!spec.target.empty()) {
+    target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
+                                       spec.target.root);
+  }
+  const auto& eval_data = target ? *target : source;
+  const Split query = split_of(eval_data.query), gallery = split_of(eval_data.gallery);
+  worker::PretrainOptions options;
+  options.epochs = spec.epochs;
+  options.iters = spec.iters;
+  options.num_identities = spec.identities;
+  options.num_instances = spec.instances;
+  options.lr = spec.lr;
+  options.weight_decay = spec.weight_decay;
+  options.warmup_epochs = spec.warmup_epochs;
+  options.warmup_factor = spec.warmup_factor;
+  options.milestones = spec.milestones;
+  options.train_transform = train_transform(spec);
+  options.loader_threads = spec.loader_threads;
+  options.seed = spec.seed;
+  worker::PretrainTrainer trainer(make_model(spec, source.num_train_ids), train.source,
+                                  train.pid_list, train.camera_list, options);
+  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
+  std::cout << "tandem train: pretrain on " << source.root << " (" << source.train.size()
+            << " images, " << source.num_train_ids << " ids), " << spec.epochs << " epochs x "
+            << spec.iters << " iterations, evaluated on " << (target ? "the target " : "the source ")
+            << eval_data.root << std::endl;
+  for (int64_t epoch = 0; epoch < spec.epochs; ++epoch) {
+    const auto stats = trainer.train_epoch(epoch);
+    nlohmann::ordered_json event = {{"event", "epoch"}, {"kind", "pretrain"}, {"epoch", epoch},
+                                    {"lr", stats.lr}, {"ce", stats.ce}, {"triplet", stats.triplet},
+                                    {"train_accuracy", stats.train_accuracy},
+                                    {"images_per_second", stats.train_images_per_second}};
+    std::ostringstream line;
+    line << std::fixed << std::setprecision(3) << "epoch " << epoch + 1 << "/" << spec.epochs
+         << "  lr " << std::setprecision(6) << stats.lr << std::setprecision(3) << "  ce "
+         << stats.ce << "  triplet " << stats.triplet << "  train acc "
+         << 100 * stats.train_accuracy << "%  " << std::setprecision(0)
+         << stats.train_images_per_second << " img/s";
+    if (evaluate_now(spec, epoch)) {
+      const Evaluation e = evaluate(trainer.model(), query, gallery, spec);
+      event["mAP"] = e.map;
+      event["rank1"] = e.rank1;
+      line << std::setprecision(1) << "  mAP " << e.map << "  rank-1 " << e.rank1;
+    }
+    save_weights(trainer.model(), fs::path(spec.output_dir) / "model.pt");
+    events.write(event);
+    if (!flags.quiet) std::cout << line.str() << std::endl;
+  }
+  std::cout << "tandem train: wrote " << (fs::path(spec.output_dir) / "model.pt").string()
+            << std::endl;
+  return kExitOk;
+}
+
+int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
+  const auto target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
+                                                spec.target.root);
+  const Split train = split_of(target.train), query = split_of(target.query),
+              gallery = split_of(target.gallery);
+  // Two differently initialised models: the pretrain jobs' weights (head
+  // rows are replaced by the centroids every epoch anyway).
+  std::vector<ReIdentifier> models;
+  for (const std::string* init : {&spec.init_1, &spec.init_2}) {
+    JobSpec seeded = spec;
+    seeded.seed = spec.seed + models.size();
+    ReIdentifier model = make_model(seeded, 1);
+    if (!init->empty()) {
+      const auto report = methods::models::load_weights(*model, methods::load_state_dict(*init));
+      std::cout << "tandem train: " << *init << ": " << report.summary() << std::endl;
+    }
+    models.push_back(model);
+  }
+  clustering::PseudoLabelOptions cluster_options;
+  if (spec.clustering == "kmeans") {
+    cluster_options.algorithm = clustering::PseudoLabelOptions::Algorithm::kKMeans;
+    cluster_options.kmeans.k = spec.k;
+    cluster_options.kmeans.seed = static_cast<int>(spec.seed);
+  } else {
+    cluster_options.algorithm = clustering::PseudoLabelOptions::Algorithm::kDbscan;
+    cluster_options.jaccard.k1 = spec.k1;
+    cluster_options.jaccard.k2 = spec.k2;
+    cluster_options.dbscan.min_samples = spec.min_samples;
+    if (spec.eps > 0) {
+      cluster_options.rho = c10::nullopt;
+      cluster_options.dbscan.eps = spec.eps;
+    }
+  }
+  // MMT computes the adaptive eps at epoch 0 only and reuses it.
+  auto fixed_eps = std::make_shared<double>(0.0);
+  const auto pseudo_labels = [cluster_options, fixed_eps](const torch::Tensor& features,
+                                                          int64_t) mutable {
+    clustering::PseudoLabelOptions options = cluster_options;
+    if (*fixed_eps > 0) {
+      options.rho = c10::nullopt;
+      options.dbscan.eps = *fixed_eps;
+    }
+    const auto result = clustering::pseudo_labels(features, options);
+    if (options.algorithm == clustering::PseudoLabelOptions::Algorithm::kDbscan) *fixed_eps = result.eps;
+    worker::PseudoLabels out;
+    out.labels = result.labels;
+    out.centroids = result.centroids;
+    out.eps = result.eps;
+    return out;
+  };
+  worker::MmtOptions options;
+  options.epochs = spec.epochs;
+  options.iters = spec.iters;
+  options.num_identities = spec.identities;
+  options.num_instances = spec.instances;
+  options.lr = spec.lr;
+  options.weight_decay = spec.weight_decay;
+  options.alpha = spec.alpha;
+  options.soft_ce_weight = spec.soft_ce_weight;
+  options.soft_triplet_weight = spec.soft_triplet_weight;
+  options.train_transform = train_transform(spec);
+  options.loader_threads = spec.loader_threads;
+  options.seed = spec.seed;
+  worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
+                             pseudo_labels);
+  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
+  std::cout << "tandem train: mmt on " << target.root << " (" << target.train.size()
+            << " unlabelled images), " << spec.clustering << ", " << spec.epochs << " epochs x "
+            << spec.iters << " iterations" << std::endl;
+  double best_map = -1;
+  for (int64_t epoch = 0; epoch < spec.epochs; ++epoch) {
+    const auto stats = trainer.train_epoch(epoch);
+    nlohmann::ordered_json event = {
+        {"event", "epoch"}, {"kind", "mmt"}, {"epoch", epoch}, {"clusters", stats.clusters},
+        {"noise", stats.noise}, {"eps", stats.eps}, {"ce", stats.losses.ce},
+        {"triplet", stats.losses.triplet}, {"soft_ce", stats.losses.soft_ce},
+        {"soft_triplet", stats.losses.soft_triplet}, {"loss", stats.losses.total},
+        {"images_per_second", stats.train_images_per_second}};
+    std::ostringstream line;
+    line << std::fixed << std::setprecision(3) << "epoch " << epoch + 1 << "/" << spec.epochs
+         << "  clusters " << stats.clusters << " (noise " << stats.noise << ")  ce "
+         << stats.losses.ce << "  tri " << stats.losses.triplet << "  soft ce "
+         << stats.losses.soft_ce << "  soft tri " << stats.losses.soft_triplet << "  "
+         << std::setprecision(0) << stats.train_images_per_second << " img/s";
+    save_weights(trainer.teacher(0).module(), fs::path(spec.output_dir) / "teacher_1.pt");
+    save_weights(trainer.teacher(1).module(), fs::path(spec.output_dir) / "teacher_2.pt");
+    if (evaluate_now(spec, epoch)) {
+      const Evaluation e1 = evaluate(trainer.teacher(0).module(), query, gallery, spec);
+      const Evaluation e2 = evaluate(trainer.teacher(1).module(), query, gallery, spec);
+      const bool first = e1.map >= e2.map;
+      const Evaluation& best = first ? e1 : e2;
+      event["mAP"] = {e1.map, e2.map};
+      event["rank1"] = {e1.rank1, e2.rank1};
+      line << std::setprecision(1) << "  mAP " << e1.map << " / " << e2.map << "  rank-1 "
+           << e1.rank1 << " / " << e2.rank1;
+      if (best.map > best_map) {
+        best_map = best.map;
+        save_weights(trainer.teacher(first ? 0 : 1).module(), fs::path(spec.output_dir) / "best.pt");
+        event["best"] = true;
+        line << "  (best)";
+      }
+    }
+    events.write(event);
+    if (!flags.quiet) std::cout << line.str() << std::endl;
+  }
+  std::cout << "tandem train: best mAP " << std::fixed << std::setprecision(1) << best_map
+            << ", weights in " << spec.output_dir << std::endl;
+  return kExitOk;
+}
+
+int run_train(const TrainFlags& flags) {
+  const JobSpec spec = load_job_spec(flags.spec);
+  fs::create_directories(spec.output_dir);
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  }
+  return spec.kind == "pretrain" ? run_pretrain(spec, flags) : run_mmt(spec, flags);
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app, Action& action) {
+  auto flags = std::make_shared<TrainFlags>();
+  auto* command = app.add_subcommand("train", "Run a training job spec (pretrain, mmt) in process");
+  command->add_option("spec", flags->spec, "the job spec (YAML or JSON)")->required();
+  command->add_flag("--quiet", flags->quiet, "no per-epoch lines (events.jsonl still written)");
+  command->callback([flags, &action] { action = [flags] { return run_train(*flags); }; });
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,120 @@
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "run_tandem.h"
+#include "tandem/cli/job_spec.h"
+
+namespace tandem::cli {
+namespace {
+namespace fs = std::filesystem;
+using testing::run_tandem;
+using testing::scratch_path;
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse_job_spec(yaml, "job.yaml");
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
+  const JobSpec mmt = parse_job_spec(
+      "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n", "job.yaml");
+  EXPECT_EQ(mmt.epochs, 40);
+  EXPECT_EQ(mmt.iters, 400);
+  EXPECT_DOUBLE_EQ(mmt.alpha, 0.999);
+  EXPECT_DOUBLE_EQ(mmt.soft_triplet_weight, 0.8);
+  EXPECT_EQ(mmt.clustering, "dbscan");
+  const JobSpec pretrain = parse_job_spec(
+      R"({"kind": "pretrain", "output_dir": "o", "source": {"kind": "folder", "root": "/s"}})",
+      "job.json");
+  EXPECT_EQ(pretrain.epochs, 80);
+  EXPECT_EQ(pretrain.iters, 100);
+
+  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
+  EXPECT_NE(error_of(base + "identities: 1\n").find("job.yaml: spec.identities must be >= 2, got 1"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "lr: -1\n").find("spec.lr must be positive"), std::string::npos);
+  EXPECT_NE(error_of(base + "lr: fast\n").find("spec.lr must be a number, got 'fast'"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "learning_rate: 1\n").find("spec.learning_rate is not a field"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "clustering: spectral\n").find("spec.clustering must be kmeans or dbscan"),
+            std::string::npos);
+  EXPECT_NE(error_of("kind: mmt\noutput_dir: o\n").find("spec.target is required"), std::string::npos);
+  EXPECT_NE(error_of("kind: mmt\noutput_dir: o\ntarget: {kind: cuhk, root: /d}\n")
+                .find("spec.target.kind must be one of"),
+            std::string::npos);
+  EXPECT_NE(error_of("kind: finetune\noutput_dir: o\n").find("spec.kind must be pretrain or mmt"),
+            std::string::npos);
+  EXPECT_NE(error_of("[1, 2]").find("a job spec is a mapping"), std::string::npos);
+  EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
+}
+
+void write(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+
+/// Renders two tiny synthetic domains, pre-trains on one, adapts to the other
+/// with MMT (k-means and DBSCAN), all through the real binary.
+TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
+  const fs::path dir = scratch_path("train");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* domain : {"market", "duke"}) {
+    auto synth = run_tandem({"synth", "--out", (dir / domain).string(), "--domain", domain, "--ids",
+                             "16", "--cameras", "3", "--seed", "4", "--images-per-camera", "3",
+                             "--height", "32", "--width", "16", "--quiet"},
+                            std::string("train-synth-") + domain);
+    ASSERT_EQ(synth.exit_code, 0) << synth.err;
+  }
+  const std::string common =
+      "backbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\nidentities: 4\ninstances: 4\n"
+      "iters: 3\nloader_threads: 1\nlr: 0.001\n";
+  write(dir / "pretrain.yaml", "kind: pretrain\noutput_dir: " + (dir / "pre").string() +
+                                   "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+                                   "}\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+                                   "}\nepochs: 2\nwarmup_epochs: 1\n" + common);
+  auto pre = run_tandem({"train", (dir / "pretrain.yaml").string()}, "train-pre");
+  ASSERT_EQ(pre.exit_code, 0) << pre.out << pre.err;
+  EXPECT_NE(pre.out.find("epoch 2/2"), std::string::npos) << pre.out;
+  EXPECT_NE(pre.out.find("mAP"), std::string::npos) << pre.out;
+  ASSERT_TRUE(fs::exists(dir / "pre" / "model.pt"));
+
+  for (const std::string clustering : {"kmeans", "dbscan"}) {
+    const fs::path out = dir / ("mmt-" + clustering);
+    write(dir / "mmt.yaml", "kind: mmt\noutput_dir: " + out.string() +
+                                "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+                                "}\ninit_1: " + (dir / "pre" / "model.pt").string() +
+                                "\ninit_2: " + (dir / "pre" / "model.pt").string() +
+                                "\nepochs: 2\nclustering: " + clustering +
+                                "\nk: 8\nmin_samples: 2\nrho: 0.05\n" + common);
+    auto mmt = run_tandem({"train", (dir / "mmt.yaml").string()}, "train-mmt-" + clustering);
+    ASSERT_EQ(mmt.exit_code, 0) << clustering << "\n" << mmt.out << mmt.err;
+    EXPECT_NE(mmt.out.find("epoch 2/2  clusters"), std::string::npos) << mmt.out;
+    for (const char* file : {"teacher_1.pt", "teacher_2.pt", "best.pt", "events.jsonl"}) {
+      EXPECT_TRUE(fs::exists(out / file)) << clustering << ": " << file;
+    }
+    std::ifstream events(out / "events.jsonl");
+    int64_t lines = 0;
+    for (std::string line; std::getline(events, line); ++lines) {
+      const auto event = nlohmann::json::parse(line);
+      EXPECT_EQ(event["kind"], "mmt");
+      EXPECT_GT(event["clusters"].get<int64_t>(), 0);
+      EXPECT_EQ(event["mAP"].size(), 2u);
+    }
+    EXPECT_EQ(lines, 2);
+  }
+
+  write(dir / "bad.yaml", "kind: mmt\noutput_dir: x\ntarget: {kind: market1501, root: /nope}\n");
+  auto bad = run_tandem({"train", (dir / "bad.yaml").string()}, "train-bad");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("/nope: folder not found"), std::string::npos) << bad.err;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tandem::cli

@@ -1,0 +1,72 @@
+#include "tandem/worker/train/pretrain_trainer.h"
+
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "tiny_reid.h"
+
+namespace tandem::worker {
+namespace {
+using testing::kIds;
+using testing::tiny_model;
+using testing::tiny_target;
+
+PretrainOptions tiny_options() {
+  PretrainOptions options;
+  options.iters = 6;
+  options.num_identities = 3;
+  options.num_instances = 4;
+  options.lr = 3e-3;
+  options.warmup_epochs = 0;
+  options.train_transform = TransformOptions::train(32, 16);
+  options.train_transform.pad = 2;
+  options.train_transform.erase_probability = 0;
+  options.loader_threads = 1;
+  return options;
+}
+
+TEST(PretrainOptions, WarmupThenMilestonesAsMmt) {
+  PretrainOptions o;  // lr 3.5e-4, warm-up 10 epochs from 0.01, milestones 40, 70
+  EXPECT_DOUBLE_EQ(o.lr_at(0), 3.5e-4 * 0.01);
+  EXPECT_DOUBLE_EQ(o.lr_at(5), 3.5e-4 * (0.01 * 0.5 + 0.5));
+  EXPECT_DOUBLE_EQ(o.lr_at(10), 3.5e-4);
+  EXPECT_DOUBLE_EQ(o.lr_at(39), 3.5e-4);
+  EXPECT_NEAR(o.lr_at(40), 3.5e-5, 1e-18);
+  EXPECT_NEAR(o.lr_at(70), 3.5e-6, 1e-18);
+  o.milestones = {5, 3};
+  EXPECT_THROW(o.validate(), c10::Error);
+}
+
+TEST(PretrainTrainer, LearnsTheSourceIdentities) {
+  const auto t = tiny_target();
+  PretrainTrainer trainer(tiny_model(1), t.source, t.pids, t.cameras, tiny_options());
+  const PretrainEpochStats first = trainer.train_epoch(0);
+  PretrainEpochStats last;
+  for (int64_t epoch = 1; epoch < 6; ++epoch) last = trainer.train_epoch(epoch);
+  EXPECT_EQ(first.iterations, 6);
+  EXPECT_TRUE(std::isfinite(first.total));
+  EXPECT_NEAR(first.total, first.ce + first.triplet, 1e-5 * first.total);
+  EXPECT_LT(last.ce, first.ce) << "cross entropy did not fall";
+  EXPECT_GT(last.train_accuracy, first.train_accuracy);
+  EXPECT_GT(last.train_accuracy, 2.0 / kIds) << "at least twice chance on 6 identities";
+  EXPECT_DOUBLE_EQ(last.lr, 3e-3);
+}
+
+TEST(PretrainTrainer, RejectsIdsThatDoNotMatchTheHead) {
+  const auto t = tiny_target();
+  std::vector<int64_t> shifted = t.pids;
+  for (auto& pid : shifted) pid += 1;  // 1..6 with a 6-class head
+  try {
+    PretrainTrainer(tiny_model(1), t.source, shifted, t.cameras, tiny_options());
+    FAIL() << "accepted ids beyond the head";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("ids must be 0..5"), std::string::npos)
+        << e.what_without_backtrace();
+  }
+  EXPECT_THROW(PretrainTrainer(tiny_model(1), t.source, {0, 1}, {0, 1}, tiny_options()),
+               c10::Error);
+}
+
+}  // namespace
+}  // namespace tandem::worker

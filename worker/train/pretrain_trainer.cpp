@@ -1,0 +1,134 @@
+#include "tandem/worker/train/pretrain_trainer.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "tandem/methods/reid_loss.h"
+#include "tandem/worker/data/sampler.h"
+
+namespace tandem::worker {
+namespace fn = methods::functional;
+
+void PretrainOptions::validate() const {
+  TORCH_CHECK(epochs >= 1, "PretrainOptions.epochs must be >= 1, got ", epochs);
+  TORCH_CHECK(iters >= 1, "PretrainOptions.iters must be >= 1, got ", iters);
+  TORCH_CHECK(num_identities >= 2, "PretrainOptions.num_identities must be >= 2, got ",
+              num_identities);
+  TORCH_CHECK(num_instances >= 2, "PretrainOptions.num_instances must be >= 2, got ",
+              num_instances);
+  TORCH_CHECK(lr > 0, "PretrainOptions.lr must be positive, got ", lr);
+  TORCH_CHECK(weight_decay >= 0, "PretrainOptions.weight_decay must be >= 0, got ",
+              weight_decay);
+  TORCH_CHECK(warmup_epochs >= 0, "PretrainOptions.warmup_epochs must be >= 0, got ",
+              warmup_epochs);
+  TORCH_CHECK(warmup_factor > 0 && warmup_factor <= 1,
+              "PretrainOptions.warmup_factor must be in (0, 1], got ", warmup_factor);
+  TORCH_CHECK(std::is_sorted(milestones.begin(), milestones.end()),
+              "PretrainOptions.milestones must be increasing");
+  TORCH_CHECK(gamma > 0, "PretrainOptions.gamma must be positive, got ", gamma);
+  TORCH_CHECK(label_smoothing >= 0 && label_smoothing < 1,
+              "PretrainOptions.label_smoothing must be in [0, 1), got ", label_smoothing);
+  TORCH_CHECK(triplet_margin >= 0 && triplet_margin <= 1,
+              "PretrainOptions.triplet_margin must be in [0, 1], got ", triplet_margin);
+  TORCH_CHECK(loader_threads >= 1, "PretrainOptions.loader_threads must be >= 1, got ",
+              loader_threads);
+  train_transform.validate();
+}
+
+double PretrainOptions::lr_at(int64_t epoch) const {
+  double factor = 1.0;
+  if (epoch < warmup_epochs) {
+    const double progress = static_cast<double>(epoch) / static_cast<double>(warmup_epochs);
+    factor = warmup_factor * (1.0 - progress) + progress;
+  }
+  for (const int64_t milestone : milestones) {
+    if (epoch >= milestone) factor *= gamma;
+  }
+  return lr * factor;
+}
+
+PretrainTrainer::PretrainTrainer(Model model, std::shared_ptr<const ImageSource> source,
+                                 std::vector<int64_t> pids, std::vector<int64_t> cameras,
+                                 PretrainOptions options)
+    : model_(std::move(model)),
+      source_(std::move(source)),
+      pids_(std::move(pids)),
+      cameras_(std::move(cameras)),
+      options_(std::move(options)) {
+  options_.validate();
+  TORCH_CHECK(source_ != nullptr && source_->size() > 0, "PretrainTrainer: the source is empty");
+  TORCH_CHECK(static_cast<int64_t>(pids_.size()) == source_->size() &&
+                  pids_.size() == cameras_.size(),
+              "PretrainTrainer: ", pids_.size(), " ids and ", cameras_.size(), " cameras for ",
+              source_->size(), " images");
+  const int64_t classes = *std::max_element(pids_.begin(), pids_.end()) + 1;
+  TORCH_CHECK(*std::min_element(pids_.begin(), pids_.end()) >= 0 &&
+                  classes == model_->num_classes(),
+              "PretrainTrainer: ids must be 0..", model_->num_classes() - 1,
+              " (the model's classes), got up to ", classes - 1);
+  std::vector<torch::Tensor> parameters;
+  for (const auto& p : model_->parameters()) {
+    if (p.requires_grad()) parameters.push_back(p);
+  }
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      parameters, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
+}
+
+PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
+  PretrainEpochStats stats;
+  stats.epoch = epoch;
+  stats.lr = options_.lr_at(epoch);
+  for (auto& group : optimizer_->param_groups()) {
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(stats.lr);
+  }
+  RandomMultipleGallerySampler sampler(pids_, cameras_, options_.num_instances,
+                                       derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
+  const int64_t batch_size = options_.num_identities * options_.num_instances;
+  std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
+  LoaderOptions loader_options;
+  loader_options.num_threads = options_.loader_threads;
+  loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
+  DataLoader loader(source_, ImageTransform(options_.train_transform), loader_options);
+  loader.start_epoch(epoch, std::move(batches));
+
+  const auto ce_options = methods::CrossEntropyLabelSmoothOptions(model_->num_classes())
+                              .epsilon(options_.label_smoothing);
+  const auto triplet_options = methods::SoftTripletLossOptions().margin(options_.triplet_margin);
+  const torch::Tensor labels = torch::tensor(pids_, torch::kInt64);
+  model_->train();
+  const auto start = std::chrono::steady_clock::now();
+  int64_t images = 0, correct = 0;
+  while (auto batch = loader.next()) {
+    const torch::Tensor y = labels.index_select(0, batch->indices);
+    const auto out = model_->forward(batch->views[0]);
+    const torch::Tensor ce = fn::cross_entropy_label_smooth(out.logits, y, ce_options);
+    const torch::Tensor triplet =
+        fn::soft_triplet_loss(out.features, out.features, y, triplet_options);
+    const torch::Tensor total = ce + triplet;
+    optimizer_->zero_grad();
+    total.backward();
+    optimizer_->step();
+    stats.ce += ce.item<double>();
+    stats.triplet += triplet.item<double>();
+    stats.total += total.item<double>();
+    correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
+    images += y.size(0);
+    ++stats.iterations;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (stats.iterations > 0) {
+    const auto k = static_cast<double>(stats.iterations);
+    stats.ce /= k;
+    stats.triplet /= k;
+    stats.total /= k;
+  }
+  stats.train_accuracy = images > 0 ? static_cast<double>(correct) / static_cast<double>(images) : 0;
+  stats.train_images_per_second = seconds > 0 ? static_cast<double>(images) / seconds : 0;
+  return stats;
+}
+
+}  // namespace tandem::worker

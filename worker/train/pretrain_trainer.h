@@ -1,0 +1,82 @@
+// Supervised source pre-training of a re-ID model, MMT's first stage (Ge et
+// al., ICLR 2020, source_pretrain.py; notes §2): label-smoothed cross entropy
+// plus the hard soft-margin triplet loss (SoftTripletLoss with margin 0) on
+// P×K batches of the labelled source, Adam with a linear warm-up and
+// step decay. Run twice with different seeds to give MMT its two different
+// initialisations.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include "tandem/methods/models/reidentifier.h"
+#include "tandem/worker/data/loader.h"
+#include "tandem/worker/data/transforms.h"
+
+namespace tandem::worker {
+
+struct PretrainOptions {
+  /// Epochs and iterations per epoch (MMT: 80 × 100 on 4 GPUs).
+  int64_t epochs = 80;
+  int64_t iters = 100;
+  /// P identities × K instances per batch.
+  int64_t num_identities = 16;
+  int64_t num_instances = 4;
+  double lr = 3.5e-4;
+  double weight_decay = 5e-4;
+  /// Linear warm-up from warmup_factor · lr over warmup_epochs (MMT: 10, 0.01).
+  int64_t warmup_epochs = 10;
+  double warmup_factor = 0.01;
+  /// lr × gamma at each milestone epoch (MMT: 40 and 70, × 0.1).
+  std::vector<int64_t> milestones = {40, 70};
+  double gamma = 0.1;
+  /// Label smoothing ε.
+  double label_smoothing = 0.1;
+  /// Margin of the triplet term (MMT: 0, the soft-margin form).
+  double triplet_margin = 0.0;
+  TransformOptions train_transform = TransformOptions::train(256, 128);
+  int64_t loader_threads = 2;
+  uint64_t seed = 1;
+
+  /// Throws c10::Error naming the first invalid field.
+  void validate() const;
+  /// The learning rate of `epoch` (MMT's WarmupMultiStepLR, stepped per epoch).
+  double lr_at(int64_t epoch) const;
+};
+
+struct PretrainEpochStats {
+  int64_t epoch = 0;
+  double lr = 0;
+  double ce = 0;
+  double triplet = 0;
+  double total = 0;
+  /// Share of samples whose logits put their own identity first.
+  double train_accuracy = 0;
+  int64_t iterations = 0;
+  double train_images_per_second = 0;
+};
+
+class PretrainTrainer {
+ public:
+  using Model = methods::models::ReIdentifier;
+  /// `pids` are the source train ids 0..C-1 (C = the model's classes) and
+  /// `cameras` their cameras, one per image of `source`.
+  PretrainTrainer(Model model, std::shared_ptr<const ImageSource> source, std::vector<int64_t> pids,
+                  std::vector<int64_t> cameras, PretrainOptions options);
+
+  PretrainEpochStats train_epoch(int64_t epoch);
+  Model& model() { return model_; }
+
+ private:
+  Model model_;
+  std::shared_ptr<const ImageSource> source_;
+  std::vector<int64_t> pids_, cameras_;
+  PretrainOptions options_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+};
+
+}  // namespace tandem::worker
