@@ -4,7 +4,10 @@
 // clusters, throughput, mAP / rank-1), appends one JSON object per epoch to
 // OUTPUT_DIR/events.jsonl, and writes weights atomically (state dicts Python
 // loads): pretrain → model.pt; mmt → teacher_1.pt, teacher_2.pt and best.pt
-// (the better teacher at its best evaluation).
+// (the better teacher at its best evaluation). After every epoch the full
+// state goes to OUTPUT_DIR/checkpoint.pt (atomically); running the same spec
+// again resumes after the last finished epoch, bit-identical to a run that
+// was never interrupted (all randomness is derived from (seed, epoch)).
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -15,6 +18,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <memory>
 #include <thread>
 
@@ -27,6 +31,7 @@
 #include "tandem/methods/models/weights.h"
 #include "tandem/methods/serialization.h"
 #include "tandem/worker/data/reid_dataset.h"
+#include "tandem/worker/train/checkpoint.h"
 #include "tandem/worker/train/mmt_trainer.h"
 #include "tandem/worker/train/pretrain_trainer.h"
 
@@ -114,6 +119,19 @@ class EventLog {
   std::ofstream out_;
 };
 
+/// OUTPUT_DIR/checkpoint.pt: the full state after the last finished epoch.
+fs::path checkpoint_path(const JobSpec& spec) { return fs::path(spec.output_dir) / "checkpoint.pt"; }
+
+/// The checkpoint to resume from, if the output folder has one of this kind.
+std::optional<worker::StateDict> resume_state(const JobSpec& spec, double kind_code) {
+  const fs::path path = checkpoint_path(spec);
+  if (!fs::exists(path)) return std::nullopt;
+  worker::StateDict state = methods::load_state_dict(path.string());
+  TORCH_CHECK(worker::get_meta(state, "kind") == kind_code, path.string(),
+              " is a checkpoint of another job kind; use a new output_dir");
+  return state;
+}
+
 worker::TransformOptions train_transform(const JobSpec& spec) {
   worker::TransformOptions options = worker::TransformOptions::train(spec.height, spec.width);
   // Pad 10 of 256 × 128 scaled to the input size (at least 1 pixel).
@@ -147,12 +165,20 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
   options.seed = spec.seed;
   worker::PretrainTrainer trainer(make_model(spec, source.num_train_ids), train.source,
                                   train.pid_list, train.camera_list, options);
+  int64_t first_epoch = 0;
+  if (const auto state = resume_state(spec, 0)) {
+    worker::load_module_state(*trainer.model(), *state, "model");
+    worker::load_adam_state(trainer.optimizer(), *state, "adam");
+    first_epoch = static_cast<int64_t>(worker::get_meta(*state, "epoch"));
+    std::cout << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
+              << first_epoch << std::endl;
+  }
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
   std::cout << "tandem train: pretrain on " << source.root << " (" << source.train.size()
             << " images, " << source.num_train_ids << " ids), " << spec.epochs << " epochs x "
             << spec.iters << " iterations, evaluated on " << (target ? "the target " : "the source ")
             << eval_data.root << std::endl;
-  for (int64_t epoch = 0; epoch < spec.epochs; ++epoch) {
+  for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
     const auto stats = trainer.train_epoch(epoch);
     nlohmann::ordered_json event = {{"event", "epoch"}, {"kind", "pretrain"}, {"epoch", epoch},
                                     {"lr", stats.lr}, {"ce", stats.ce}, {"triplet", stats.triplet},
@@ -171,6 +197,12 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
       line << std::setprecision(1) << "  mAP " << e.map << "  rank-1 " << e.rank1;
     }
     save_weights(trainer.model(), fs::path(spec.output_dir) / "model.pt");
+    worker::StateDict state;
+    worker::set_meta(state, "kind", 0);
+    worker::set_meta(state, "epoch", static_cast<double>(epoch + 1));
+    worker::add_module_state(state, "model", *trainer.model());
+    worker::add_adam_state(state, "adam", trainer.optimizer());
+    methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
     events.write(event);
     if (!flags.quiet) std::cout << line.str() << std::endl;
   }
@@ -244,12 +276,30 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
   options.seed = spec.seed;
   worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
                              pseudo_labels);
+  int64_t first_epoch = 0;
+  double best_map = -1;
+  if (const auto state = resume_state(spec, 1)) {
+    // Heads have the saved number of clusters; make room, then copy all.
+    const torch::Tensor head = worker::state_entry(*state, "student_1.head.weight");
+    for (int which : {0, 1}) {
+      trainer.student(which)->reset_classifier(torch::zeros_like(head));
+      trainer.teacher(which).module()->reset_classifier(torch::zeros_like(head));
+      const std::string n = std::to_string(which + 1);
+      worker::load_module_state(*trainer.student(which), *state, "student_" + n);
+      worker::load_module_state(*trainer.teacher(which).module(), *state, "teacher_" + n);
+      trainer.teacher(which).set_step(static_cast<int64_t>(worker::get_meta(*state, "step_" + n)));
+    }
+    first_epoch = static_cast<int64_t>(worker::get_meta(*state, "epoch"));
+    *fixed_eps = worker::get_meta(*state, "eps");
+    best_map = worker::get_meta(*state, "best_map");
+    std::cout << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
+              << first_epoch << std::endl;
+  }
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
   std::cout << "tandem train: mmt on " << target.root << " (" << target.train.size()
             << " unlabelled images), " << spec.clustering << ", " << spec.epochs << " epochs x "
             << spec.iters << " iterations" << std::endl;
-  double best_map = -1;
-  for (int64_t epoch = 0; epoch < spec.epochs; ++epoch) {
+  for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
     const auto stats = trainer.train_epoch(epoch);
     nlohmann::ordered_json event = {
         {"event", "epoch"}, {"kind", "mmt"}, {"epoch", epoch}, {"clusters", stats.clusters},
@@ -281,6 +331,18 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
         line << "  (best)";
       }
     }
+    worker::StateDict state;
+    worker::set_meta(state, "kind", 1);
+    worker::set_meta(state, "epoch", static_cast<double>(epoch + 1));
+    worker::set_meta(state, "eps", *fixed_eps);
+    worker::set_meta(state, "best_map", best_map);
+    for (int which : {0, 1}) {
+      const std::string n = std::to_string(which + 1);
+      worker::add_module_state(state, "student_" + n, *trainer.student(which));
+      worker::add_module_state(state, "teacher_" + n, *trainer.teacher(which).module());
+      worker::set_meta(state, "step_" + n, static_cast<double>(trainer.teacher(which).step()));
+    }
+    methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
     events.write(event);
     if (!flags.quiet) std::cout << line.str() << std::endl;
   }

@@ -3,14 +3,18 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "run_tandem.h"
 #include "tandem/cli/job_spec.h"
+#include "tandem/methods/serialization.h"
 
 namespace tandem::cli {
 namespace {
 namespace fs = std::filesystem;
 using testing::run_tandem;
+using testing::spawn_tandem;
+using testing::wait_for;
 using testing::scratch_path;
 
 std::string error_of(const std::string& yaml) {
@@ -113,6 +117,74 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   auto bad = run_tandem({"train", (dir / "bad.yaml").string()}, "train-bad");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("/nope: folder not found"), std::string::npos) << bad.err;
+  fs::remove_all(dir);
+}
+
+/// The tensors of two state-dict files are bit-identical.
+void expect_same_weights(const fs::path& a, const fs::path& b) {
+  const auto x = methods::load_state_dict(a.string());
+  const auto y = methods::load_state_dict(b.string());
+  ASSERT_EQ(x.size(), y.size());
+  for (const auto& item : x) {
+    const torch::Tensor* other = y.find(item.key());
+    ASSERT_NE(other, nullptr) << item.key();
+    EXPECT_TRUE(torch::equal(item.value(), *other)) << item.key() << " differs";
+  }
+}
+
+/// Kills `tandem train SPEC` with SIGKILL as soon as its first checkpoint is
+/// on disk, then runs it again to the end (it resumes).
+void kill_after_first_checkpoint_then_resume(const fs::path& spec, const fs::path& out,
+                                             const std::string& tag) {
+  auto child = spawn_tandem({"train", spec.string()}, tag + "-killed");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(out / "checkpoint.pt") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(fs::exists(out / "checkpoint.pt"));
+  ::kill(child.pid, SIGKILL);
+  auto killed = wait_for(child);
+  EXPECT_EQ(killed.exit_code, -1) << "killed by the signal, not finished: " << killed.out;
+  auto resumed = run_tandem({"train", spec.string()}, tag + "-resumed");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.out.find("resuming from"), std::string::npos) << resumed.out;
+}
+
+TEST(TrainCommand, KilledJobsResumeBitIdentical) {
+  const fs::path dir = scratch_path("resume");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto synth = run_tandem({"synth", "--out", (dir / "data").string(), "--domain", "market", "--ids",
+                           "16", "--cameras", "3", "--seed", "2", "--images-per-camera", "3",
+                           "--height", "32", "--width", "16", "--quiet"},
+                          "resume-synth");
+  ASSERT_EQ(synth.exit_code, 0) << synth.err;
+  const std::string common =
+      "backbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\nidentities: 4\n"
+      "instances: 4\niters: 4\nloader_threads: 2\nlr: 0.001\nepochs: 4\neval_every: 0\n";
+  const std::string data = "{kind: market1501, root: " + (dir / "data").string() + "}";
+  for (const char* run : {"straight", "killed"}) {
+    write(dir / (std::string("pre-") + run + ".yaml"),
+          "kind: pretrain\noutput_dir: " + (dir / (std::string("pre-") + run)).string() +
+              "\nsource: " + data + "\nwarmup_epochs: 2\nmilestones: [3]\n" + common);
+  }
+  ASSERT_EQ(run_tandem({"train", (dir / "pre-straight.yaml").string()}, "resume-pre").exit_code, 0);
+  kill_after_first_checkpoint_then_resume(dir / "pre-killed.yaml", dir / "pre-killed", "resume-pre");
+  expect_same_weights(dir / "pre-straight" / "model.pt", dir / "pre-killed" / "model.pt");
+  expect_same_weights(dir / "pre-straight" / "checkpoint.pt", dir / "pre-killed" / "checkpoint.pt");
+
+  const std::string init = (dir / "pre-straight" / "model.pt").string();
+  for (const char* run : {"straight", "killed"}) {
+    write(dir / (std::string("mmt-") + run + ".yaml"),
+          "kind: mmt\noutput_dir: " + (dir / (std::string("mmt-") + run)).string() +
+              "\ntarget: " + data + "\ninit_1: " + init + "\ninit_2: " + init +
+              "\nclustering: dbscan\nmin_samples: 2\nrho: 0.05\n" + common);
+  }
+  ASSERT_EQ(run_tandem({"train", (dir / "mmt-straight.yaml").string()}, "resume-mmt").exit_code, 0);
+  kill_after_first_checkpoint_then_resume(dir / "mmt-killed.yaml", dir / "mmt-killed", "resume-mmt");
+  for (const char* file : {"teacher_1.pt", "teacher_2.pt", "checkpoint.pt"}) {
+    expect_same_weights(dir / "mmt-straight" / file, dir / "mmt-killed" / file);
+  }
   fs::remove_all(dir);
 }
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include <torch/optim/optimizer.h>
+#include <torch/optim/adam.h>
 #include <torch/types.h>
 
 #include "tandem/methods/models/reidentifier.h"
@@ -70,13 +70,15 @@ class PretrainTrainer {
 
   PretrainEpochStats train_epoch(int64_t epoch);
   Model& model() { return model_; }
+  /// The Adam of the whole run (its state goes into checkpoints).
+  torch::optim::Adam& optimizer() { return *optimizer_; }
 
  private:
   Model model_;
   std::shared_ptr<const ImageSource> source_;
   std::vector<int64_t> pids_, cameras_;
   PretrainOptions options_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;
 };
 
 }  // namespace tandem::worker

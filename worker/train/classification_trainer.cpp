@@ -1,0 +1,381 @@
+#include "tandem/worker/train/classification_trainer.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+
+#include "tandem/methods/afn.h"
+#include "tandem/methods/mcc.h"
+#include "tandem/methods/self_ensemble.h"
+
+namespace tandem::worker {
+namespace fn = methods::functional;
+namespace F = torch::nn::functional;
+
+namespace {
+
+/// uint8 (n, H, W, 3) → float (n, 3, H, W) in [−1, 1].
+torch::Tensor to_normalised(const torch::Tensor& images_hwc_u8, const char* what) {
+  TORCH_CHECK(images_hwc_u8.defined() && images_hwc_u8.dim() == 4 && images_hwc_u8.size(3) == 3 &&
+                  images_hwc_u8.scalar_type() == torch::kUInt8,
+              "ClassificationTrainer: ", what, " must be uint8 (n, H, W, 3), got ",
+              images_hwc_u8.defined() ? images_hwc_u8.sizes() : c10::IntArrayRef{});
+  return images_hwc_u8.permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1.0).contiguous();
+}
+
+void check_labels(const torch::Tensor& labels, int64_t n, int64_t num_classes, const char* what) {
+  TORCH_CHECK(labels.defined() && labels.dim() == 1 && labels.scalar_type() == torch::kInt64,
+              "ClassificationTrainer: ", what, " must be int64 (n)");
+  TORCH_CHECK(labels.size(0) == n, "ClassificationTrainer: ", labels.size(0), " ", what, " for ",
+              n, " images");
+  if (n > 0) {
+    TORCH_CHECK(labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < num_classes,
+                "ClassificationTrainer: ", what, " must be in 0..", num_classes - 1);
+  }
+}
+
+}  // namespace
+
+std::string classification_method_name(ClassificationMethod method) {
+  switch (method) {
+    case ClassificationMethod::kSourceOnly:
+      return "source_only";
+    case ClassificationMethod::kSelfEnsemble:
+      return "self_ensemble";
+    case ClassificationMethod::kMcc:
+      return "mcc";
+    case ClassificationMethod::kAfn:
+      return "afn";
+  }
+  return "unknown";
+}
+
+ClassificationMethod parse_classification_method(const std::string& name) {
+  for (const auto method : {ClassificationMethod::kSourceOnly, ClassificationMethod::kSelfEnsemble,
+                            ClassificationMethod::kMcc, ClassificationMethod::kAfn}) {
+    if (classification_method_name(method) == name) return method;
+  }
+  TORCH_CHECK(false, "unknown classification method '", name,
+              "' (one of source_only, self_ensemble, mcc, afn)");
+  return ClassificationMethod::kSourceOnly;  // unreachable
+}
+
+void ClassificationOptions::validate() const {
+  TORCH_CHECK(iterations >= 1, "ClassificationOptions.iterations must be >= 1, got ", iterations);
+  TORCH_CHECK(batch_size >= 2, "ClassificationOptions.batch_size must be >= 2, got ", batch_size);
+  TORCH_CHECK(lr > 0 && std::isfinite(lr), "ClassificationOptions.lr must be positive, got ", lr);
+  TORCH_CHECK(momentum >= 0 && momentum < 1, "ClassificationOptions.momentum must be in [0, 1), got ",
+              momentum);
+  TORCH_CHECK(weight_decay >= 0, "ClassificationOptions.weight_decay must be >= 0, got ",
+              weight_decay);
+  TORCH_CHECK(lr_gamma >= 0, "ClassificationOptions.lr_gamma must be >= 0, got ", lr_gamma);
+  TORCH_CHECK(lr_decay >= 0, "ClassificationOptions.lr_decay must be >= 0, got ", lr_decay);
+  TORCH_CHECK(backbone_width >= 1, "ClassificationOptions.backbone_width must be >= 1, got ",
+              backbone_width);
+  TORCH_CHECK(bottleneck_dim >= 1, "ClassificationOptions.bottleneck_dim must be >= 1, got ",
+              bottleneck_dim);
+  TORCH_CHECK(augment_shift >= 0, "ClassificationOptions.augment_shift must be >= 0, got ",
+              augment_shift);
+  TORCH_CHECK(augment_flip_probability >= 0 && augment_flip_probability <= 1,
+              "ClassificationOptions.augment_flip_probability must be in [0, 1], got ",
+              augment_flip_probability);
+  TORCH_CHECK(augment_color_jitter >= 0 && augment_color_jitter < 1,
+              "ClassificationOptions.augment_color_jitter must be in [0, 1), got ",
+              augment_color_jitter);
+  TORCH_CHECK(self_ensemble_alpha >= 0 && self_ensemble_alpha <= 1,
+              "ClassificationOptions.self_ensemble_alpha must be in [0, 1], got ",
+              self_ensemble_alpha);
+  TORCH_CHECK(self_ensemble_confidence_threshold >= 0 && self_ensemble_confidence_threshold <= 1,
+              "ClassificationOptions.self_ensemble_confidence_threshold must be in [0, 1], got ",
+              self_ensemble_confidence_threshold);
+  TORCH_CHECK(self_ensemble_consistency_weight >= 0,
+              "ClassificationOptions.self_ensemble_consistency_weight must be >= 0, got ",
+              self_ensemble_consistency_weight);
+  TORCH_CHECK(self_ensemble_balance_weight >= 0,
+              "ClassificationOptions.self_ensemble_balance_weight must be >= 0, got ",
+              self_ensemble_balance_weight);
+  TORCH_CHECK(mcc_temperature > 0, "ClassificationOptions.mcc_temperature must be positive, got ",
+              mcc_temperature);
+  TORCH_CHECK(mcc_trade_off >= 0, "ClassificationOptions.mcc_trade_off must be >= 0, got ",
+              mcc_trade_off);
+  TORCH_CHECK(afn_delta > 0, "ClassificationOptions.afn_delta must be positive, got ", afn_delta);
+  TORCH_CHECK(afn_trade_off >= 0, "ClassificationOptions.afn_trade_off must be >= 0, got ",
+              afn_trade_off);
+  TORCH_CHECK(afn_dropout >= 0 && afn_dropout < 1,
+              "ClassificationOptions.afn_dropout must be in [0, 1), got ", afn_dropout);
+  TORCH_CHECK(eval_batch_size >= 1, "ClassificationOptions.eval_batch_size must be >= 1, got ",
+              eval_batch_size);
+}
+
+double ClassificationOptions::lr_at(int64_t iteration) const {
+  return lr * std::pow(1.0 + lr_gamma * static_cast<double>(iteration), -lr_decay);
+}
+
+SmallImageClassifierImpl::SmallImageClassifierImpl(int64_t num_classes_, int64_t backbone_width_,
+                                                   int64_t bottleneck_dim_)
+    : num_classes(num_classes_), backbone_width(backbone_width_), bottleneck_dim(bottleneck_dim_) {
+  reset();
+}
+
+void SmallImageClassifierImpl::reset() {
+  TORCH_CHECK(num_classes >= 2, "SmallImageClassifier: num_classes must be >= 2, got ",
+              num_classes);
+  backbone = register_module(
+      "backbone",
+      methods::models::SmallReidNet(methods::models::SmallReidNetOptions().width(backbone_width)));
+  fc = register_module("fc", torch::nn::Linear(backbone->out_features(), bottleneck_dim));
+  bn = register_module("bn", torch::nn::BatchNorm1d(bottleneck_dim));
+  head = register_module("head", torch::nn::Linear(bottleneck_dim, num_classes));
+}
+
+std::tuple<torch::Tensor, torch::Tensor> SmallImageClassifierImpl::forward(const torch::Tensor& x) {
+  torch::Tensor f = backbone->forward(x).mean({2, 3});
+  f = torch::relu(bn->forward(fc->forward(f)));
+  return {head->forward(f), f};
+}
+
+ClassificationTrainer::ClassificationTrainer(ClassificationMethod method,
+                                             const torch::Tensor& source_images,
+                                             const torch::Tensor& source_labels,
+                                             const torch::Tensor& target_train_images,
+                                             int64_t num_classes, ClassificationOptions options)
+    : method_(method), options_(std::move(options)), num_classes_(num_classes) {
+  options_.validate();
+  TORCH_CHECK(num_classes_ >= 2, "ClassificationTrainer: num_classes must be >= 2, got ",
+              num_classes_);
+  source_ = to_normalised(source_images, "source images");
+  target_ = to_normalised(target_train_images, "target train images");
+  check_labels(source_labels, source_.size(0), num_classes_, "source labels");
+  source_labels_ = source_labels.contiguous();
+  TORCH_CHECK(source_.size(0) >= options_.batch_size && target_.size(0) >= options_.batch_size,
+              "ClassificationTrainer: ClassificationOptions.batch_size (", options_.batch_size,
+              ") exceeds the ", source_.size(0), " source or ", target_.size(0),
+              " target train images");
+  TORCH_CHECK(source_.sizes().slice(1).equals(target_.sizes().slice(1)),
+              "ClassificationTrainer: source images ", source_.sizes(), " and target images ",
+              target_.sizes(), " differ in shape");
+
+  torch::manual_seed(options_.seed);
+  if (method_ == ClassificationMethod::kAfn) {
+    methods::models::SmallReidNet backbone(
+        methods::models::SmallReidNetOptions().width(options_.backbone_width));
+    const int64_t features = backbone->out_features();
+    afn_ = methods::AfnImageClassifier(torch::nn::AnyModule(backbone), features,
+                                       methods::AfnImageClassifierOptions(num_classes_)
+                                           .bottleneck_dim(options_.bottleneck_dim)
+                                           .dropout_p(options_.afn_dropout));
+  } else {
+    plain_ = SmallImageClassifier(num_classes_, options_.backbone_width, options_.bottleneck_dim);
+  }
+  if (method_ == ClassificationMethod::kSelfEnsemble) {
+    teacher_.emplace(plain_, options_.self_ensemble_alpha);
+    teacher_->train();  // as in the example: batch statistics of the clean target view
+  }
+  classifier()->train();
+  optimizer_ = std::make_unique<torch::optim::SGD>(
+      classifier()->parameters(), torch::optim::SGDOptions(options_.lr)
+                                      .momentum(options_.momentum)
+                                      .weight_decay(options_.weight_decay)
+                                      .nesterov(options_.momentum > 0));
+}
+
+std::shared_ptr<torch::nn::Module> ClassificationTrainer::classifier() const {
+  if (afn_) return afn_.ptr();
+  return plain_.ptr();
+}
+
+std::tuple<torch::Tensor, torch::Tensor> ClassificationTrainer::forward(const torch::Tensor& x) {
+  if (afn_) return afn_->forward(x);
+  return plain_->forward(x);
+}
+
+torch::Tensor ClassificationTrainer::augment(const torch::Tensor& x) {
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  torch::Tensor out = x;
+  const int64_t s = options_.augment_shift;
+  if (s > 0) {
+    // Replicate padding keeps the background of both domains (black source,
+    // tinted target) under the shift.
+    const torch::Tensor padded = F::pad(x, F::PadFuncOptions({s, s, s, s}).mode(torch::kReplicate));
+    const torch::Tensor offsets = torch::randint(0, 2 * s + 1, {n, 2}, torch::kInt64);
+    const auto* o = offsets.data_ptr<int64_t>();
+    std::vector<torch::Tensor> crops;
+    crops.reserve(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      crops.push_back(padded[i].narrow(1, o[2 * i], h).narrow(2, o[2 * i + 1], w));
+    }
+    out = torch::stack(crops);
+  }
+  if (options_.augment_flip_probability > 0) {
+    const torch::Tensor flip =
+        (torch::rand({n, 1, 1, 1}) < options_.augment_flip_probability).expand_as(out);
+    out = torch::where(flip, out.flip({3}), out);
+  }
+  const double j = options_.augment_color_jitter;
+  if (j > 0) {
+    const torch::Tensor gain = 1.0 + j * (2.0 * torch::rand({n, 3, 1, 1}) - 1.0);
+    const torch::Tensor offset = j * (2.0 * torch::rand({n, 3, 1, 1}) - 1.0);
+    out = out * gain + offset;
+  }
+  return out.contiguous();
+}
+
+torch::Tensor ClassificationTrainer::next_batch(const torch::Tensor& images, torch::Tensor& order,
+                                                int64_t& cursor) {
+  const int64_t b = options_.batch_size;
+  if (!order.defined() || cursor + b > order.size(0)) {
+    order = torch::randperm(images.size(0), torch::kInt64);
+    cursor = 0;
+  }
+  torch::Tensor indices = order.slice(0, cursor, cursor + b);
+  cursor += b;
+  return indices;
+}
+
+ClassificationStepStats ClassificationTrainer::train(int64_t count) {
+  TORCH_CHECK(count >= 0, "ClassificationTrainer::train: count must be >= 0, got ", count);
+  ClassificationStepStats stats;
+  const auto mcc_options = methods::MinimumClassConfusionLossOptions(options_.mcc_temperature);
+  const auto afn_options = methods::AdaptiveFeatureNormOptions(options_.afn_delta);
+  const auto balance_options = methods::ClassBalanceLossOptions(num_classes_);
+  classifier()->train();
+  int64_t correct = 0, seen = 0;
+  for (int64_t step = 0; step < count; ++step) {
+    stats.lr = options_.lr_at(iteration_);
+    for (auto& group : optimizer_->param_groups()) {
+      static_cast<torch::optim::SGDOptions&>(group.options()).lr(stats.lr);
+    }
+    const torch::Tensor s_idx = next_batch(source_, source_order_, source_cursor_);
+    const torch::Tensor t_idx = next_batch(target_, target_order_, target_cursor_);
+    const torch::Tensor x_s = augment(source_.index_select(0, s_idx));
+    const torch::Tensor y_true = source_labels_.index_select(0, s_idx);
+    const torch::Tensor x_t_clean = target_.index_select(0, t_idx);
+    const int64_t b = options_.batch_size;
+
+    torch::Tensor y_s, unsupervised = torch::zeros({});
+    switch (method_) {
+      case ClassificationMethod::kSourceOnly: {
+        y_s = std::get<0>(forward(x_s));
+        break;
+      }
+      case ClassificationMethod::kSelfEnsemble: {
+        // Separate source and target forwards (per-domain batch statistics, as
+        // in the example and French et al.).
+        y_s = std::get<0>(forward(x_s));
+        const torch::Tensor p_t = torch::softmax(std::get<0>(forward(augment(x_t_clean))), 1);
+        torch::Tensor p_teacher;
+        {
+          torch::NoGradGuard no_grad;
+          p_teacher = torch::softmax(std::get<0>((*teacher_)(x_t_clean)), 1);
+        }
+        const torch::Tensor mask =
+            (std::get<0>(p_teacher.max(1)) > options_.self_ensemble_confidence_threshold)
+                .to(torch::kFloat32);
+        const torch::Tensor consistency = fn::l2_consistency_loss(p_t, p_teacher, mask);
+        const torch::Tensor balance = fn::class_balance_loss(p_t, balance_options) * mask.mean();
+        unsupervised = options_.self_ensemble_consistency_weight * consistency +
+                       options_.self_ensemble_balance_weight * balance;
+        stats.confident_share += mask.mean().item<double>();
+        break;
+      }
+      case ClassificationMethod::kMcc: {
+        const torch::Tensor y = std::get<0>(forward(torch::cat({x_s, augment(x_t_clean)})));
+        y_s = y.narrow(0, 0, b);
+        unsupervised = options_.mcc_trade_off *
+                       fn::minimum_class_confusion_loss(y.narrow(0, b, b), mcc_options);
+        break;
+      }
+      case ClassificationMethod::kAfn: {
+        const auto [y, f] = forward(torch::cat({x_s, augment(x_t_clean)}));
+        y_s = y.narrow(0, 0, b);
+        unsupervised = options_.afn_trade_off * (fn::adaptive_feature_norm(f.narrow(0, 0, b), afn_options) +
+                                                 fn::adaptive_feature_norm(f.narrow(0, b, b), afn_options));
+        break;
+      }
+    }
+    const torch::Tensor ce = F::cross_entropy(y_s, y_true);
+    const torch::Tensor total = ce + unsupervised;
+    optimizer_->zero_grad();
+    total.backward();
+    optimizer_->step();
+    if (teacher_) teacher_->update();
+    ++iteration_;
+
+    stats.ce += ce.item<double>();
+    stats.unsupervised += unsupervised.item<double>();
+    stats.total += total.item<double>();
+    correct += y_s.argmax(1).eq(y_true).sum().item<int64_t>();
+    seen += b;
+    ++stats.iterations;
+  }
+  if (stats.iterations > 0) {
+    const auto k = static_cast<double>(stats.iterations);
+    stats.ce /= k;
+    stats.unsupervised /= k;
+    stats.total /= k;
+    stats.confident_share /= k;
+    stats.source_batch_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+  }
+  return stats;
+}
+
+double ClassificationTrainer::evaluate(torch::nn::Module& module, bool use_teacher,
+                                       const torch::Tensor& images_hwc_u8,
+                                       const torch::Tensor& labels) {
+  const torch::Tensor x = to_normalised(images_hwc_u8, "evaluation images");
+  check_labels(labels, x.size(0), num_classes_, "evaluation labels");
+  TORCH_CHECK(x.size(0) > 0, "ClassificationTrainer: no evaluation images");
+  const bool was_training = module.is_training();
+  module.eval();
+  torch::NoGradGuard no_grad;
+  int64_t correct = 0;
+  for (int64_t start = 0; start < x.size(0); start += options_.eval_batch_size) {
+    const int64_t len = std::min(options_.eval_batch_size, x.size(0) - start);
+    const torch::Tensor chunk = x.narrow(0, start, len);
+    const torch::Tensor logits =
+        use_teacher ? std::get<0>((*teacher_)(chunk)) : std::get<0>(forward(chunk));
+    correct += logits.argmax(1).eq(labels.narrow(0, start, len)).sum().item<int64_t>();
+  }
+  module.train(was_training);
+  return static_cast<double>(correct) / static_cast<double>(x.size(0));
+}
+
+double ClassificationTrainer::accuracy(const torch::Tensor& images_hwc_u8,
+                                       const torch::Tensor& labels) {
+  if (teacher_) return evaluate(*teacher_->module(), /*use_teacher=*/true, images_hwc_u8, labels);
+  return student_accuracy(images_hwc_u8, labels);
+}
+
+double ClassificationTrainer::student_accuracy(const torch::Tensor& images_hwc_u8,
+                                               const torch::Tensor& labels) {
+  return evaluate(*classifier(), /*use_teacher=*/false, images_hwc_u8, labels);
+}
+
+ClassificationResult train_and_evaluate(ClassificationMethod method,
+                                        const torch::Tensor& source_images,
+                                        const torch::Tensor& source_labels,
+                                        const torch::Tensor& target_train_images,
+                                        const torch::Tensor& target_test_images,
+                                        const torch::Tensor& target_test_labels,
+                                        const ClassificationOptions& options, int64_t num_classes) {
+  ClassificationTrainer trainer(method, source_images, source_labels, target_train_images,
+                                num_classes, options);
+  ClassificationResult result;
+  result.method = method;
+  const int64_t last = std::min<int64_t>(100, options.iterations);
+  const auto start = std::chrono::steady_clock::now();
+  trainer.train(options.iterations - last);
+  result.last_steps = trainer.train(last);
+  result.train_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.target_accuracy = trainer.accuracy(target_test_images, target_test_labels);
+  result.student_target_accuracy = trainer.student_accuracy(target_test_images, target_test_labels);
+  result.source_accuracy = trainer.accuracy(source_images, source_labels);
+  return result;
+}
+
+}  // namespace tandem::worker
