@@ -1,0 +1,350 @@
+// Throughput of one MMT iteration, in images per second: exactly the step of
+// worker/train/mmt_trainer.cpp (two students forward + backward on their
+// views, two EMA teachers forward under NoGradGuard, the four loss terms with
+// the cross pairing, one Adam step over both students, the warm-up EMA update
+// of both teachers, the five loss values read back), on random views and
+// P x K labels, so that the figure is the training core's alone (no loader).
+//
+//   bench_mmt_step [--backbone resnet50|resnet18|small] [--batch 64]
+//                  [--ids-per-batch 16] [--height 256] [--width 128]
+//                  [--iters 10] [--warmup 2] [--threads T] [--classes 500]
+//                  [--device cpu|cuda] [--bf16] [--channels-last] [--seed 1]
+//
+// Prints one JSON line: images_per_second (= batch / seconds_per_iter, the
+// trainer's train_images_per_second), seconds_per_iter (mean of the timed
+// iterations), their median and minimum, and the configuration. --bf16 runs
+// the four forward passes under CUDA autocast (bfloat16); the losses are
+// computed in float32 from the outputs and the backward runs outside
+// autocast. --channels-last stores the 4-d weights and the views as NHWC.
+// Driven by bench/mmt_step_side_by_side.py (Python twin:
+// bench/mmt_step_reference.py) and by bench/gpu/run.sh.
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tandem/methods/ema_teacher.h"
+#include "tandem/methods/models/reidentifier.h"
+#include "tandem/methods/models/resnet.h"
+#include "tandem/methods/reid_loss.h"
+
+namespace {
+using Clock = std::chrono::steady_clock;
+namespace models = tandem::methods::models;
+namespace fn = tandem::methods::functional;
+using Model = models::ReIdentifier;
+using Teacher = tandem::methods::EmaTeacher<Model>;
+
+constexpr const char* kUsage =
+    "usage: bench_mmt_step [--backbone resnet50|resnet18|small] [--batch B] [--ids-per-batch P]\n"
+    "                      [--height H] [--width W] [--iters N] [--warmup W] [--threads T]\n"
+    "                      [--classes C] [--device cpu|cuda] [--bf16] [--channels-last]\n"
+    "                      [--seed S]\n";
+
+struct Args {
+  std::string backbone = "resnet50";
+  int64_t batch = 64;
+  int64_t ids_per_batch = 16;
+  int64_t height = 256;
+  int64_t width = 128;
+  int64_t iters = 10;
+  int64_t warmup = 2;
+  int64_t threads = 0;  // 0: LibTorch's default
+  int64_t classes = 500;
+  std::string device = "cpu";
+  bool bf16 = false;
+  bool channels_last = false;
+  uint64_t seed = 1;
+};
+
+// Throws std::invalid_argument (caught in main) naming the flag.
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--bf16") {
+      a.bf16 = true;
+      continue;
+    }
+    if (flag == "--channels-last") {
+      a.channels_last = true;
+      continue;
+    }
+    if (flag == "--help" || flag == "-h") throw std::invalid_argument("");
+    if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
+    const std::string value = argv[++i];
+    const auto integer = [&]() -> int64_t {
+      size_t used = 0;
+      const int64_t v = std::stoll(value, &used);
+      if (used != value.size()) throw std::invalid_argument(flag + ": not an integer: " + value);
+      return v;
+    };
+    if (flag == "--backbone") a.backbone = value;
+    else if (flag == "--batch") a.batch = integer();
+    else if (flag == "--ids-per-batch") a.ids_per_batch = integer();
+    else if (flag == "--height") a.height = integer();
+    else if (flag == "--width") a.width = integer();
+    else if (flag == "--iters") a.iters = integer();
+    else if (flag == "--warmup") a.warmup = integer();
+    else if (flag == "--threads") a.threads = integer();
+    else if (flag == "--classes") a.classes = integer();
+    else if (flag == "--device") a.device = value;
+    else if (flag == "--seed") a.seed = static_cast<uint64_t>(integer());
+    else throw std::invalid_argument("unknown flag " + flag);
+  }
+  if (a.backbone != "resnet50" && a.backbone != "resnet18" && a.backbone != "small") {
+    throw std::invalid_argument("--backbone must be resnet50, resnet18 or small, got " +
+                                a.backbone);
+  }
+  if (a.ids_per_batch < 2 || a.batch < 2 * a.ids_per_batch || a.batch % a.ids_per_batch != 0) {
+    throw std::invalid_argument("--batch must be a multiple of --ids-per-batch with at least 2 "
+                                "instances per identity (P >= 2, K >= 2)");
+  }
+  if (a.classes < a.ids_per_batch) {
+    throw std::invalid_argument("--classes must be at least --ids-per-batch");
+  }
+  if (a.height < 32 || a.width < 32) throw std::invalid_argument("--height and --width >= 32");
+  if (a.iters < 1 || a.warmup < 0) throw std::invalid_argument("--iters >= 1, --warmup >= 0");
+  if (a.threads < 0) throw std::invalid_argument("--threads must be >= 0");
+  if (a.device != "cpu" && a.device != "cuda") {
+    throw std::invalid_argument("--device must be cpu or cuda, got " + a.device);
+  }
+  if (a.bf16 && a.device != "cuda") {
+    throw std::invalid_argument("--bf16 (CUDA autocast) needs --device cuda");
+  }
+  return a;
+}
+
+Model make_model(const std::string& backbone, int64_t classes) {
+  if (backbone == "resnet50" || backbone == "resnet18") {
+    auto net = backbone == "resnet50" ? models::reid_resnet50() : models::reid_resnet18();
+    const int64_t features = net->out_features();
+    return Model(torch::nn::AnyModule(net), features, classes);
+  }
+  models::SmallReidNet net;
+  const int64_t features = net->out_features();
+  return Model(torch::nn::AnyModule(net), features, classes);
+}
+
+// Stores every 4-d parameter and buffer as NHWC (what Python's
+// module.to(memory_format=torch.channels_last) does).
+void to_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters(/*recurse=*/true)) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+  for (auto& b : module.buffers(/*recurse=*/true)) {
+    if (b.dim() == 4) b.set_data(b.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+// CUDA autocast in bfloat16 while alive (Python: torch.autocast("cuda",
+// dtype=torch.bfloat16)), including the cast cache cleared on exit.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    previous_ = at::autocast::is_enabled();
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
+#else
+    at::autocast::set_enabled(previous_);
+#endif
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool on_;
+  bool previous_ = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  try {
+    args = parse(argc, argv);
+  } catch (const std::exception& e) {
+    if (*e.what() != '\0') std::cerr << "bench_mmt_step: " << e.what() << "\n";
+    std::cerr << kUsage;
+    return 2;
+  }
+  const bool cuda = args.device == "cuda";
+  if (cuda && !torch::cuda::is_available()) {
+    std::cerr << "bench_mmt_step: --device cuda, but this LibTorch " << TORCH_VERSION
+              << " has no usable CUDA device (a CPU build, or no GPU visible)\n";
+    return 1;
+  }
+  if (args.threads > 0) torch::set_num_threads(static_cast<int>(args.threads));
+  if (cuda) at::globalContext().setBenchmarkCuDNN(true);  // as MMT: cudnn.benchmark = True
+  const torch::Device device(cuda ? torch::kCUDA : torch::kCPU);
+  const auto memory_format =
+      args.channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+
+  // Two differently initialised students (MMT's two seeds), their teachers.
+  torch::manual_seed(args.seed);
+  Model model_1 = make_model(args.backbone, args.classes);
+  torch::manual_seed(args.seed + 1);
+  Model model_2 = make_model(args.backbone, args.classes);
+  for (Model* m : {&model_1, &model_2}) {
+    (*m)->to(device);
+    if (args.channels_last) to_channels_last(**m);
+  }
+  Teacher teacher_1(model_1, 0.999);
+  Teacher teacher_2(model_2, 0.999);
+  const int64_t features_dim = model_1->features_dim;
+
+  // What an epoch start does (trainer step 3): every head from the
+  // L2-normalised centroids of `classes` clusters.
+  torch::manual_seed(args.seed + 2);
+  const torch::Tensor centres = torch::nn::functional::normalize(
+      torch::randn({args.classes, features_dim}),
+      torch::nn::functional::NormalizeFuncOptions().dim(1));
+  for (Model* m : {&model_1, &model_2, &teacher_1.module(), &teacher_2.module()}) {
+    (*m)->reset_classifier(centres.to(device));
+  }
+
+  // The batch: two views of B images, P identities x K instances.
+  const int64_t k = args.batch / args.ids_per_batch;
+  const torch::Tensor x1 = torch::randn({args.batch, 3, args.height, args.width})
+                               .to(device)
+                               .contiguous(memory_format);
+  const torch::Tensor x2 = torch::randn({args.batch, 3, args.height, args.width})
+                               .to(device)
+                               .contiguous(memory_format);
+  const torch::Tensor labels =
+      torch::arange(args.ids_per_batch, torch::kInt64).repeat_interleave(k).to(device);
+
+  // Trainer step 4: Adam over both students' trainable parameters.
+  std::vector<torch::Tensor> parameters;
+  for (Model* m : {&model_1, &model_2}) {
+    for (const auto& p : (*m)->parameters()) {
+      if (p.requires_grad()) parameters.push_back(p);
+    }
+  }
+  torch::optim::Adam optimizer(parameters, torch::optim::AdamOptions(3.5e-4).weight_decay(5e-4));
+  const tandem::methods::CrossEntropyLabelSmoothOptions ce_options =
+      tandem::methods::CrossEntropyLabelSmoothOptions(args.classes).epsilon(0.1);
+  const tandem::methods::SoftTripletLossOptions hard_triplet =
+      tandem::methods::SoftTripletLossOptions().margin(0.0);
+  const tandem::methods::SoftTripletLossOptions soft_triplet;
+  const double w_id = 0.5, w_tri = 0.8;
+
+  model_1->train();
+  model_2->train();
+  teacher_1.train();
+  teacher_2.train();
+  double last_total = 0;
+  // Trainer step 5, one iteration (the loop body of MmtTrainer::train_epoch).
+  const auto step = [&]() {
+    const torch::Tensor y = labels.index_select(0, torch::arange(args.batch, labels.options()));
+    models::ReIdOutput s1, s2, t1, t2;
+    {
+      const CudaAutocast autocast(args.bf16);
+      s1 = model_1->forward(x1);
+      s2 = model_2->forward(x2);
+      torch::NoGradGuard no_grad;  // teachers never get gradients
+      t1 = teacher_1.forward(x1);
+      t2 = teacher_2.forward(x2);
+    }
+    // Outside autocast the losses see float32 (a no-op in float32 runs).
+    const auto f32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
+    const torch::Tensor s1_logits = f32(s1.logits), s2_logits = f32(s2.logits);
+    const torch::Tensor s1_features = f32(s1.features), s2_features = f32(s2.features);
+    const torch::Tensor t1_logits = f32(t1.logits), t2_logits = f32(t2.logits);
+    const torch::Tensor t1_features = f32(t1.features), t2_features = f32(t2.features);
+    const torch::Tensor ce = fn::cross_entropy_label_smooth(s1_logits, y, ce_options) +
+                             fn::cross_entropy_label_smooth(s2_logits, y, ce_options);
+    const torch::Tensor triplet = fn::soft_triplet_loss(s1_features, s1_features, y, hard_triplet) +
+                                  fn::soft_triplet_loss(s2_features, s2_features, y, hard_triplet);
+    // Cross pairing: student 1 is taught by teacher 2 and vice versa.
+    const torch::Tensor soft_ce = fn::soft_cross_entropy_loss(s1_logits, t2_logits) +
+                                  fn::soft_cross_entropy_loss(s2_logits, t1_logits);
+    const torch::Tensor soft_tri =
+        fn::soft_triplet_loss(s1_features, t2_features, y, soft_triplet) +
+        fn::soft_triplet_loss(s2_features, t1_features, y, soft_triplet);
+    const torch::Tensor total =
+        (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce + w_tri * soft_tri;
+    optimizer.zero_grad();
+    total.backward();
+    optimizer.step();
+    teacher_1.update_with_warmup();
+    teacher_2.update_with_warmup();
+    // The trainer reads every term back (its epoch statistics).
+    double sum = ce.item<double>() + triplet.item<double>() + soft_ce.item<double>() +
+                 soft_tri.item<double>();
+    (void)sum;
+    last_total = total.item<double>();
+  };
+  const auto sync = [&]() {
+    if (cuda) torch::cuda::synchronize();
+  };
+
+  double first_total = 0;
+  for (int64_t i = 0; i < args.warmup; ++i) {
+    step();
+    if (i == 0) first_total = last_total;
+  }
+  sync();
+  std::vector<double> times;
+  for (int64_t i = 0; i < args.iters; ++i) {
+    const auto start = Clock::now();
+    step();
+    sync();
+    times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    if (args.warmup == 0 && i == 0) first_total = last_total;
+  }
+  const double mean = std::accumulate(times.begin(), times.end(), 0.0) /
+                      static_cast<double>(times.size());
+  const double batch = static_cast<double>(args.batch);
+
+  std::ostringstream out;
+  out << std::setprecision(6);
+  out << "{\"side\": \"cpp\", \"backbone\": \"" << args.backbone << "\", \"batch\": " << args.batch
+      << ", \"ids_per_batch\": " << args.ids_per_batch << ", \"height\": " << args.height
+      << ", \"width\": " << args.width << ", \"classes\": " << args.classes
+      << ", \"iters\": " << args.iters << ", \"warmup\": " << args.warmup
+      << ", \"threads\": " << torch::get_num_threads() << ", \"device\": \"" << args.device
+      << "\", \"bf16\": " << (args.bf16 ? "true" : "false")
+      << ", \"channels_last\": " << (args.channels_last ? "true" : "false")
+      << ", \"torch\": \"" << TORCH_VERSION << "\", \"images_per_second\": " << batch / mean
+      << ", \"seconds_per_iter\": " << mean << ", \"median_seconds_per_iter\": " << median(times)
+      << ", \"min_seconds_per_iter\": " << *std::min_element(times.begin(), times.end())
+      << ", \"first_loss\": " << first_total << ", \"last_loss\": " << last_total;
+  if (cuda) {
+    out << ", \"gpu\": \"cuda\"";
+  }
+  out << "}";
+  std::cout << out.str() << std::endl;
+  return 0;
+}
