@@ -21,6 +21,7 @@
 #include <optional>
 #include <memory>
 #include <thread>
+#include <unistd.h>
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/job_spec.h"
@@ -132,6 +133,51 @@ std::optional<worker::StateDict> resume_state(const JobSpec& spec, double kind_c
   return state;
 }
 
+/// Shows per-iteration progress: a bar redrawn in place on a terminal
+/// (iterations, loss terms, images/s, ETA), a plain line every tenth of an
+/// epoch otherwise; every iteration also becomes a JSON event.
+class Progress {
+ public:
+  Progress(const JobSpec& spec, EventLog& events, bool quiet)
+      : spec_(spec), events_(events), quiet_(quiet), terminal_(::isatty(STDOUT_FILENO) == 1) {}
+
+  void operator()(const worker::IterationProgress& p) {
+    nlohmann::ordered_json event = {{"event", "iteration"}, {"kind", spec_.kind},
+                                    {"epoch", p.epoch}, {"iteration", p.iteration},
+                                    {"iterations", p.iterations}};
+    for (const auto& [name, value] : p.losses) event[name] = value;
+    event["images_per_second"] = p.images_per_second;
+    events_.write(event);
+    if (quiet_) return;
+    const int64_t every = std::max<int64_t>(1, p.iterations / 10);
+    if (!terminal_ && p.iteration % every != 0 && p.iteration != p.iterations) return;
+    std::ostringstream line;
+    line << "epoch " << p.epoch + 1 << "/" << spec_.epochs << " ";
+    if (terminal_) {
+      constexpr int kWidth = 24;
+      const auto filled = static_cast<int>(kWidth * p.iteration / std::max<int64_t>(1, p.iterations));
+      line << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] ";
+    }
+    line << p.iteration << "/" << p.iterations << std::fixed << std::setprecision(3);
+    for (const auto& [name, value] : p.losses) line << "  " << name << " " << value;
+    const auto eta = static_cast<int64_t>(p.eta_seconds + 0.5);
+    line << std::setprecision(0) << "  " << p.images_per_second << " img/s  ETA " << eta / 60
+         << ":" << std::setw(2) << std::setfill('0') << eta % 60;
+    if (terminal_) {
+      std::cout << "\r" << line.str() << "\x1b[K" << std::flush;
+      if (p.iteration == p.iterations) std::cout << "\r\x1b[K" << std::flush;  // the epoch line follows
+    } else {
+      std::cout << "  " << line.str() << std::endl;
+    }
+  }
+
+ private:
+  const JobSpec& spec_;
+  EventLog& events_;
+  bool quiet_;
+  bool terminal_;
+};
+
 worker::TransformOptions train_transform(const JobSpec& spec) {
   worker::TransformOptions options = worker::TransformOptions::train(spec.height, spec.width);
   // Pad 10 of 256 × 128 scaled to the input size (at least 1 pixel).
@@ -163,6 +209,9 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
   options.train_transform = train_transform(spec);
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
+  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
+  Progress progress(spec, events, flags.quiet);
+  options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::PretrainTrainer trainer(make_model(spec, source.num_train_ids), train.source,
                                   train.pid_list, train.camera_list, options);
   int64_t first_epoch = 0;
@@ -173,7 +222,6 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
     std::cout << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
               << first_epoch << std::endl;
   }
-  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
   std::cout << "tandem train: pretrain on " << source.root << " (" << source.train.size()
             << " images, " << source.num_train_ids << " ids), " << spec.epochs << " epochs x "
             << spec.iters << " iterations, evaluated on " << (target ? "the target " : "the source ")
@@ -274,6 +322,9 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
   options.train_transform = train_transform(spec);
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
+  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
+  Progress progress(spec, events, flags.quiet);
+  options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
                              pseudo_labels);
   int64_t first_epoch = 0;
@@ -295,7 +346,6 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
     std::cout << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
               << first_epoch << std::endl;
   }
-  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
   std::cout << "tandem train: mmt on " << target.root << " (" << target.train.size()
             << " unlabelled images), " << spec.clustering << ", " << spec.epochs << " epochs x "
             << spec.iters << " iterations" << std::endl;

@@ -103,14 +103,25 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
       EXPECT_TRUE(fs::exists(out / file)) << clustering << ": " << file;
     }
     std::ifstream events(out / "events.jsonl");
-    int64_t lines = 0;
-    for (std::string line; std::getline(events, line); ++lines) {
-      const auto event = nlohmann::json::parse(line);
+    int64_t epochs = 0, iterations = 0;
+    for (std::string line; std::getline(events, line);) {
+      const auto event = nlohmann::json::parse(line);  // one JSON object per line
       EXPECT_EQ(event["kind"], "mmt");
+      if (event["event"] == "iteration") {
+        ++iterations;
+        EXPECT_EQ(event["iterations"], 3);
+        EXPECT_TRUE(event.contains("soft_tri")) << line;
+        continue;
+      }
+      ASSERT_EQ(event["event"], "epoch");
+      ++epochs;
       EXPECT_GT(event["clusters"].get<int64_t>(), 0);
       EXPECT_EQ(event["mAP"].size(), 2u);
     }
-    EXPECT_EQ(lines, 2);
+    EXPECT_EQ(epochs, 2);
+    EXPECT_EQ(iterations, 6);
+    // Not a terminal: plain progress lines (every tenth of an epoch).
+    EXPECT_NE(mmt.out.find("  epoch 1/2 3/3"), std::string::npos) << mmt.out;
   }
 
   write(dir / "bad.yaml", "kind: mmt\noutput_dir: x\ntarget: {kind: market1501, root: /nope}\n");

@@ -199,6 +199,23 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
     stats.losses.total += total.item<double>();
     images += x1.size(0);
     ++stats.iterations;
+    if (options_.on_iteration) {
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      IterationProgress progress;
+      progress.epoch = epoch;
+      progress.iteration = stats.iterations;
+      progress.iterations = options_.iters;
+      progress.losses = {{"ce", ce.item<double>()},
+                         {"tri", triplet.item<double>()},
+                         {"soft_ce", soft_ce.item<double>()},
+                         {"soft_tri", soft_tri.item<double>()}};
+      progress.images_per_second = elapsed > 0 ? static_cast<double>(images) / elapsed : 0;
+      progress.eta_seconds =
+          elapsed / static_cast<double>(stats.iterations) *
+          static_cast<double>(options_.iters - stats.iterations);
+      options_.on_iteration(progress);
+    }
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -26,6 +26,7 @@
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data/loader.h"
 #include "tandem/worker/data/transforms.h"
+#include "tandem/worker/train/progress.h"
 
 namespace tandem::worker {
 
@@ -67,6 +68,9 @@ struct MmtOptions {
   int64_t extract_batch = 64;
   /// Seed of the sampler and augmentation.
   uint64_t seed = 1;
+
+  /// Called after every iteration (none: silent).
+  ProgressFn on_iteration;
 
   /// Throws c10::Error naming the first invalid field.
   void validate() const;

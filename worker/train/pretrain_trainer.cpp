@@ -117,6 +117,20 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
     images += y.size(0);
     ++stats.iterations;
+    if (options_.on_iteration) {
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      IterationProgress progress;
+      progress.epoch = epoch;
+      progress.iteration = stats.iterations;
+      progress.iterations = options_.iters;
+      progress.losses = {{"ce", ce.item<double>()}, {"tri", triplet.item<double>()}};
+      progress.images_per_second = elapsed > 0 ? static_cast<double>(images) / elapsed : 0;
+      progress.eta_seconds =
+          elapsed / static_cast<double>(stats.iterations) *
+          static_cast<double>(options_.iters - stats.iterations);
+      options_.on_iteration(progress);
+    }
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

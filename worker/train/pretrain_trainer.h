@@ -16,6 +16,7 @@
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data/loader.h"
 #include "tandem/worker/data/transforms.h"
+#include "tandem/worker/train/progress.h"
 
 namespace tandem::worker {
 
@@ -41,6 +42,9 @@ struct PretrainOptions {
   TransformOptions train_transform = TransformOptions::train(256, 128);
   int64_t loader_threads = 2;
   uint64_t seed = 1;
+
+  /// Called after every iteration (none: silent).
+  ProgressFn on_iteration;
 
   /// Throws c10::Error naming the first invalid field.
   void validate() const;

@@ -1,0 +1,29 @@
+// Per-iteration progress of the trainers, for progress bars, log lines and
+// the event stream the service forwards.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tandem::worker {
+
+struct IterationProgress {
+  int64_t epoch = 0;
+  /// 1-based iteration within the epoch, and the epoch's iteration count.
+  int64_t iteration = 0;
+  int64_t iterations = 0;
+  /// This iteration's loss terms by name, in a fixed order.
+  std::vector<std::pair<std::string, double>> losses;
+  /// Training images per second so far in this epoch.
+  double images_per_second = 0;
+  /// Seconds left in this epoch at the current rate.
+  double eta_seconds = 0;
+};
+
+/// Called on the training thread after every iteration (keep it cheap).
+using ProgressFn = std::function<void(const IterationProgress&)>;
+
+}  // namespace tandem::worker
