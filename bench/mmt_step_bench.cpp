@@ -12,10 +12,12 @@
 //
 // Prints one JSON line: images_per_second (= batch / seconds_per_iter, the
 // trainer's train_images_per_second), seconds_per_iter (mean of the timed
-// iterations), their median and minimum, and the configuration. --bf16 runs
-// the four forward passes under CUDA autocast (bfloat16); the losses are
-// computed in float32 from the outputs and the backward runs outside
-// autocast. --channels-last stores the 4-d weights and the views as NHWC.
+// iterations), their median and minimum, every timed iteration (`times`),
+// the total loss of the first and the last iteration, and the
+// configuration. --bf16 runs the four forward passes under CUDA autocast
+// (bfloat16); the losses are computed in float32 from the outputs and the
+// backward runs outside autocast. --channels-last stores the 4-d weights and
+// the views as NHWC.
 // Driven by bench/mmt_step_side_by_side.py (Python twin:
 // bench/mmt_step_reference.py) and by bench/gpu/run.sh.
 #include <ATen/autocast_mode.h>
@@ -339,7 +341,10 @@ int main(int argc, char** argv) {
       << ", \"torch\": \"" << TORCH_VERSION << "\", \"images_per_second\": " << batch / mean
       << ", \"seconds_per_iter\": " << mean << ", \"median_seconds_per_iter\": " << median(times)
       << ", \"min_seconds_per_iter\": " << *std::min_element(times.begin(), times.end())
-      << ", \"first_loss\": " << first_total << ", \"last_loss\": " << last_total << "}";
+      << ", \"first_loss\": " << first_total << ", \"last_loss\": " << last_total
+      << ", \"times\": [";
+  for (size_t i = 0; i < times.size(); ++i) out << (i > 0 ? ", " : "") << times[i];
+  out << "]}";
   std::cout << out.str() << std::endl;
   return 0;
 }

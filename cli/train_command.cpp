@@ -4,7 +4,9 @@
 // clusters, throughput, mAP / rank-1), appends one JSON object per epoch to
 // OUTPUT_DIR/events.jsonl, and writes weights atomically (state dicts Python
 // loads): pretrain → model.pt; mmt → teacher_1.pt, teacher_2.pt and best.pt
-// (the better teacher at its best evaluation). After every epoch the full
+// (the better teacher at its best evaluation), then the gallery features of
+// the final model (pretrain) or of best.pt (mmt) in gallery_features.pt with
+// their paths in gallery.txt, for the ranking service. After every epoch the full
 // state goes to OUTPUT_DIR/checkpoint.pt (atomically); running the same spec
 // again resumes after the last finished epoch, bit-identical to a run that
 // was never interrupted (all randomness is derived from (seed, epoch)).
@@ -178,6 +180,29 @@ class Progress {
   bool terminal_;
 };
 
+/// Export for the ranking service: the gallery's L2-normalised features of
+/// `model` with their ids and cameras (OUTPUT_DIR/gallery_features.pt, a
+/// torch.save dict) and its image paths, one per line, in the same order
+/// (OUTPUT_DIR/gallery.txt).
+void export_gallery(ReIdentifier& model, const std::vector<worker::ReidSample>& gallery,
+                    const JobSpec& spec) {
+  const Split split = split_of(gallery);
+  const worker::ImageTransform test(worker::TransformOptions::test(spec.height, spec.width));
+  worker::StateDict state;
+  state.insert("features", worker::extract_features(model, split.source, test, 64,
+                                                    spec.loader_threads));
+  state.insert("pids", split.pids);
+  state.insert("cameras", split.cameras);
+  methods::save_state_dict(state, (fs::path(spec.output_dir) / "gallery_features.pt").string());
+  const fs::path list = fs::path(spec.output_dir) / "gallery.txt";
+  {
+    std::ofstream out(list.string() + ".tmp");
+    for (const auto& sample : gallery) out << sample.path << "\n";
+    if (!out.flush()) throw std::runtime_error(list.string() + ": write failed");
+  }
+  fs::rename(list.string() + ".tmp", list);
+}
+
 worker::TransformOptions train_transform(const JobSpec& spec) {
   worker::TransformOptions options = worker::TransformOptions::train(spec.height, spec.width);
   // Pad 10 of 256 × 128 scaled to the input size (at least 1 pixel).
@@ -254,8 +279,9 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
     events.write(event);
     if (!flags.quiet) std::cout << line.str() << std::endl;
   }
+  export_gallery(trainer.model(), eval_data.gallery, spec);
   std::cout << "tandem train: wrote " << (fs::path(spec.output_dir) / "model.pt").string()
-            << std::endl;
+            << " and the gallery features of " << eval_data.root << std::endl;
   return kExitOk;
 }
 
@@ -396,8 +422,18 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
     events.write(event);
     if (!flags.quiet) std::cout << line.str() << std::endl;
   }
+  // Export the best teacher (MMT's model selection) with its gallery features.
+  ReIdentifier best(std::dynamic_pointer_cast<methods::models::ReIdentifierImpl>(
+      trainer.teacher(0).module()->clone()));
+  const fs::path best_path = fs::path(spec.output_dir) / "best.pt";
+  if (fs::exists(best_path)) {
+    const auto saved = methods::load_state_dict(best_path.string());
+    best->reset_classifier(torch::zeros_like(worker::state_entry(saved, "head.weight")));
+    methods::models::load_weights(*best, saved);
+  }
+  export_gallery(best, target.gallery, spec);
   std::cout << "tandem train: best mAP " << std::fixed << std::setprecision(1) << best_map
-            << ", weights in " << spec.output_dir << std::endl;
+            << ", weights and gallery features in " << spec.output_dir << std::endl;
   return kExitOk;
 }
 

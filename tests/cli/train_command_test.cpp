@@ -87,6 +87,7 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   EXPECT_NE(pre.out.find("epoch 2/2"), std::string::npos) << pre.out;
   EXPECT_NE(pre.out.find("mAP"), std::string::npos) << pre.out;
   ASSERT_TRUE(fs::exists(dir / "pre" / "model.pt"));
+  ASSERT_TRUE(fs::exists(dir / "pre" / "gallery_features.pt"));
 
   for (const std::string clustering : {"kmeans", "dbscan"}) {
     const fs::path out = dir / ("mmt-" + clustering);
@@ -99,6 +100,15 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     auto mmt = run_tandem({"train", (dir / "mmt.yaml").string()}, "train-mmt-" + clustering);
     ASSERT_EQ(mmt.exit_code, 0) << clustering << "\n" << mmt.out << mmt.err;
     EXPECT_NE(mmt.out.find("epoch 2/2  clusters"), std::string::npos) << mmt.out;
+    // The export: gallery features of the best teacher, rows in gallery.txt order.
+    const auto gallery = methods::load_state_dict((out / "gallery_features.pt").string());
+    const torch::Tensor& features = *gallery.find("features");
+    std::ifstream list(out / "gallery.txt");
+    int64_t paths = 0;
+    for (std::string line; std::getline(list, line);) paths += fs::exists(line);
+    EXPECT_EQ(features.size(0), paths);
+    EXPECT_EQ(gallery.find("pids")->size(0), paths);
+    EXPECT_TRUE(torch::allclose(features.norm(2, 1), torch::ones({paths}), 1e-4, 1e-4));
     for (const char* file : {"teacher_1.pt", "teacher_2.pt", "best.pt", "events.jsonl"}) {
       EXPECT_TRUE(fs::exists(out / file)) << clustering << ": " << file;
     }

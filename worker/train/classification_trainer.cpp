@@ -86,6 +86,9 @@ void ClassificationOptions::validate() const {
   TORCH_CHECK(augment_color_jitter >= 0 && augment_color_jitter < 1,
               "ClassificationOptions.augment_color_jitter must be in [0, 1), got ",
               augment_color_jitter);
+  TORCH_CHECK(augment_invert_probability >= 0 && augment_invert_probability <= 1,
+              "ClassificationOptions.augment_invert_probability must be in [0, 1], got ",
+              augment_invert_probability);
   TORCH_CHECK(self_ensemble_alpha >= 0 && self_ensemble_alpha <= 1,
               "ClassificationOptions.self_ensemble_alpha must be in [0, 1], got ",
               self_ensemble_alpha);
@@ -214,6 +217,12 @@ torch::Tensor ClassificationTrainer::augment(const torch::Tensor& x) {
     const torch::Tensor flip =
         (torch::rand({n, 1, 1, 1}) < options_.augment_flip_probability).expand_as(out);
     out = torch::where(flip, out.flip({3}), out);
+  }
+  if (options_.augment_invert_probability > 0) {
+    // In [−1, 1] units the inversion v → 255 − v is a sign change.
+    const torch::Tensor invert =
+        (torch::rand({n, 1, 1, 1}) < options_.augment_invert_probability).expand_as(out);
+    out = torch::where(invert, -out, out);
   }
   const double j = options_.augment_color_jitter;
   if (j > 0) {

@@ -74,10 +74,14 @@ struct ClassificationOptions {
   /// `augment_flip_probability`, and a per-image, per-channel gain in
   /// [1 − j, 1 + j] and offset in [−j, j] (normalised units) with j =
   /// `augment_color_jitter`. Evaluation and Self-Ensemble's teacher see the
-  /// un-augmented images.
+  /// un-augmented images. `augment_invert_probability` inverts an image's
+  /// intensities (v → 255 − v) with that probability, French et al.'s
+  /// intensity flip for digits; off by default, since it encodes knowledge of
+  /// this target's inversion.
   int64_t augment_shift = 2;
   double augment_flip_probability = 0.5;
   double augment_color_jitter = 0.2;
+  double augment_invert_probability = 0.0;
 
   /// Self-Ensemble (notes §8): EMA α, the teacher's confidence threshold,
   /// consistency and class-balance weights.
