@@ -7,7 +7,8 @@
 //   bench_classification_adapt [--iterations N] [--source N] [--target-train N]
 //       [--target-test N] [--batch-size B] [--seed S] [--threads T]
 //       [--methods source_only,self_ensemble,mcc,afn] [--dir DIR]
-//       [--invert-augment P] [--color-jitter J] [--lr LR] [--width W]
+//       [--invert-augment P] [--color-jitter J] [--lr LR] [--width W] [--warmup N]
+//       [--mcc-trade-off λ] [--afn-trade-off λ]
 //
 // Source: the first --source training images (grey → RGB). Target train: the
 // next --target-train training images in the target domain (other garments,
@@ -65,6 +66,9 @@ int main(int argc, char** argv) {
     else if (flag == "--invert-augment") options.augment_invert_probability = std::stod(value);
     else if (flag == "--color-jitter") options.augment_color_jitter = std::stod(value);
     else if (flag == "--lr") options.lr = std::stod(value);
+    else if (flag == "--mcc-trade-off") options.mcc_trade_off = std::stod(value);
+    else if (flag == "--afn-trade-off") options.afn_trade_off = std::stod(value);
+    else if (flag == "--warmup") options.unsupervised_warmup_iterations = std::stoll(value);
     else if (flag == "--width") options.backbone_width = std::stoll(value);
     else if (flag == "--dir") dir = value;
     else {
@@ -99,7 +103,10 @@ int main(int argc, char** argv) {
          << ", \"target_test\": " << n_target_test
          << ", \"invert_augment\": " << options.augment_invert_probability
          << ", \"color_jitter\": " << options.augment_color_jitter << ", \"lr\": " << options.lr
-         << ", \"width\": " << options.backbone_width << ", \"methods\": {";
+         << ", \"width\": " << options.backbone_width
+         << ", \"warmup\": " << options.unsupervised_warmup_iterations
+         << ", \"mcc_trade_off\": " << options.mcc_trade_off
+         << ", \"afn_trade_off\": " << options.afn_trade_off << ", \"methods\": {";
     double source_only = -1;
     bool first = true;
     for (const std::string& name : split_commas(methods)) {

@@ -26,6 +26,7 @@ agrees up to float rounding, a check that the two steps are the same.
 Needs only torch (no torchvision), so it runs on a bare CUDA PyTorch too.
 """
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -303,8 +304,13 @@ def main(argv=None):
         m.train()
     state = {"step": 0, "total": 0.0, "read_back": 0.0}
 
+    def autocast():
+        if a.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.bf16):
+        with autocast():
             s1_logits, s1_features = model_1(x1)
             s2_logits, s2_features = model_2(x2)
             with torch.no_grad():

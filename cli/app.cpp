@@ -26,6 +26,7 @@ int run(const std::vector<std::string>& args) {
   add_cluster_command(app, action);
   add_dataset_command(app, action);
   add_train_command(app, action);
+  add_bench_command(app, action);
   add_synth_command(app, action);
   add_health_command(app, action);
   add_demo_command(app, action);

@@ -34,6 +34,7 @@ void add_demo_command(CLI::App& app, Action& action);
 void add_cluster_command(CLI::App& app, Action& action);
 void add_dataset_command(CLI::App& app, Action& action);
 void add_train_command(CLI::App& app, Action& action);
+void add_bench_command(CLI::App& app, Action& action);
 void add_synth_command(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

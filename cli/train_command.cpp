@@ -27,6 +27,7 @@
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/job_spec.h"
+#include "tandem/cli/train_jobs.h"
 #include "tandem/clustering/evaluation.h"
 #include "tandem/clustering/pseudo_labels.h"
 #include "tandem/methods/models/reidentifier.h"
@@ -210,7 +211,11 @@ worker::TransformOptions train_transform(const JobSpec& spec) {
   return options;
 }
 
-int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
+}  // namespace
+
+JobResult pretrain_job(const JobSpec& spec, bool quiet) {
+  JobResult result;
+  fs::create_directories(spec.output_dir);
   const auto source = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.source.kind),
                                                 spec.source.root);
   const Split train = split_of(source.train);
@@ -235,7 +240,7 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
-  Progress progress(spec, events, flags.quiet);
+  Progress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::PretrainTrainer trainer(make_model(spec, source.num_train_ids), train.source,
                                   train.pid_list, train.camera_list, options);
@@ -265,6 +270,7 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
          << stats.train_images_per_second << " img/s";
     if (evaluate_now(spec, epoch)) {
       const Evaluation e = evaluate(trainer.model(), query, gallery, spec);
+      result = {e.map, e.rank1};
       event["mAP"] = e.map;
       event["rank1"] = e.rank1;
       line << std::setprecision(1) << "  mAP " << e.map << "  rank-1 " << e.rank1;
@@ -277,15 +283,17 @@ int run_pretrain(const JobSpec& spec, const TrainFlags& flags) {
     worker::add_adam_state(state, "adam", trainer.optimizer());
     methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
     events.write(event);
-    if (!flags.quiet) std::cout << line.str() << std::endl;
+    if (!quiet) std::cout << line.str() << std::endl;
   }
   export_gallery(trainer.model(), eval_data.gallery, spec);
   std::cout << "tandem train: wrote " << (fs::path(spec.output_dir) / "model.pt").string()
             << " and the gallery features of " << eval_data.root << std::endl;
-  return kExitOk;
+  return result;
 }
 
-int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
+JobResult mmt_job(const JobSpec& spec, bool quiet) {
+  JobResult result;
+  fs::create_directories(spec.output_dir);
   const auto target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
                                                 spec.target.root);
   const Split train = split_of(target.train), query = split_of(target.query),
@@ -349,7 +357,7 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
-  Progress progress(spec, events, flags.quiet);
+  Progress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
                              pseudo_labels);
@@ -402,6 +410,7 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
            << e1.rank1 << " / " << e2.rank1;
       if (best.map > best_map) {
         best_map = best.map;
+        result = {best.map, best.rank1};
         save_weights(trainer.teacher(first ? 0 : 1).module(), fs::path(spec.output_dir) / "best.pt");
         event["best"] = true;
         line << "  (best)";
@@ -420,7 +429,7 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
     }
     methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
     events.write(event);
-    if (!flags.quiet) std::cout << line.str() << std::endl;
+    if (!quiet) std::cout << line.str() << std::endl;
   }
   // Export the best teacher (MMT's model selection) with its gallery features.
   ReIdentifier best(std::dynamic_pointer_cast<methods::models::ReIdentifierImpl>(
@@ -434,8 +443,10 @@ int run_mmt(const JobSpec& spec, const TrainFlags& flags) {
   export_gallery(best, target.gallery, spec);
   std::cout << "tandem train: best mAP " << std::fixed << std::setprecision(1) << best_map
             << ", weights and gallery features in " << spec.output_dir << std::endl;
-  return kExitOk;
+  return result;
 }
+
+namespace {
 
 int run_train(const TrainFlags& flags) {
   const JobSpec spec = load_job_spec(flags.spec);
@@ -443,7 +454,12 @@ int run_train(const TrainFlags& flags) {
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
-  return spec.kind == "pretrain" ? run_pretrain(spec, flags) : run_mmt(spec, flags);
+  if (spec.kind == "pretrain") {
+    pretrain_job(spec, flags.quiet);
+  } else {
+    mmt_job(spec, flags.quiet);
+  }
+  return kExitOk;
 }
 
 }  // namespace

@@ -89,6 +89,9 @@ void ClassificationOptions::validate() const {
   TORCH_CHECK(augment_invert_probability >= 0 && augment_invert_probability <= 1,
               "ClassificationOptions.augment_invert_probability must be in [0, 1], got ",
               augment_invert_probability);
+  TORCH_CHECK(unsupervised_warmup_iterations >= 0,
+              "ClassificationOptions.unsupervised_warmup_iterations must be >= 0, got ",
+              unsupervised_warmup_iterations);
   TORCH_CHECK(self_ensemble_alpha >= 0 && self_ensemble_alpha <= 1,
               "ClassificationOptions.self_ensemble_alpha must be in [0, 1], got ",
               self_ensemble_alpha);
@@ -306,6 +309,7 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
         break;
       }
     }
+    if (iteration_ < options_.unsupervised_warmup_iterations) unsupervised = unsupervised * 0.0;
     const torch::Tensor ce = F::cross_entropy(y_s, y_true);
     const torch::Tensor total = ce + unsupervised;
     optimizer_->zero_grad();

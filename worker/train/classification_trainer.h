@@ -83,6 +83,14 @@ struct ClassificationOptions {
   double augment_color_jitter = 0.2;
   double augment_invert_probability = 0.0;
 
+  /// Steps of supervised source training before the unsupervised term is
+  /// switched on (its weight is 0 before, 1 after; the target batch is still
+  /// forwarded and Self-Ensemble's teacher still updated). 0 as in the
+  /// examples (Self-Ensemble's --pretrain-epochs 0), which start from an
+  /// ImageNet-trained backbone instead; from scratch the terms act on a
+  /// network that does not classify yet.
+  int64_t unsupervised_warmup_iterations = 0;
+
   /// Self-Ensemble (notes §8): EMA α, the teacher's confidence threshold,
   /// consistency and class-balance weights.
   double self_ensemble_alpha = 0.99;

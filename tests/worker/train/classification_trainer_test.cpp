@@ -189,6 +189,7 @@ TEST(ClassificationOptions, ValidationNamesTheField) {
       {"augment_flip_probability", [](auto& o) { o.augment_flip_probability = 1.5; }},
       {"augment_color_jitter", [](auto& o) { o.augment_color_jitter = 1.0; }},
       {"augment_invert_probability", [](auto& o) { o.augment_invert_probability = -0.5; }},
+      {"unsupervised_warmup_iterations", [](auto& o) { o.unsupervised_warmup_iterations = -1; }},
       {"self_ensemble_alpha", [](auto& o) { o.self_ensemble_alpha = 1.1; }},
       {"self_ensemble_confidence_threshold",
        [](auto& o) { o.self_ensemble_confidence_threshold = -0.1; }},

@@ -1,0 +1,191 @@
+// `tandem bench adapt`: the proof that adaptation works, in one command.
+// Renders two synthetic pedestrian domains with the given seed (a
+// market-style source and a duke-style target), then, on the target's
+// query/gallery:
+//   direct_transfer  a model pre-trained on the source, applied as is;
+//   mmt_kmeans       MMT from two source models (seeds S and S+1), k-means
+//                    with k = the number of target train identities;
+//   mmt_dbscan       the same with Jaccard + DBSCAN and MMT's adaptive eps;
+//   oracle           supervised training on the target's own labels.
+// With --json it prints exactly one JSON object (percent):
+//   {"direct_transfer": {"mAP": x, "rank1": x}, "mmt_kmeans": {...},
+//    "mmt_dbscan": {...}, "oracle": {...}}
+// and everything else goes to stderr. CPU-sized: the small backbone at
+// 64 x 32 (see docs/training.md for the settings and the figures).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+
+#include "tandem/cli/app.h"
+#include "tandem/cli/train_jobs.h"
+#include "tandem/worker/data/reid_dataset.h"
+#include "tandem/worker/data/synth.h"
+
+namespace tandem::cli {
+namespace {
+namespace fs = std::filesystem;
+
+struct AdaptFlags {
+  uint64_t seed = 1;
+  int64_t ids = 300;
+  bool json = false;
+  std::string workdir;
+  int64_t pretrain_epochs = 40;
+  int64_t mmt_epochs = 10;
+  int64_t iters = 30;
+};
+
+/// Sends std::cout to std::cerr while alive (so --json prints one object).
+class StdoutToStderr {
+ public:
+  explicit StdoutToStderr(bool on) : saved_(on ? std::cout.rdbuf(std::cerr.rdbuf()) : nullptr) {}
+  ~StdoutToStderr() {
+    if (saved_ != nullptr) std::cout.rdbuf(saved_);
+  }
+  StdoutToStderr(const StdoutToStderr&) = delete;
+  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+ private:
+  std::streambuf* saved_;
+};
+
+JobSpec base_spec(const AdaptFlags& flags, const fs::path& dir, const std::string& name) {
+  JobSpec spec;
+  spec.output_dir = (dir / name).string();
+  spec.seed = flags.seed;
+  spec.backbone = "small";
+  spec.backbone_width = 16;
+  spec.height = 64;
+  spec.width = 32;
+  spec.identities = 8;
+  spec.instances = 4;
+  spec.iters = flags.iters;
+  spec.loader_threads = 2;
+  return spec;
+}
+
+JobSpec pretrain_spec(const AdaptFlags& flags, const fs::path& dir, const std::string& name,
+                      const fs::path& train_on, const fs::path& target, uint64_t seed) {
+  JobSpec spec = base_spec(flags, dir, name);
+  spec.kind = "pretrain";
+  spec.seed = seed;
+  spec.source = {"market1501", train_on.string()};
+  spec.target = {"market1501", target.string()};
+  spec.lr = 3e-3;  // from scratch (no ImageNet weights here), not MMT's fine-tuning 3.5e-4
+  spec.epochs = flags.pretrain_epochs;
+  spec.warmup_epochs = std::max<int64_t>(1, flags.pretrain_epochs / 20);
+  spec.milestones = {flags.pretrain_epochs * 3 / 4};
+  spec.eval_every = 0;  // the last epoch only
+  return spec;
+}
+
+JobSpec mmt_spec(const AdaptFlags& flags, const fs::path& dir, const std::string& name,
+                 const fs::path& target, const std::string& clustering, int64_t k) {
+  JobSpec spec = base_spec(flags, dir, name);
+  spec.kind = "mmt";
+  spec.target = {"market1501", target.string()};
+  spec.init_1 = (dir / "source-1" / "model.pt").string();
+  spec.init_2 = (dir / "source-2" / "model.pt").string();
+  spec.epochs = flags.mmt_epochs;
+  spec.clustering = clustering;
+  spec.k = k;
+  spec.eval_every = 2;
+  return spec;
+}
+
+int run_adapt(const AdaptFlags& flags) {
+  const auto start = std::chrono::steady_clock::now();
+  const fs::path dir = flags.workdir.empty()
+                           ? fs::temp_directory_path() / ("tandem-bench-adapt-" +
+                                                          std::to_string(flags.seed))
+                           : fs::path(flags.workdir);
+  nlohmann::ordered_json out;
+  {
+    StdoutToStderr redirect(flags.json);
+    // Fresh job folders: a benchmark never resumes an earlier run.
+    for (const char* job : {"source-1", "source-2", "mmt-kmeans", "mmt-dbscan", "oracle"}) {
+      fs::remove_all(dir / job);
+    }
+    for (const char* domain : {"market", "duke"}) {
+      worker::SynthOptions synth;
+      synth.domain = domain;
+      synth.ids = flags.ids;
+      synth.seed = flags.seed;
+      synth.height = 64;
+      synth.width = 32;
+      const auto summary = worker::render_market_dataset((dir / domain).string(), synth);
+      std::cout << "tandem bench adapt: rendered " << domain << " (" << flags.ids
+                << " identities) in " << dir / domain << std::endl;
+      (void)summary;
+    }
+    const fs::path source = dir / "market", target = dir / "duke";
+    const auto target_ids =
+        worker::load_reid_dataset(worker::ReidDatasetKind::kMarket1501, target.string())
+            .num_train_ids;
+    const JobResult direct = pretrain_job(
+        pretrain_spec(flags, dir, "source-1", source, target, flags.seed), true);
+    pretrain_job(pretrain_spec(flags, dir, "source-2", source, target, flags.seed + 1), true);
+    const JobResult kmeans =
+        mmt_job(mmt_spec(flags, dir, "mmt-kmeans", target, "kmeans", target_ids), true);
+    const JobResult dbscan = mmt_job(mmt_spec(flags, dir, "mmt-dbscan", target, "dbscan", 0), true);
+    const JobResult oracle =
+        pretrain_job(pretrain_spec(flags, dir, "oracle", target, target, flags.seed), true);
+    const auto entry = [](const JobResult& r) {
+      return nlohmann::ordered_json{{"mAP", r.map}, {"rank1", r.rank1}};
+    };
+    out = {{"direct_transfer", entry(direct)},
+           {"mmt_kmeans", entry(kmeans)},
+           {"mmt_dbscan", entry(dbscan)},
+           {"oracle", entry(oracle)}};
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (flags.json) {
+    std::cout << out.dump() << std::endl;
+    return kExitOk;
+  }
+  std::cout << "\nseed " << flags.seed << ", " << flags.ids << " identities per domain, "
+            << std::fixed << std::setprecision(0) << seconds << " s\n";
+  std::cout << std::left << std::setw(18) << "model" << std::right << std::setw(8) << "mAP"
+            << std::setw(9) << "rank-1" << "\n";
+  for (const auto& [name, metrics] : out.items()) {
+    std::cout << std::left << std::setw(18) << name << std::right << std::setprecision(1)
+              << std::setw(8) << metrics["mAP"].get<double>() << std::setw(9)
+              << metrics["rank1"].get<double>() << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, Action& action) {
+  auto flags = std::make_shared<AdaptFlags>();
+  auto* command = app.add_subcommand("bench", "Benchmarks that need the whole product");
+  command->require_subcommand(1);
+  auto* adapt = command->add_subcommand(
+      "adapt", "Direct transfer, MMT (k-means, DBSCAN) and an oracle on two synthetic domains");
+  adapt->add_option("--seed", flags->seed, "seed of the domains and the training")
+      ->capture_default_str();
+  adapt->add_option("--ids", flags->ids, "identities per domain (half train, half test)")
+      ->check(CLI::Range(8, 20000))
+      ->capture_default_str();
+  adapt->add_flag("--json", flags->json, "print exactly one JSON object");
+  adapt->add_option("--workdir", flags->workdir, "where data and models go (default: a temp folder)");
+  adapt->add_option("--pretrain-epochs", flags->pretrain_epochs, "epochs of source training")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  adapt->add_option("--mmt-epochs", flags->mmt_epochs, "epochs of MMT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  adapt->add_option("--iters", flags->iters, "iterations per epoch")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  adapt->callback([flags, &action] { action = [flags] { return run_adapt(*flags); }; });
+}
+
+}  // namespace tandem::cli
