@@ -121,6 +121,11 @@ int main(int argc, char** argv) {
       r.target_accuracy = trainer.accuracy(target_test, test.labels);
       r.student_target_accuracy = trainer.student_accuracy(target_test, test.labels);
       r.source_accuracy = trainer.accuracy(source_test, test.labels);
+      // How many test images the most predicted class takes (1.0: collapse).
+      const torch::Tensor counts = torch::bincount(trainer.predict(target_test), {},
+                                                   kFashionMnistClasses);
+      const double largest_class_share =
+          counts.max().item<double>() / static_cast<double>(target_test.size(0));
       if (method == ClassificationMethod::kSourceOnly) source_only = r.target_accuracy;
       std::cerr << name << ": target " << r.target_accuracy << " (student "
                 << r.student_target_accuracy << "), source test " << r.source_accuracy << ", "
@@ -128,6 +133,7 @@ int main(int argc, char** argv) {
       json << (first ? "" : ", ") << "\"" << name << "\": {\"target_accuracy\": "
            << r.target_accuracy << ", \"student_target_accuracy\": " << r.student_target_accuracy
            << ", \"source_test_accuracy\": " << r.source_accuracy
+           << ", \"target_largest_predicted_class_share\": " << largest_class_share
            << ", \"mean_ce\": " << r.last_steps.ce
            << ", \"mean_unsupervised\": " << r.last_steps.unsupervised
            << ", \"mean_confident_share\": " << r.last_steps.confident_share

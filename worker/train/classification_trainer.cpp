@@ -336,25 +336,37 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
   return stats;
 }
 
-double ClassificationTrainer::evaluate(torch::nn::Module& module, bool use_teacher,
-                                       const torch::Tensor& images_hwc_u8,
-                                       const torch::Tensor& labels) {
+torch::Tensor ClassificationTrainer::predictions(torch::nn::Module& module, bool use_teacher,
+                                                 const torch::Tensor& images_hwc_u8) {
   const torch::Tensor x = to_normalised(images_hwc_u8, "evaluation images");
-  check_labels(labels, x.size(0), num_classes_, "evaluation labels");
   TORCH_CHECK(x.size(0) > 0, "ClassificationTrainer: no evaluation images");
   const bool was_training = module.is_training();
   module.eval();
   torch::NoGradGuard no_grad;
-  int64_t correct = 0;
+  std::vector<torch::Tensor> out;
   for (int64_t start = 0; start < x.size(0); start += options_.eval_batch_size) {
     const int64_t len = std::min(options_.eval_batch_size, x.size(0) - start);
     const torch::Tensor chunk = x.narrow(0, start, len);
     const torch::Tensor logits =
         use_teacher ? std::get<0>((*teacher_)(chunk)) : std::get<0>(forward(chunk));
-    correct += logits.argmax(1).eq(labels.narrow(0, start, len)).sum().item<int64_t>();
+    out.push_back(logits.argmax(1));
   }
   module.train(was_training);
-  return static_cast<double>(correct) / static_cast<double>(x.size(0));
+  return torch::cat(out);
+}
+
+double ClassificationTrainer::evaluate(torch::nn::Module& module, bool use_teacher,
+                                       const torch::Tensor& images_hwc_u8,
+                                       const torch::Tensor& labels) {
+  check_labels(labels, images_hwc_u8.defined() ? images_hwc_u8.size(0) : 0, num_classes_,
+               "evaluation labels");
+  const torch::Tensor predicted = predictions(module, use_teacher, images_hwc_u8);
+  return predicted.eq(labels).to(torch::kFloat64).mean().item<double>();
+}
+
+torch::Tensor ClassificationTrainer::predict(const torch::Tensor& images_hwc_u8) {
+  if (teacher_) return predictions(*teacher_->module(), /*use_teacher=*/true, images_hwc_u8);
+  return predictions(*classifier(), /*use_teacher=*/false, images_hwc_u8);
 }
 
 double ClassificationTrainer::accuracy(const torch::Tensor& images_hwc_u8,

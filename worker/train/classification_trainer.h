@@ -163,6 +163,8 @@ class ClassificationTrainer {
   /// Accuracy of the predicting network (Self-Ensemble: the teacher, as in
   /// French et al.; the others: the classifier) on images and labels, in eval mode.
   double accuracy(const torch::Tensor& images_hwc_u8, const torch::Tensor& labels);
+  /// The predicting network's labels (int64 (n)) for images, in eval mode.
+  torch::Tensor predict(const torch::Tensor& images_hwc_u8);
   /// Accuracy of the trained classifier (the student of Self-Ensemble).
   double student_accuracy(const torch::Tensor& images_hwc_u8, const torch::Tensor& labels);
 
@@ -177,6 +179,8 @@ class ClassificationTrainer {
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x);
   torch::Tensor augment(const torch::Tensor& x);
   torch::Tensor next_batch(const torch::Tensor& images, torch::Tensor& order, int64_t& cursor);
+  torch::Tensor predictions(torch::nn::Module& module, bool use_teacher,
+                            const torch::Tensor& images_hwc_u8);
   double evaluate(torch::nn::Module& module, bool use_teacher, const torch::Tensor& images_hwc_u8,
                   const torch::Tensor& labels);
 
