@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -66,7 +67,7 @@ struct Args {
   std::string device = "cpu";
   bool bf16 = false;
   bool channels_last = false;
-  uint64_t seed = 1;
+  int64_t seed = 1;
 };
 
 // Throws std::invalid_argument (caught in main) naming the flag.
@@ -87,30 +88,41 @@ Args parse(int argc, char** argv) {
     const std::string value = argv[++i];
     const auto integer = [&]() -> int64_t {
       size_t used = 0;
-      const int64_t v = std::stoll(value, &used);
-      if (used != value.size()) throw std::invalid_argument(flag + ": not an integer: " + value);
+      int64_t v = 0;
+      try {
+        v = std::stoll(value, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != value.size()) {
+        throw std::invalid_argument(flag + ": not an integer: " + value);
+      }
       return v;
     };
-    if (flag == "--backbone") a.backbone = value;
-    else if (flag == "--batch") a.batch = integer();
-    else if (flag == "--ids-per-batch") a.ids_per_batch = integer();
-    else if (flag == "--height") a.height = integer();
-    else if (flag == "--width") a.width = integer();
-    else if (flag == "--iters") a.iters = integer();
-    else if (flag == "--warmup") a.warmup = integer();
-    else if (flag == "--threads") a.threads = integer();
-    else if (flag == "--classes") a.classes = integer();
-    else if (flag == "--device") a.device = value;
-    else if (flag == "--seed") a.seed = static_cast<uint64_t>(integer());
-    else throw std::invalid_argument("unknown flag " + flag);
+    const std::map<std::string, int64_t*> integers = {
+        {"--batch", &a.batch},     {"--ids-per-batch", &a.ids_per_batch},
+        {"--height", &a.height},   {"--width", &a.width},
+        {"--iters", &a.iters},     {"--warmup", &a.warmup},
+        {"--threads", &a.threads}, {"--classes", &a.classes},
+        {"--seed", &a.seed}};
+    if (flag == "--backbone") {
+      a.backbone = value;
+    } else if (flag == "--device") {
+      a.device = value;
+    } else if (const auto it = integers.find(flag); it != integers.end()) {
+      *it->second = integer();
+    } else {
+      throw std::invalid_argument("unknown flag " + flag);
+    }
   }
   if (a.backbone != "resnet50" && a.backbone != "resnet18" && a.backbone != "small") {
     throw std::invalid_argument("--backbone must be resnet50, resnet18 or small, got " +
                                 a.backbone);
   }
   if (a.ids_per_batch < 2 || a.batch < 2 * a.ids_per_batch || a.batch % a.ids_per_batch != 0) {
-    throw std::invalid_argument("--batch must be a multiple of --ids-per-batch with at least 2 "
-                                "instances per identity (P >= 2, K >= 2)");
+    throw std::invalid_argument(
+        "--batch must be a multiple of --ids-per-batch with at least 2 "
+        "instances per identity (P >= 2, K >= 2)");
   }
   if (a.classes < a.ids_per_batch) {
     throw std::invalid_argument("--classes must be at least --ids-per-batch");
@@ -214,9 +226,9 @@ int main(int argc, char** argv) {
       args.channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
 
   // Two differently initialised students (MMT's two seeds), their teachers.
-  torch::manual_seed(args.seed);
+  torch::manual_seed(static_cast<uint64_t>(args.seed));
   Model model_1 = make_model(args.backbone, args.classes);
-  torch::manual_seed(args.seed + 1);
+  torch::manual_seed(static_cast<uint64_t>(args.seed) + 1);
   Model model_2 = make_model(args.backbone, args.classes);
   for (Model* m : {&model_1, &model_2}) {
     (*m)->to(device);
@@ -228,22 +240,20 @@ int main(int argc, char** argv) {
 
   // What an epoch start does (trainer step 3): every head from the
   // L2-normalised centroids of `classes` clusters.
-  torch::manual_seed(args.seed + 2);
-  const torch::Tensor centres = torch::nn::functional::normalize(
-      torch::randn({args.classes, features_dim}),
-      torch::nn::functional::NormalizeFuncOptions().dim(1));
+  torch::manual_seed(static_cast<uint64_t>(args.seed) + 2);
+  const torch::Tensor centres =
+      torch::nn::functional::normalize(torch::randn({args.classes, features_dim}),
+                                       torch::nn::functional::NormalizeFuncOptions().dim(1));
   for (Model* m : {&model_1, &model_2, &teacher_1.module(), &teacher_2.module()}) {
     (*m)->reset_classifier(centres.to(device));
   }
 
   // The batch: two views of B images, P identities x K instances.
   const int64_t k = args.batch / args.ids_per_batch;
-  const torch::Tensor x1 = torch::randn({args.batch, 3, args.height, args.width})
-                               .to(device)
-                               .contiguous(memory_format);
-  const torch::Tensor x2 = torch::randn({args.batch, 3, args.height, args.width})
-                               .to(device)
-                               .contiguous(memory_format);
+  const torch::Tensor x1 =
+      torch::randn({args.batch, 3, args.height, args.width}).to(device).contiguous(memory_format);
+  const torch::Tensor x2 =
+      torch::randn({args.batch, 3, args.height, args.width}).to(device).contiguous(memory_format);
   const torch::Tensor labels =
       torch::arange(args.ids_per_batch, torch::kInt64).repeat_interleave(k).to(device);
 
@@ -325,24 +335,43 @@ int main(int argc, char** argv) {
     times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     if (args.warmup == 0 && i == 0) first_total = last_total;
   }
-  const double mean = std::accumulate(times.begin(), times.end(), 0.0) /
-                      static_cast<double>(times.size());
-  const double batch = static_cast<double>(args.batch);
+  const double mean =
+      std::accumulate(times.begin(), times.end(), 0.0) / static_cast<double>(times.size());
+  const auto batch = static_cast<double>(args.batch);
 
+  // One JSON object on one line; keys in the order of the Python twin's.
   std::ostringstream out;
-  out << std::setprecision(6);
-  out << "{\"side\": \"cpp\", \"backbone\": \"" << args.backbone << "\", \"batch\": " << args.batch
-      << ", \"ids_per_batch\": " << args.ids_per_batch << ", \"height\": " << args.height
-      << ", \"width\": " << args.width << ", \"classes\": " << args.classes
-      << ", \"iters\": " << args.iters << ", \"warmup\": " << args.warmup
-      << ", \"threads\": " << torch::get_num_threads() << ", \"device\": \"" << args.device
-      << "\", \"bf16\": " << (args.bf16 ? "true" : "false")
-      << ", \"channels_last\": " << (args.channels_last ? "true" : "false")
-      << ", \"torch\": \"" << TORCH_VERSION << "\", \"images_per_second\": " << batch / mean
-      << ", \"seconds_per_iter\": " << mean << ", \"median_seconds_per_iter\": " << median(times)
-      << ", \"min_seconds_per_iter\": " << *std::min_element(times.begin(), times.end())
-      << ", \"first_loss\": " << first_total << ", \"last_loss\": " << last_total
-      << ", \"times\": [";
+  out << std::setprecision(8) << std::boolalpha << "{";
+  const char* separator = "";
+  const auto key = [&](const char* name) -> std::ostream& {
+    out << separator << '"' << name << "\": ";
+    separator = ", ";
+    return out;
+  };
+  const auto text = [&](const char* name, const std::string& value) {
+    key(name) << '"' << value << '"';
+  };
+  text("side", "cpp");
+  text("backbone", args.backbone);
+  key("batch") << args.batch;
+  key("ids_per_batch") << args.ids_per_batch;
+  key("height") << args.height;
+  key("width") << args.width;
+  key("classes") << args.classes;
+  key("iters") << args.iters;
+  key("warmup") << args.warmup;
+  key("threads") << torch::get_num_threads();
+  text("device", args.device);
+  key("bf16") << args.bf16;
+  key("channels_last") << args.channels_last;
+  text("torch", TORCH_VERSION);
+  key("images_per_second") << batch / mean;
+  key("seconds_per_iter") << mean;
+  key("median_seconds_per_iter") << median(times);
+  key("min_seconds_per_iter") << *std::min_element(times.begin(), times.end());
+  key("first_loss") << first_total;
+  key("last_loss") << last_total;
+  key("times") << "[";
   for (size_t i = 0; i < times.size(); ++i) out << (i > 0 ? ", " : "") << times[i];
   out << "]}";
   std::cout << out.str() << std::endl;

@@ -293,8 +293,9 @@ def main(argv=None):
         m.head.weight.requires_grad_(requires_grad)
 
     k = a.batch // a.ids_per_batch
-    x1 = torch.randn(a.batch, 3, a.height, a.width).to(device).contiguous(memory_format=memory_format)
-    x2 = torch.randn(a.batch, 3, a.height, a.width).to(device).contiguous(memory_format=memory_format)
+    shape = (a.batch, 3, a.height, a.width)
+    x1 = torch.randn(*shape).to(device).contiguous(memory_format=memory_format)
+    x2 = torch.randn(*shape).to(device).contiguous(memory_format=memory_format)
     labels = torch.arange(a.ids_per_batch).repeat_interleave(k).to(device)
 
     params = [p for m in (model_1, model_2) for p in m.parameters() if p.requires_grad]
@@ -320,10 +321,12 @@ def main(argv=None):
         s2_logits, s2_features = s2_logits.float(), s2_features.float()
         t1_logits, t1_features = t1_logits.float(), t1_features.float()
         t2_logits, t2_features = t2_logits.float(), t2_features.float()
-        ce = cross_entropy_label_smooth(s1_logits, labels) + cross_entropy_label_smooth(s2_logits, labels)
+        ce = (cross_entropy_label_smooth(s1_logits, labels)
+              + cross_entropy_label_smooth(s2_logits, labels))
         triplet = (soft_triplet_loss(s1_features, s1_features, labels, margin=0.0)
                    + soft_triplet_loss(s2_features, s2_features, labels, margin=0.0))
-        soft_ce = soft_cross_entropy(s1_logits, t2_logits) + soft_cross_entropy(s2_logits, t1_logits)
+        soft_ce = (soft_cross_entropy(s1_logits, t2_logits)
+                   + soft_cross_entropy(s2_logits, t1_logits))
         soft_tri = (soft_triplet_loss(s1_features, t2_features, labels)
                     + soft_triplet_loss(s2_features, t1_features, labels))
         total = (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce + w_tri * soft_tri

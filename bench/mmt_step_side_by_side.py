@@ -135,7 +135,8 @@ def main():
         with open(args.json_out, "w") as f:
             json.dump(records, f, indent=1)
 
-    mode = args.device + (" bf16" if args.bf16 else " fp32") + (" channels_last" if args.channels_last else "")
+    mode = args.device + (" bf16" if args.bf16 else " fp32")
+    mode += " channels_last" if args.channels_last else ""
     print(f"\n{mode}, {args.threads} threads, {args.classes} classes; images/s = batch / median "
           "seconds per iteration over all rounds\n")
     print("| backbone | input | batch (P × K) | timed iterations | C++ images/s | Python images/s "
@@ -158,7 +159,8 @@ def main():
         n = sum(len(c["times"]) for c in cpp)
         print(f"{head} {n} + {sum(len(p['times']) for p in py)} | {case['batch'] / cpp_t:.2f} | "
               f"{case['batch'] / py_t:.2f} | {py_t / cpp_t:.2f} | {cpp_t:.3f} | {py_t:.3f} | "
-              f"{max(c['peak_rss_mib'] for c in cpp):.0f} / {max(p['peak_rss_mib'] for p in py):.0f} | "
+              f"{max(c['peak_rss_mib'] for c in cpp):.0f} / "
+              f"{max(p['peak_rss_mib'] for p in py):.0f} | "
               f"{cpp[0]['first_loss']:.5f} / {py[0]['first_loss']:.5f} |")
     for note in notes:
         print(f"\n{note}")
