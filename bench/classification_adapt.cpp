@@ -55,22 +55,38 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string value = argv[i + 1];
-    if (flag == "--iterations") options.iterations = std::stoll(value);
-    else if (flag == "--source") n_source = std::stoll(value);
-    else if (flag == "--target-train") n_target_train = std::stoll(value);
-    else if (flag == "--target-test") n_target_test = std::stoll(value);
-    else if (flag == "--batch-size") options.batch_size = std::stoll(value);
-    else if (flag == "--seed") options.seed = std::stoull(value);
-    else if (flag == "--threads") threads = std::stoll(value);
-    else if (flag == "--methods") methods = value;
-    else if (flag == "--invert-augment") options.augment_invert_probability = std::stod(value);
-    else if (flag == "--color-jitter") options.augment_color_jitter = std::stod(value);
-    else if (flag == "--lr") options.lr = std::stod(value);
-    else if (flag == "--mcc-trade-off") options.mcc_trade_off = std::stod(value);
-    else if (flag == "--afn-trade-off") options.afn_trade_off = std::stod(value);
-    else if (flag == "--warmup") options.unsupervised_warmup_iterations = std::stoll(value);
-    else if (flag == "--width") options.backbone_width = std::stoll(value);
-    else if (flag == "--dir") dir = value;
+    if (flag == "--iterations")
+      options.iterations = std::stoll(value);
+    else if (flag == "--source")
+      n_source = std::stoll(value);
+    else if (flag == "--target-train")
+      n_target_train = std::stoll(value);
+    else if (flag == "--target-test")
+      n_target_test = std::stoll(value);
+    else if (flag == "--batch-size")
+      options.batch_size = std::stoll(value);
+    else if (flag == "--seed")
+      options.seed = std::stoull(value);
+    else if (flag == "--threads")
+      threads = std::stoll(value);
+    else if (flag == "--methods")
+      methods = value;
+    else if (flag == "--invert-augment")
+      options.augment_invert_probability = std::stod(value);
+    else if (flag == "--color-jitter")
+      options.augment_color_jitter = std::stod(value);
+    else if (flag == "--lr")
+      options.lr = std::stod(value);
+    else if (flag == "--mcc-trade-off")
+      options.mcc_trade_off = std::stod(value);
+    else if (flag == "--afn-trade-off")
+      options.afn_trade_off = std::stod(value);
+    else if (flag == "--warmup")
+      options.unsupervised_warmup_iterations = std::stoll(value);
+    else if (flag == "--width")
+      options.backbone_width = std::stoll(value);
+    else if (flag == "--dir")
+      dir = value;
     else {
       std::cerr << "bench_classification_adapt: unknown flag " << flag << "\n";
       return 2;
@@ -90,8 +106,7 @@ int main(int argc, char** argv) {
     const torch::Tensor source_labels = train.labels.narrow(0, 0, n_source).contiguous();
     const torch::Tensor target_train = fashion_domain_images(
         train.images.narrow(0, n_source, n_target_train), FashionDomain::kTarget, 2);
-    const torch::Tensor target_test =
-        fashion_domain_images(test.images, FashionDomain::kTarget, 3);
+    const torch::Tensor target_test = fashion_domain_images(test.images, FashionDomain::kTarget, 3);
     // The same test garments in the source domain: what the shift costs.
     const torch::Tensor source_test = fashion_domain_images(test.images, FashionDomain::kSource, 3);
 
@@ -122,16 +137,17 @@ int main(int argc, char** argv) {
       r.student_target_accuracy = trainer.student_accuracy(target_test, test.labels);
       r.source_accuracy = trainer.accuracy(source_test, test.labels);
       // How many test images the most predicted class takes (1.0: collapse).
-      const torch::Tensor counts = torch::bincount(trainer.predict(target_test), {},
-                                                   kFashionMnistClasses);
+      const torch::Tensor counts =
+          torch::bincount(trainer.predict(target_test), {}, kFashionMnistClasses);
       const double largest_class_share =
           counts.max().item<double>() / static_cast<double>(target_test.size(0));
       if (method == ClassificationMethod::kSourceOnly) source_only = r.target_accuracy;
       std::cerr << name << ": target " << r.target_accuracy << " (student "
                 << r.student_target_accuracy << "), source test " << r.source_accuracy << ", "
                 << r.train_seconds << " s\n";
-      json << (first ? "" : ", ") << "\"" << name << "\": {\"target_accuracy\": "
-           << r.target_accuracy << ", \"student_target_accuracy\": " << r.student_target_accuracy
+      json << (first ? "" : ", ") << "\"" << name
+           << "\": {\"target_accuracy\": " << r.target_accuracy
+           << ", \"student_target_accuracy\": " << r.student_target_accuracy
            << ", \"source_test_accuracy\": " << r.source_accuracy
            << ", \"target_largest_predicted_class_share\": " << largest_class_share
            << ", \"mean_ce\": " << r.last_steps.ce

@@ -38,10 +38,14 @@ int main(int argc, char** argv) {
   int64_t views = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--dir") dir = argv[i + 1];
-    else if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (flag == "--threads") threads = std::stoll(argv[i + 1]);
-    else if (flag == "--views") views = std::stoll(argv[i + 1]);
+    if (flag == "--dir")
+      dir = argv[i + 1];
+    else if (flag == "--seconds")
+      seconds = std::stod(argv[i + 1]);
+    else if (flag == "--threads")
+      threads = std::stoll(argv[i + 1]);
+    else if (flag == "--views")
+      views = std::stoll(argv[i + 1]);
     else {
       std::cerr << "bench_data: unknown flag " << flag << "\n";
       return 2;

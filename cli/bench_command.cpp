@@ -100,10 +100,10 @@ JobSpec mmt_spec(const AdaptFlags& flags, const fs::path& dir, const std::string
 
 int run_adapt(const AdaptFlags& flags) {
   const auto start = std::chrono::steady_clock::now();
-  const fs::path dir = flags.workdir.empty()
-                           ? fs::temp_directory_path() / ("tandem-bench-adapt-" +
-                                                          std::to_string(flags.seed))
-                           : fs::path(flags.workdir);
+  const fs::path dir =
+      flags.workdir.empty()
+          ? fs::temp_directory_path() / ("tandem-bench-adapt-" + std::to_string(flags.seed))
+          : fs::path(flags.workdir);
   nlohmann::ordered_json out;
   {
     StdoutToStderr redirect(flags.json);
@@ -118,17 +118,16 @@ int run_adapt(const AdaptFlags& flags) {
       synth.seed = flags.seed;
       synth.height = 64;
       synth.width = 32;
-      const auto summary = worker::render_market_dataset((dir / domain).string(), synth);
+      worker::render_market_dataset((dir / domain).string(), synth);
       std::cout << "tandem bench adapt: rendered " << domain << " (" << flags.ids
                 << " identities) in " << dir / domain << std::endl;
-      (void)summary;
     }
     const fs::path source = dir / "market", target = dir / "duke";
     const auto target_ids =
         worker::load_reid_dataset(worker::ReidDatasetKind::kMarket1501, target.string())
             .num_train_ids;
-    const JobResult direct = pretrain_job(
-        pretrain_spec(flags, dir, "source-1", source, target, flags.seed), true);
+    const JobResult direct =
+        pretrain_job(pretrain_spec(flags, dir, "source-1", source, target, flags.seed), true);
     pretrain_job(pretrain_spec(flags, dir, "source-2", source, target, flags.seed + 1), true);
     const JobResult kmeans =
         mmt_job(mmt_spec(flags, dir, "mmt-kmeans", target, "kmeans", target_ids), true);
@@ -152,7 +151,8 @@ int run_adapt(const AdaptFlags& flags) {
   std::cout << "\nseed " << flags.seed << ", " << flags.ids << " identities per domain, "
             << std::fixed << std::setprecision(0) << seconds << " s\n";
   std::cout << std::left << std::setw(18) << "model" << std::right << std::setw(8) << "mAP"
-            << std::setw(9) << "rank-1" << "\n";
+            << std::setw(9) << "rank-1"
+            << "\n";
   for (const auto& [name, metrics] : out.items()) {
     std::cout << std::left << std::setw(18) << name << std::right << std::setprecision(1)
               << std::setw(8) << metrics["mAP"].get<double>() << std::setw(9)
@@ -175,7 +175,8 @@ void add_bench_command(CLI::App& app, Action& action) {
       ->check(CLI::Range(8, 20000))
       ->capture_default_str();
   adapt->add_flag("--json", flags->json, "print exactly one JSON object");
-  adapt->add_option("--workdir", flags->workdir, "where data and models go (default: a temp folder)");
+  adapt->add_option("--workdir", flags->workdir,
+                    "where data and models go (default: a temp folder)");
   adapt->add_option("--pretrain-epochs", flags->pretrain_epochs, "epochs of source training")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -32,7 +32,8 @@ int run_dataset_info(const DatasetFlags& flags) {
   std::string where;
   if (flags.kind == "imagelist") {
     if (flags.list.empty()) {
-      std::cerr << "tandem dataset info: --kind imagelist needs --list FILE (lines '<path> <label>')\n";
+      std::cerr
+          << "tandem dataset info: --kind imagelist needs --list FILE (lines '<path> <label>')\n";
       return kExitUsage;
     }
     const auto images = worker::load_image_list(flags.list, flags.root);
@@ -43,7 +44,8 @@ int run_dataset_info(const DatasetFlags& flags) {
     train = {static_cast<int64_t>(images.size()), static_cast<int64_t>(labels.size()), 0};
     where = flags.list;
   } else {
-    const auto data = worker::load_reid_dataset(worker::parse_reid_dataset_kind(flags.kind), flags.root);
+    const auto data =
+        worker::load_reid_dataset(worker::parse_reid_dataset_kind(flags.kind), flags.root);
     train = worker::split_stats(data.train);
     query = worker::split_stats(data.query);
     gallery = worker::split_stats(data.gallery);
@@ -57,7 +59,8 @@ int run_dataset_info(const DatasetFlags& flags) {
   }
   std::cout << flags.kind << " at " << where << "\n";
   std::cout << std::left << std::setw(9) << "split" << std::right << std::setw(9) << "images"
-            << std::setw(7) << "ids" << std::setw(9) << "cameras" << "\n";
+            << std::setw(7) << "ids" << std::setw(9) << "cameras"
+            << "\n";
   const auto row = [](const char* name, const worker::SplitStats& s) {
     std::cout << std::left << std::setw(9) << name << std::right << std::setw(9) << s.images
               << std::setw(7) << s.ids << std::setw(9) << s.cameras << "\n";

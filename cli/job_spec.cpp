@@ -65,20 +65,22 @@ void validate(const JobSpec& s, const std::string& where) {
   static const std::set<std::string> backbones = {"small", "resnet18", "resnet50",
                                                   "resnet50_ibn_a"};
   if (!backbones.count(s.backbone)) {
-    fail(where, "backbone", "must be small, resnet18, resnet50 or resnet50_ibn_a, got '" +
-                                s.backbone + "'");
+    fail(where, "backbone",
+         "must be small, resnet18, resnet50 or resnet50_ibn_a, got '" + s.backbone + "'");
   }
   positive(s.backbone_width, "backbone_width");
   positive(s.height, "height");
   positive(s.width, "width");
-  if (s.identities < 2) fail(where, "identities", "must be >= 2, got " + std::to_string(s.identities));
+  if (s.identities < 2)
+    fail(where, "identities", "must be >= 2, got " + std::to_string(s.identities));
   if (s.instances < 2) fail(where, "instances", "must be >= 2, got " + std::to_string(s.instances));
   if (!(s.lr > 0)) fail(where, "lr", "must be positive, got " + std::to_string(s.lr));
   if (s.weight_decay < 0) fail(where, "weight_decay", "must be >= 0");
   positive(s.epochs, "epochs");
   positive(s.iters, "iters");
   if (s.alpha < 0 || s.alpha > 1) fail(where, "alpha", "must be in [0, 1]");
-  if (s.soft_ce_weight < 0 || s.soft_ce_weight > 1) fail(where, "soft_ce_weight", "must be in [0, 1]");
+  if (s.soft_ce_weight < 0 || s.soft_ce_weight > 1)
+    fail(where, "soft_ce_weight", "must be in [0, 1]");
   if (s.soft_triplet_weight < 0 || s.soft_triplet_weight > 1) {
     fail(where, "soft_triplet_weight", "must be in [0, 1]");
   }
@@ -131,8 +133,10 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"kind", str(s.kind)},
       {"output_dir", str(s.output_dir)},
       {"seed", i64(seed)},
-      {"source", [&](const YAML::Node& n, const std::string& f) { s.source = dataset(n, where, f); }},
-      {"target", [&](const YAML::Node& n, const std::string& f) { s.target = dataset(n, where, f); }},
+      {"source",
+       [&](const YAML::Node& n, const std::string& f) { s.source = dataset(n, where, f); }},
+      {"target",
+       [&](const YAML::Node& n, const std::string& f) { s.target = dataset(n, where, f); }},
       {"backbone", str(s.backbone)},
       {"backbone_width", i64(s.backbone_width)},
       {"init_1", str(s.init_1)},
@@ -143,11 +147,13 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"instances", i64(s.instances)},
       {"lr", f64(s.lr)},
       {"weight_decay", f64(s.weight_decay)},
-      {"epochs", [&](const YAML::Node& n, const std::string& f) {
+      {"epochs",
+       [&](const YAML::Node& n, const std::string& f) {
          s.epochs = scalar<int64_t>(n, where, f, "an integer");
          epochs_set = true;
        }},
-      {"iters", [&](const YAML::Node& n, const std::string& f) {
+      {"iters",
+       [&](const YAML::Node& n, const std::string& f) {
          s.iters = scalar<int64_t>(n, where, f, "an integer");
          iters_set = true;
        }},
@@ -158,8 +164,8 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
          if (!n.IsSequence()) fail(where, f, "must be a list of epochs");
          s.milestones.clear();
          for (size_t i = 0; i < n.size(); ++i) {
-           s.milestones.push_back(scalar<int64_t>(n[i], where, f + "[" + std::to_string(i) + "]",
-                                                  "an integer"));
+           s.milestones.push_back(
+               scalar<int64_t>(n[i], where, f + "[" + std::to_string(i) + "]", "an integer"));
          }
        }},
       {"alpha", f64(s.alpha)},

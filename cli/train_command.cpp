@@ -14,16 +14,16 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <thread>
-#include <unistd.h>
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/job_spec.h"
@@ -57,7 +57,7 @@ ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
     const int64_t features = net->out_features();
     return ReIdentifier(torch::nn::AnyModule(net), features, classes);
   }
-  m::ReidResNet net = spec.backbone == "resnet18"  ? m::reid_resnet18()
+  m::ReidResNet net = spec.backbone == "resnet18"   ? m::reid_resnet18()
                       : spec.backbone == "resnet50" ? m::reid_resnet50()
                                                     : m::resnet50_ibn_a();
   const int64_t features = net->out_features();
@@ -91,7 +91,8 @@ struct Evaluation {
 Evaluation evaluate(ReIdentifier& model, const Split& query, const Split& gallery,
                     const JobSpec& spec) {
   const worker::ImageTransform test(worker::TransformOptions::test(spec.height, spec.width));
-  const torch::Tensor q = worker::extract_features(model, query.source, test, 64, spec.loader_threads);
+  const torch::Tensor q =
+      worker::extract_features(model, query.source, test, 64, spec.loader_threads);
   const torch::Tensor g =
       worker::extract_features(model, gallery.source, test, 64, spec.loader_threads);
   const auto metrics =
@@ -124,7 +125,9 @@ class EventLog {
 };
 
 /// OUTPUT_DIR/checkpoint.pt: the full state after the last finished epoch.
-fs::path checkpoint_path(const JobSpec& spec) { return fs::path(spec.output_dir) / "checkpoint.pt"; }
+fs::path checkpoint_path(const JobSpec& spec) {
+  return fs::path(spec.output_dir) / "checkpoint.pt";
+}
 
 /// The checkpoint to resume from, if the output folder has one of this kind.
 std::optional<worker::StateDict> resume_state(const JobSpec& spec, double kind_code) {
@@ -145,8 +148,10 @@ class Progress {
       : spec_(spec), events_(events), quiet_(quiet), terminal_(::isatty(STDOUT_FILENO) == 1) {}
 
   void operator()(const worker::IterationProgress& p) {
-    nlohmann::ordered_json event = {{"event", "iteration"}, {"kind", spec_.kind},
-                                    {"epoch", p.epoch}, {"iteration", p.iteration},
+    nlohmann::ordered_json event = {{"event", "iteration"},
+                                    {"kind", spec_.kind},
+                                    {"epoch", p.epoch},
+                                    {"iteration", p.iteration},
                                     {"iterations", p.iterations}};
     for (const auto& [name, value] : p.losses) event[name] = value;
     event["images_per_second"] = p.images_per_second;
@@ -158,17 +163,19 @@ class Progress {
     line << "epoch " << p.epoch + 1 << "/" << spec_.epochs << " ";
     if (terminal_) {
       constexpr int kWidth = 24;
-      const auto filled = static_cast<int>(kWidth * p.iteration / std::max<int64_t>(1, p.iterations));
+      const auto filled =
+          static_cast<int>(kWidth * p.iteration / std::max<int64_t>(1, p.iterations));
       line << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] ";
     }
     line << p.iteration << "/" << p.iterations << std::fixed << std::setprecision(3);
     for (const auto& [name, value] : p.losses) line << "  " << name << " " << value;
     const auto eta = static_cast<int64_t>(p.eta_seconds + 0.5);
-    line << std::setprecision(0) << "  " << p.images_per_second << " img/s  ETA " << eta / 60
-         << ":" << std::setw(2) << std::setfill('0') << eta % 60;
+    line << std::setprecision(0) << "  " << p.images_per_second << " img/s  ETA " << eta / 60 << ":"
+         << std::setw(2) << std::setfill('0') << eta % 60;
     if (terminal_) {
       std::cout << "\r" << line.str() << "\x1b[K" << std::flush;
-      if (p.iteration == p.iterations) std::cout << "\r\x1b[K" << std::flush;  // the epoch line follows
+      if (p.iteration == p.iterations)
+        std::cout << "\r\x1b[K" << std::flush;  // the epoch line follows
     } else {
       std::cout << "  " << line.str() << std::endl;
     }
@@ -190,8 +197,8 @@ void export_gallery(ReIdentifier& model, const std::vector<worker::ReidSample>& 
   const Split split = split_of(gallery);
   const worker::ImageTransform test(worker::TransformOptions::test(spec.height, spec.width));
   worker::StateDict state;
-  state.insert("features", worker::extract_features(model, split.source, test, 64,
-                                                    spec.loader_threads));
+  state.insert("features",
+               worker::extract_features(model, split.source, test, 64, spec.loader_threads));
   state.insert("pids", split.pids);
   state.insert("cameras", split.cameras);
   methods::save_state_dict(state, (fs::path(spec.output_dir) / "gallery_features.pt").string());
@@ -254,12 +261,16 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
   }
   std::cout << "tandem train: pretrain on " << source.root << " (" << source.train.size()
             << " images, " << source.num_train_ids << " ids), " << spec.epochs << " epochs x "
-            << spec.iters << " iterations, evaluated on " << (target ? "the target " : "the source ")
-            << eval_data.root << std::endl;
+            << spec.iters << " iterations, evaluated on "
+            << (target ? "the target " : "the source ") << eval_data.root << std::endl;
   for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
     const auto stats = trainer.train_epoch(epoch);
-    nlohmann::ordered_json event = {{"event", "epoch"}, {"kind", "pretrain"}, {"epoch", epoch},
-                                    {"lr", stats.lr}, {"ce", stats.ce}, {"triplet", stats.triplet},
+    nlohmann::ordered_json event = {{"event", "epoch"},
+                                    {"kind", "pretrain"},
+                                    {"epoch", epoch},
+                                    {"lr", stats.lr},
+                                    {"ce", stats.ce},
+                                    {"triplet", stats.triplet},
                                     {"train_accuracy", stats.train_accuracy},
                                     {"images_per_second", stats.train_images_per_second}};
     std::ostringstream line;
@@ -336,7 +347,8 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
       options.dbscan.eps = *fixed_eps;
     }
     const auto result = clustering::pseudo_labels(features, options);
-    if (options.algorithm == clustering::PseudoLabelOptions::Algorithm::kDbscan) *fixed_eps = result.eps;
+    if (options.algorithm == clustering::PseudoLabelOptions::Algorithm::kDbscan)
+      *fixed_eps = result.eps;
     worker::PseudoLabels out;
     out.labels = result.labels;
     out.centroids = result.centroids;
@@ -385,12 +397,18 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
             << spec.iters << " iterations" << std::endl;
   for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
     const auto stats = trainer.train_epoch(epoch);
-    nlohmann::ordered_json event = {
-        {"event", "epoch"}, {"kind", "mmt"}, {"epoch", epoch}, {"clusters", stats.clusters},
-        {"noise", stats.noise}, {"eps", stats.eps}, {"ce", stats.losses.ce},
-        {"triplet", stats.losses.triplet}, {"soft_ce", stats.losses.soft_ce},
-        {"soft_triplet", stats.losses.soft_triplet}, {"loss", stats.losses.total},
-        {"images_per_second", stats.train_images_per_second}};
+    nlohmann::ordered_json event = {{"event", "epoch"},
+                                    {"kind", "mmt"},
+                                    {"epoch", epoch},
+                                    {"clusters", stats.clusters},
+                                    {"noise", stats.noise},
+                                    {"eps", stats.eps},
+                                    {"ce", stats.losses.ce},
+                                    {"triplet", stats.losses.triplet},
+                                    {"soft_ce", stats.losses.soft_ce},
+                                    {"soft_triplet", stats.losses.soft_triplet},
+                                    {"loss", stats.losses.total},
+                                    {"images_per_second", stats.train_images_per_second}};
     std::ostringstream line;
     line << std::fixed << std::setprecision(3) << "epoch " << epoch + 1 << "/" << spec.epochs
          << "  clusters " << stats.clusters << " (noise " << stats.noise << ")  ce "
@@ -411,7 +429,8 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
       if (best.map > best_map) {
         best_map = best.map;
         result = {best.map, best.rank1};
-        save_weights(trainer.teacher(first ? 0 : 1).module(), fs::path(spec.output_dir) / "best.pt");
+        save_weights(trainer.teacher(first ? 0 : 1).module(),
+                     fs::path(spec.output_dir) / "best.pt");
         event["best"] = true;
         line << "  (best)";
       }

@@ -25,8 +25,7 @@ void check_prediction_pair(const torch::Tensor& y, const torch::Tensor& y_teache
 // or 1 it gives a finite (huge) gradient, where autograd of the clamped logs
 // would give 0·∞ = NaN. Hence a custom autograd function. No gradient flows
 // to t (the uniform target is a constant here).
-class ClampedBinaryCrossEntropy
-    : public torch::autograd::Function<ClampedBinaryCrossEntropy> {
+class ClampedBinaryCrossEntropy : public torch::autograd::Function<ClampedBinaryCrossEntropy> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor p,
                                torch::Tensor t) {

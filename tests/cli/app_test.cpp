@@ -10,7 +10,8 @@ using testing::run_tandem;
 TEST(TandemCli, HelpListsTheSubcommands) {
   auto result = run_tandem({"--help"}, "help");
   EXPECT_EQ(result.exit_code, 0) << result.err;
-  for (const char* subcommand : {"server", "cluster", "health", "demo", "dataset", "synth", "train", "bench"}) {
+  for (const char* subcommand :
+       {"server", "cluster", "health", "demo", "dataset", "synth", "train", "bench"}) {
     EXPECT_NE(result.out.find(subcommand), std::string::npos) << subcommand << "\n" << result.out;
   }
 }

@@ -35,9 +35,9 @@ fs::path make_market(const std::string& tag) {
 
 TEST(DatasetCommand, JsonIsExactlyOneObjectWithTheCounts) {
   const fs::path root = make_market("dataset-json");
-  auto result = run_tandem({"dataset", "info", "--kind", "market1501", "--root", root.string(),
-                            "--json"},
-                           "dataset-json");
+  auto result =
+      run_tandem({"dataset", "info", "--kind", "market1501", "--root", root.string(), "--json"},
+                 "dataset-json");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const auto json = nlohmann::json::parse(result.out);  // throws on anything but one value
   ASSERT_TRUE(json.is_object());
@@ -64,14 +64,14 @@ TEST(DatasetCommand, BadInputExitsNonZeroNamingTheFileAndPattern) {
   EXPECT_NE(result.err.find("expected pattern"), std::string::npos) << result.err;
   EXPECT_TRUE(result.out.empty()) << result.out;
 
-  result = run_tandem({"dataset", "info", "--kind", "dukemtmc", "--root",
-                       (root / "missing").string(), "--json"},
-                      "dataset-missing");
+  result = run_tandem(
+      {"dataset", "info", "--kind", "dukemtmc", "--root", (root / "missing").string(), "--json"},
+      "dataset-missing");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("missing: folder not found"), std::string::npos) << result.err;
 
-  result = run_tandem({"dataset", "info", "--kind", "cuhk03", "--root", root.string()},
-                      "dataset-kind");
+  result =
+      run_tandem({"dataset", "info", "--kind", "cuhk03", "--root", root.string()}, "dataset-kind");
   EXPECT_EQ(result.exit_code, 2) << "an unknown kind is a usage error";
   result = run_tandem({"dataset", "info", "--kind", "imagelist"}, "dataset-nolist");
   EXPECT_EQ(result.exit_code, 2) << result.err;
@@ -83,9 +83,9 @@ TEST(DatasetCommand, ImageListCountsImagesAndClasses) {
   const fs::path dir = scratch_path("dataset-list");
   fs::create_directories(dir);
   std::ofstream(dir / "list.txt") << "a.png 0\nb.png 3\nc d.png 3\n";
-  auto result = run_tandem({"dataset", "info", "--kind", "imagelist", "--list",
-                            (dir / "list.txt").string(), "--json"},
-                           "dataset-list");
+  auto result = run_tandem(
+      {"dataset", "info", "--kind", "imagelist", "--list", (dir / "list.txt").string(), "--json"},
+      "dataset-list");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const auto json = nlohmann::json::parse(result.out);
   EXPECT_EQ(json["train"], (nlohmann::json{{"images", 3}, {"ids", 2}, {"cameras", 0}}));

@@ -13,9 +13,9 @@ namespace tandem::cli {
 namespace {
 namespace fs = std::filesystem;
 using testing::run_tandem;
+using testing::scratch_path;
 using testing::spawn_tandem;
 using testing::wait_for;
-using testing::scratch_path;
 
 std::string error_of(const std::string& yaml) {
   try {
@@ -41,16 +41,19 @@ TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
   EXPECT_EQ(pretrain.iters, 100);
 
   const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
-  EXPECT_NE(error_of(base + "identities: 1\n").find("job.yaml: spec.identities must be >= 2, got 1"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(base + "identities: 1\n").find("job.yaml: spec.identities must be >= 2, got 1"),
+      std::string::npos);
   EXPECT_NE(error_of(base + "lr: -1\n").find("spec.lr must be positive"), std::string::npos);
   EXPECT_NE(error_of(base + "lr: fast\n").find("spec.lr must be a number, got 'fast'"),
             std::string::npos);
   EXPECT_NE(error_of(base + "learning_rate: 1\n").find("spec.learning_rate is not a field"),
             std::string::npos);
-  EXPECT_NE(error_of(base + "clustering: spectral\n").find("spec.clustering must be kmeans or dbscan"),
+  EXPECT_NE(
+      error_of(base + "clustering: spectral\n").find("spec.clustering must be kmeans or dbscan"),
+      std::string::npos);
+  EXPECT_NE(error_of("kind: mmt\noutput_dir: o\n").find("spec.target is required"),
             std::string::npos);
-  EXPECT_NE(error_of("kind: mmt\noutput_dir: o\n").find("spec.target is required"), std::string::npos);
   EXPECT_NE(error_of("kind: mmt\noutput_dir: o\ntarget: {kind: cuhk, root: /d}\n")
                 .find("spec.target.kind must be one of"),
             std::string::npos);
@@ -60,7 +63,9 @@ TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
   EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
 }
 
-void write(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+void write(const fs::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
 
 /// Renders two tiny synthetic domains, pre-trains on one, adapts to the other
 /// with MMT (k-means and DBSCAN), all through the real binary.
@@ -78,10 +83,11 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   const std::string common =
       "backbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\nidentities: 4\ninstances: 4\n"
       "iters: 3\nloader_threads: 1\nlr: 0.001\n";
-  write(dir / "pretrain.yaml", "kind: pretrain\noutput_dir: " + (dir / "pre").string() +
-                                   "\nsource: {kind: market1501, root: " + (dir / "market").string() +
-                                   "}\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
-                                   "}\nepochs: 2\nwarmup_epochs: 1\n" + common);
+  write(dir / "pretrain.yaml",
+        "kind: pretrain\noutput_dir: " + (dir / "pre").string() +
+            "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+            "}\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+            "}\nepochs: 2\nwarmup_epochs: 1\n" + common);
   auto pre = run_tandem({"train", (dir / "pretrain.yaml").string()}, "train-pre");
   ASSERT_EQ(pre.exit_code, 0) << pre.out << pre.err;
   EXPECT_NE(pre.out.find("epoch 2/2"), std::string::npos) << pre.out;
@@ -190,7 +196,8 @@ TEST(TrainCommand, KilledJobsResumeBitIdentical) {
               "\nsource: " + data + "\nwarmup_epochs: 2\nmilestones: [3]\n" + common);
   }
   ASSERT_EQ(run_tandem({"train", (dir / "pre-straight.yaml").string()}, "resume-pre").exit_code, 0);
-  kill_after_first_checkpoint_then_resume(dir / "pre-killed.yaml", dir / "pre-killed", "resume-pre");
+  kill_after_first_checkpoint_then_resume(dir / "pre-killed.yaml", dir / "pre-killed",
+                                          "resume-pre");
   expect_same_weights(dir / "pre-straight" / "model.pt", dir / "pre-killed" / "model.pt");
   expect_same_weights(dir / "pre-straight" / "checkpoint.pt", dir / "pre-killed" / "checkpoint.pt");
 
@@ -202,7 +209,8 @@ TEST(TrainCommand, KilledJobsResumeBitIdentical) {
               "\nclustering: dbscan\nmin_samples: 2\nrho: 0.05\n" + common);
   }
   ASSERT_EQ(run_tandem({"train", (dir / "mmt-straight.yaml").string()}, "resume-mmt").exit_code, 0);
-  kill_after_first_checkpoint_then_resume(dir / "mmt-killed.yaml", dir / "mmt-killed", "resume-mmt");
+  kill_after_first_checkpoint_then_resume(dir / "mmt-killed.yaml", dir / "mmt-killed",
+                                          "resume-mmt");
   for (const char* file : {"teacher_1.pt", "teacher_2.pt", "checkpoint.pt"}) {
     expect_same_weights(dir / "mmt-straight" / file, dir / "mmt-killed" / file);
   }

@@ -13,12 +13,12 @@
 namespace tandem::methods {
 namespace {
 
-using testing::check_golden_case;
-using testing::error_message;
-using testing::golden_cases;
 using testing::bf16_close;
 using testing::bf16_leaf;
+using testing::check_golden_case;
+using testing::error_message;
 using testing::fp32_twin;
+using testing::golden_cases;
 using testing::Leaves;
 
 void afn_golden(torch::Device device) {

@@ -34,8 +34,8 @@ inline ::testing::AssertionResult bf16_close(const torch::Tensor& actual,
     return ::testing::AssertionFailure() << "undefined tensor";
   }
   if (actual.scalar_type() != torch::kBFloat16) {
-    return ::testing::AssertionFailure() << "dtype is " << actual.scalar_type()
-                                         << ", expected BFloat16";
+    return ::testing::AssertionFailure()
+           << "dtype is " << actual.scalar_type() << ", expected BFloat16";
   }
   if (actual.sizes() != expected.sizes()) {
     return ::testing::AssertionFailure()

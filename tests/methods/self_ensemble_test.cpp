@@ -237,12 +237,13 @@ TEST(ClassBalanceLoss, Bfloat16OneHotIsClampedNotNan) {
 
 TEST(ClassBalanceLoss, RejectsValuesThatAreNotProbabilities) {
   EXPECT_NE(error_message([] {
-              functional::class_balance_loss(torch::full({2, 3}, 1.5),
-                                             ClassBalanceLossOptions(3));
+              functional::class_balance_loss(torch::full({2, 3}, 1.5), ClassBalanceLossOptions(3));
             }).find("y must hold probabilities in [0, 1]"),
             std::string::npos);
   EXPECT_NE(error_message([] {
-              functional::class_balance_loss(torch::full({2, 3}, std::numeric_limits<float>::quiet_NaN()), ClassBalanceLossOptions(3));
+              functional::class_balance_loss(
+                  torch::full({2, 3}, std::numeric_limits<float>::quiet_NaN()),
+                  ClassBalanceLossOptions(3));
             }).find("y must hold probabilities in [0, 1]"),
             std::string::npos);
 }

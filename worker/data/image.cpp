@@ -8,8 +8,8 @@
 
 #ifdef TANDEM_WITH_IMAGE_CODECS
 #include <png.h>
-#include <csetjmp>
 #include <turbojpeg.h>
+#include <csetjmp>
 #endif
 
 namespace tandem::worker {
@@ -59,8 +59,8 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
   tjhandle tj = thread_decompressor();
   if (tj == nullptr) throw ImageError(name + ": cannot initialise libjpeg-turbo");
   int width = 0, height = 0, subsampling = 0, colorspace = 0;
-  if (tjDecompressHeader3(tj, data, static_cast<unsigned long>(size), &width, &height,
-                          &subsampling, &colorspace) != 0) {
+  if (tjDecompressHeader3(tj, data, static_cast<unsigned long>(size), &width, &height, &subsampling,
+                          &colorspace) != 0) {
     fail_decode(name + ": not a readable JPEG (" + tjGetErrorStr2(tj) + ")");
   }
   if (width <= 0 || height <= 0 || int64_t{width} * height > (int64_t{1} << 28)) {
@@ -168,8 +168,8 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
 void check_encodable(const Image& image) {
   if (image.empty() || image.pixels.size() != static_cast<size_t>(image.height * image.width * 3)) {
     throw ImageError("cannot encode an image of " + std::to_string(image.height) + "x" +
-                     std::to_string(image.width) + " with " +
-                     std::to_string(image.pixels.size()) + " bytes");
+                     std::to_string(image.width) + " with " + std::to_string(image.pixels.size()) +
+                     " bytes");
   }
 }
 
@@ -270,7 +270,8 @@ void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes
   const bool closed = std::fclose(file) == 0;
   if (!written || !closed) {
     std::remove(temp.c_str());
-    throw ImageError(temp + ": write failed (" + std::strerror(written ? errno : write_errno) + ")");
+    throw ImageError(temp + ": write failed (" + std::strerror(written ? errno : write_errno) +
+                     ")");
   }
   if (std::rename(temp.c_str(), path.c_str()) != 0) {
     const std::string reason = std::strerror(errno);

@@ -29,7 +29,8 @@ torch::Tensor BatchBufferPool::tensor(const std::vector<int64_t>& sizes) {
   if (buffer == nullptr) buffer = new float[std::max<size_t>(floats, 1)];
   auto self = shared_from_this();  // the pool outlives every tensor it made
   return torch::from_blob(
-      buffer, sizes, [self, floats](void* data) { self->give_back(static_cast<float*>(data), floats); },
+      buffer, sizes,
+      [self, floats](void* data) { self->give_back(static_cast<float*>(data), floats); },
       torch::kFloat32);
 }
 
@@ -50,8 +51,8 @@ DataLoader::DataLoader(std::shared_ptr<const ImageSource> source, ImageTransform
   TORCH_CHECK(source_ != nullptr, "DataLoader: source is null");
   TORCH_CHECK(options_.num_threads >= 1 && options_.num_threads <= 256,
               "DataLoader: num_threads must be in [1, 256], got ", options_.num_threads);
-  TORCH_CHECK(options_.prefetch_batches >= 1,
-              "DataLoader: prefetch_batches must be >= 1, got ", options_.prefetch_batches);
+  TORCH_CHECK(options_.prefetch_batches >= 1, "DataLoader: prefetch_batches must be >= 1, got ",
+              options_.prefetch_batches);
   TORCH_CHECK(options_.views >= 1 && options_.views <= 16,
               "DataLoader: views must be in [1, 16], got ", options_.views);
   TORCH_CHECK(options_.position_offset >= 0, "DataLoader: position_offset must be >= 0, got ",
@@ -151,11 +152,10 @@ void DataLoader::worker_loop() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
     work_ready_.wait(lock, [this] {
-      return stopping_ ||
-             (batches_ && next_claim_ < static_cast<int64_t>(batches_->size()) &&
-              next_claim_ < next_return_ + options_.prefetch_batches &&
-              building_ + static_cast<int64_t>(done_.size() + failures_.size()) <
-                  options_.prefetch_batches);
+      return stopping_ || (batches_ && next_claim_ < static_cast<int64_t>(batches_->size()) &&
+                           next_claim_ < next_return_ + options_.prefetch_batches &&
+                           building_ + static_cast<int64_t>(done_.size() + failures_.size()) <
+                               options_.prefetch_batches);
     });
     if (stopping_) return;
     const uint64_t generation = generation_;
@@ -174,7 +174,7 @@ void DataLoader::worker_loop() {
     lock.lock();
     --building_;
     if (generation != generation_) {  // the epoch was abandoned
-      work_ready_.notify_all();        // its slot is free for the new one
+      work_ready_.notify_all();       // its slot is free for the new one
       continue;
     }
     if (failure) {

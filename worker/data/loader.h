@@ -153,7 +153,7 @@ class DataLoader {
   LoaderOptions options_;
 
   mutable std::mutex mutex_;
-  std::condition_variable work_ready_;  // workers wait for claimable batches
+  std::condition_variable work_ready_;   // workers wait for claimable batches
   std::condition_variable batch_ready_;  // the consumer waits for its batch
   bool stopping_ = false;
   uint64_t generation_ = 0;  // bumped by start_epoch

@@ -33,7 +33,8 @@ inline uint64_t derive_seed(uint64_t seed, std::initializer_list<uint64_t> strea
 class Rng {
  public:
   explicit Rng(uint64_t seed) : engine_(seed) {}
-  Rng(uint64_t seed, std::initializer_list<uint64_t> streams) : engine_(derive_seed(seed, streams)) {}
+  Rng(uint64_t seed, std::initializer_list<uint64_t> streams)
+      : engine_(derive_seed(seed, streams)) {}
 
   uint64_t next() { return engine_(); }
   /// Uniform integer in [0, n), n > 0 (unbiased: rejection sampling).

@@ -35,7 +35,8 @@ const KindInfo& info_of(ReidDatasetKind kind) {
 
 bool is_image_file(const fs::path& path, bool allow_png) {
   std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return ext == ".jpg" || (allow_png && (ext == ".jpeg" || ext == ".png"));
 }
 
@@ -115,8 +116,7 @@ std::vector<ReidSample> read_market_split(const fs::path& dir, const MarketRules
     }
     if (parsed.camera < 1 || (rules.max_camera >= 0 && parsed.camera > rules.max_camera)) {
       throw DatasetError(path + ": camera " + std::to_string(parsed.camera) + " outside [1, " +
-                         (rules.max_camera >= 0 ? std::to_string(rules.max_camera) : "inf") +
-                         "]");
+                         (rules.max_camera >= 0 ? std::to_string(rules.max_camera) : "inf") + "]");
     }
     split.push_back({path, parsed.pid, parsed.camera - 1});
   }
@@ -166,7 +166,8 @@ std::vector<ReidSample> read_msmt_list(const fs::path& list_file, const fs::path
     if (!(tokens >> relative)) continue;  // blank line
     const std::string name = fs::path(relative).filename().string();
     std::smatch match;
-    const std::string where = list_file.string() + ":" + std::to_string(number) + " (" + relative + ")";
+    const std::string where =
+        list_file.string() + ":" + std::to_string(number) + " (" + relative + ")";
     if (!std::regex_search(name, match, pattern)) {
       throw DatasetError(where + ": file name does not match the expected pattern " +
                          kMsmtListPattern);
@@ -235,7 +236,8 @@ ReidDataset load_reid_dataset(ReidDatasetKind kind, const std::string& root_text
     for (const char* images : {"train", "test"}) {
       std::error_code error;
       if (!fs::is_directory(base / images, error)) {
-        throw DatasetError((base / images).string() + ": folder not found (MSMT17_V1 keeps its "
+        throw DatasetError((base / images).string() +
+                           ": folder not found (MSMT17_V1 keeps its "
                            "images in train/ and test/ beside the list files)");
       }
     }
@@ -274,7 +276,8 @@ ReidDataset load_reid_dataset(ReidDatasetKind kind, const std::string& root_text
   const bool lists = kind == ReidDatasetKind::kMsmt17;
   require_non_empty(dataset.train, lists ? base / "list_train.txt" : base / "bounding_box_train");
   require_non_empty(dataset.query, lists ? base / "list_query.txt" : base / "query");
-  require_non_empty(dataset.gallery, lists ? base / "list_gallery.txt" : base / "bounding_box_test");
+  require_non_empty(dataset.gallery,
+                    lists ? base / "list_gallery.txt" : base / "bounding_box_test");
   if (kind == ReidDatasetKind::kMsmt17MarketLayout) {
     // TLlib asserts the converted train ids are exactly 0..n-1.
     std::set<int64_t> pids;
@@ -282,9 +285,8 @@ ReidDataset load_reid_dataset(ReidDatasetKind kind, const std::string& root_text
     if (*pids.begin() != 0 || *pids.rbegin() != static_cast<int64_t>(pids.size()) - 1) {
       throw DatasetError((base / "bounding_box_train").string() +
                          ": converted MSMT17 train ids must be exactly 0..n-1, found " +
-                         std::to_string(pids.size()) + " ids in [" +
-                         std::to_string(*pids.begin()) + ", " + std::to_string(*pids.rbegin()) +
-                         "]");
+                         std::to_string(pids.size()) + " ids in [" + std::to_string(*pids.begin()) +
+                         ", " + std::to_string(*pids.rbegin()) + "]");
     }
   }
   dataset.num_train_ids = relabel(dataset.train);

@@ -25,7 +25,8 @@ struct ReidSample {
 
 /// The layouts Tandem reads; names as `tandem dataset info --kind` spells them.
 enum class ReidDatasetKind {
-  kMarket1501,          ///< "market1501": Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}
+  kMarket1501,          ///< "market1501":
+                        ///< Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}
   kDukeMtmc,            ///< "dukemtmc": DukeMTMC-reID/ with the same three folders
   kMsmt17,              ///< "msmt17": MSMT17_V1/list_{train,val,query,gallery}.txt + train/, test/
   kMsmt17MarketLayout,  ///< "msmt17-market-layout": converted, names pid_cXX_rest

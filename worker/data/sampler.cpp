@@ -33,7 +33,9 @@ void draw(const std::vector<int64_t>& candidates, int64_t count, int64_t thresho
 RandomMultipleGallerySampler::RandomMultipleGallerySampler(std::vector<int64_t> pids,
                                                            std::vector<int64_t> cameras,
                                                            int64_t num_instances, uint64_t seed)
-    : pids_(std::move(pids)), cameras_(std::move(cameras)), num_instances_(num_instances),
+    : pids_(std::move(pids)),
+      cameras_(std::move(cameras)),
+      num_instances_(num_instances),
       seed_(seed) {
   TORCH_CHECK(pids_.size() == cameras_.size(), "RandomMultipleGallerySampler: ", pids_.size(),
               " pids but ", cameras_.size(), " cameras");

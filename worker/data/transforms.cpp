@@ -53,8 +53,8 @@ Coefficients precompute(int64_t in_size, int64_t out_size) {
     }
     for (int64_t k = 0; k < n; ++k) {
       const double v = total != 0.0 ? w[k] / total : w[k];
-      c.weights[o * c.taps + k] =
-          static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
+      c.weights[o * c.taps + k] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
+                                                             : 0.5 + v * (1 << kPrecisionBits));
     }
     c.first[o] = static_cast<int32_t>(lo);
     c.count[o] = static_cast<int32_t>(n);
@@ -234,8 +234,8 @@ void ImageTransform::apply(const Image& image, Rng& rng, float* out) const {
 
 void ImageTransform::apply_resized(const Image& resized, Rng& rng, float* out) const {
   const int64_t H = options_.height, W = options_.width;
-  TORCH_CHECK(resized.height == H && resized.width == W, "ImageTransform: expected a ", H, " x ",
-              W, " image, got ", resized.height, " x ", resized.width);
+  TORCH_CHECK(resized.height == H && resized.width == W, "ImageTransform: expected a ", H, " x ", W,
+              " image, got ", resized.height, " x ", resized.width);
   // Random draws in torchvision's order: flip, crop offsets, erasing.
   const bool flip = options_.flip_probability > 0.0 && rng.bernoulli(options_.flip_probability);
   const int64_t pad = options_.pad;

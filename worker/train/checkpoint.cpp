@@ -71,8 +71,7 @@ void add_adam_state(StateDict& state, const std::string& prefix, torch::optim::A
   }
 }
 
-void load_adam_state(torch::optim::Adam& adam, const StateDict& state,
-                     const std::string& prefix) {
+void load_adam_state(torch::optim::Adam& adam, const StateDict& state, const std::string& prefix) {
   auto& map = adam.state();
   using Map = std::decay_t<decltype(map)>;
   map.clear();

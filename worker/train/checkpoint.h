@@ -22,7 +22,8 @@ using methods::StateDict;
 void add_module_state(StateDict& state, const std::string& prefix, const torch::nn::Module& module);
 /// Copies the entries under `prefix.` back into `module` (same names and
 /// shapes); a missing or mismatched entry is a c10::Error naming it.
-void load_module_state(torch::nn::Module& module, const StateDict& state, const std::string& prefix);
+void load_module_state(torch::nn::Module& module, const StateDict& state,
+                       const std::string& prefix);
 /// The tensor `name`, or a c10::Error naming it and the file.
 const torch::Tensor& state_entry(const StateDict& state, const std::string& name);
 

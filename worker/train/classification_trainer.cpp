@@ -30,8 +30,8 @@ torch::Tensor to_normalised(const torch::Tensor& images_hwc_u8, const char* what
 void check_labels(const torch::Tensor& labels, int64_t n, int64_t num_classes, const char* what) {
   TORCH_CHECK(labels.defined() && labels.dim() == 1 && labels.scalar_type() == torch::kInt64,
               "ClassificationTrainer: ", what, " must be int64 (n)");
-  TORCH_CHECK(labels.size(0) == n, "ClassificationTrainer: ", labels.size(0), " ", what, " for ",
-              n, " images");
+  TORCH_CHECK(labels.size(0) == n, "ClassificationTrainer: ", labels.size(0), " ", what, " for ", n,
+              " images");
   if (n > 0) {
     TORCH_CHECK(labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < num_classes,
                 "ClassificationTrainer: ", what, " must be in 0..", num_classes - 1);
@@ -42,14 +42,10 @@ void check_labels(const torch::Tensor& labels, int64_t n, int64_t num_classes, c
 
 std::string classification_method_name(ClassificationMethod method) {
   switch (method) {
-    case ClassificationMethod::kSourceOnly:
-      return "source_only";
-    case ClassificationMethod::kSelfEnsemble:
-      return "self_ensemble";
-    case ClassificationMethod::kMcc:
-      return "mcc";
-    case ClassificationMethod::kAfn:
-      return "afn";
+    case ClassificationMethod::kSourceOnly: return "source_only";
+    case ClassificationMethod::kSelfEnsemble: return "self_ensemble";
+    case ClassificationMethod::kMcc: return "mcc";
+    case ClassificationMethod::kAfn: return "afn";
   }
   return "unknown";
 }
@@ -68,8 +64,8 @@ void ClassificationOptions::validate() const {
   TORCH_CHECK(iterations >= 1, "ClassificationOptions.iterations must be >= 1, got ", iterations);
   TORCH_CHECK(batch_size >= 2, "ClassificationOptions.batch_size must be >= 2, got ", batch_size);
   TORCH_CHECK(lr > 0 && std::isfinite(lr), "ClassificationOptions.lr must be positive, got ", lr);
-  TORCH_CHECK(momentum >= 0 && momentum < 1, "ClassificationOptions.momentum must be in [0, 1), got ",
-              momentum);
+  TORCH_CHECK(momentum >= 0 && momentum < 1,
+              "ClassificationOptions.momentum must be in [0, 1), got ", momentum);
   TORCH_CHECK(weight_decay >= 0, "ClassificationOptions.weight_decay must be >= 0, got ",
               weight_decay);
   TORCH_CHECK(lr_gamma >= 0, "ClassificationOptions.lr_gamma must be >= 0, got ", lr_gamma);
@@ -182,11 +178,11 @@ ClassificationTrainer::ClassificationTrainer(ClassificationMethod method,
     teacher_->train();  // as in the example: batch statistics of the clean target view
   }
   classifier()->train();
-  optimizer_ = std::make_unique<torch::optim::SGD>(
-      classifier()->parameters(), torch::optim::SGDOptions(options_.lr)
-                                      .momentum(options_.momentum)
-                                      .weight_decay(options_.weight_decay)
-                                      .nesterov(options_.momentum > 0));
+  optimizer_ = std::make_unique<torch::optim::SGD>(classifier()->parameters(),
+                                                   torch::optim::SGDOptions(options_.lr)
+                                                       .momentum(options_.momentum)
+                                                       .weight_decay(options_.weight_decay)
+                                                       .nesterov(options_.momentum > 0));
 }
 
 std::shared_ptr<torch::nn::Module> ClassificationTrainer::classifier() const {
@@ -304,8 +300,9 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
       case ClassificationMethod::kAfn: {
         const auto [y, f] = forward(torch::cat({x_s, augment(x_t_clean)}));
         y_s = y.narrow(0, 0, b);
-        unsupervised = options_.afn_trade_off * (fn::adaptive_feature_norm(f.narrow(0, 0, b), afn_options) +
-                                                 fn::adaptive_feature_norm(f.narrow(0, b, b), afn_options));
+        unsupervised =
+            options_.afn_trade_off * (fn::adaptive_feature_norm(f.narrow(0, 0, b), afn_options) +
+                                      fn::adaptive_feature_norm(f.narrow(0, b, b), afn_options));
         break;
       }
     }

@@ -212,13 +212,10 @@ struct ClassificationResult {
 
 /// Builds the network from options.seed, trains `options.iterations` steps of
 /// `method` and evaluates on the target test set (and the source images).
-ClassificationResult train_and_evaluate(ClassificationMethod method,
-                                        const torch::Tensor& source_images,
-                                        const torch::Tensor& source_labels,
-                                        const torch::Tensor& target_train_images,
-                                        const torch::Tensor& target_test_images,
-                                        const torch::Tensor& target_test_labels,
-                                        const ClassificationOptions& options,
-                                        int64_t num_classes = 10);
+ClassificationResult train_and_evaluate(
+    ClassificationMethod method, const torch::Tensor& source_images,
+    const torch::Tensor& source_labels, const torch::Tensor& target_train_images,
+    const torch::Tensor& target_test_images, const torch::Tensor& target_test_labels,
+    const ClassificationOptions& options, int64_t num_classes = 10);
 
 }  // namespace tandem::worker

@@ -53,8 +53,8 @@ torch::Tensor extract_features(methods::models::ReIdentifier& model,
   loader.start_epoch(0, std::move(batches));
   while (auto batch = loader.next()) {
     const torch::Tensor neck = model->forward(batch->views[0]).neck;
-    const torch::Tensor normalised =
-        torch::nn::functional::normalize(neck, torch::nn::functional::NormalizeFuncOptions().dim(1));
+    const torch::Tensor normalised = torch::nn::functional::normalize(
+        neck, torch::nn::functional::NormalizeFuncOptions().dim(1));
     // Unreadable images keep zero rows (the loader logged and counted them).
     if (!features.defined()) features = torch::zeros({n, neck.size(1)}, torch::kFloat32);
     features.index_copy_(0, batch->indices, normalised.to(torch::kFloat32));
@@ -64,7 +64,8 @@ torch::Tensor extract_features(methods::models::ReIdentifier& model,
   return features;
 }
 
-MmtTrainer::MmtTrainer(Model model_1, Model model_2, std::shared_ptr<const ImageSource> target_train,
+MmtTrainer::MmtTrainer(Model model_1, Model model_2,
+                       std::shared_ptr<const ImageSource> target_train,
                        std::vector<int64_t> cameras, MmtOptions options,
                        PseudoLabelFn pseudo_labels)
     : model_1_(std::move(model_1)),
@@ -73,17 +74,18 @@ MmtTrainer::MmtTrainer(Model model_1, Model model_2, std::shared_ptr<const Image
       cameras_(std::move(cameras)),
       options_(std::move(options)),
       pseudo_labels_(std::move(pseudo_labels)),
-      test_transform_(TransformOptions::test(options_.train_transform.height,
-                                             options_.train_transform.width)) {
+      test_transform_(
+          TransformOptions::test(options_.train_transform.height, options_.train_transform.width)) {
   options_.validate();
   TORCH_CHECK(target_train_ != nullptr && target_train_->size() > 0,
               "MmtTrainer: the target train set is empty");
-  TORCH_CHECK(static_cast<int64_t>(cameras_.size()) == target_train_->size(), "MmtTrainer: ",
-              cameras_.size(), " cameras for ", target_train_->size(), " target images");
+  TORCH_CHECK(static_cast<int64_t>(cameras_.size()) == target_train_->size(),
+              "MmtTrainer: ", cameras_.size(), " cameras for ", target_train_->size(),
+              " target images");
   TORCH_CHECK(pseudo_labels_ != nullptr, "MmtTrainer: no pseudo-label function");
   TORCH_CHECK(model_1_->features_dim == model_2_->features_dim,
-              "MmtTrainer: the two models have different feature widths (",
-              model_1_->features_dim, " and ", model_2_->features_dim, ")");
+              "MmtTrainer: the two models have different feature widths (", model_1_->features_dim,
+              " and ", model_2_->features_dim, ")");
   teacher_1_ = std::make_unique<Teacher>(model_1_, options_.alpha);
   teacher_2_ = std::make_unique<Teacher>(model_2_, options_.alpha);
 }
@@ -178,14 +180,13 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
     const torch::Tensor triplet = fn::soft_triplet_loss(s1.features, s1.features, y, hard_triplet) +
                                   fn::soft_triplet_loss(s2.features, s2.features, y, hard_triplet);
     // Cross pairing: student 1 is taught by teacher 2 and vice versa.
-    const torch::Tensor soft_ce =
-        fn::soft_cross_entropy_loss(s1.logits, t2.logits) +
-        fn::soft_cross_entropy_loss(s2.logits, t1.logits);
+    const torch::Tensor soft_ce = fn::soft_cross_entropy_loss(s1.logits, t2.logits) +
+                                  fn::soft_cross_entropy_loss(s2.logits, t1.logits);
     const torch::Tensor soft_tri =
         fn::soft_triplet_loss(s1.features, t2.features, y, soft_triplet) +
         fn::soft_triplet_loss(s2.features, t1.features, y, soft_triplet);
-    const torch::Tensor total = (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce +
-                                w_tri * soft_tri;
+    const torch::Tensor total =
+        (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce + w_tri * soft_tri;
     optimizer.zero_grad();
     total.backward();
     optimizer.step();
@@ -202,19 +203,12 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
     if (options_.on_iteration) {
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      IterationProgress progress;
-      progress.epoch = epoch;
-      progress.iteration = stats.iterations;
-      progress.iterations = options_.iters;
-      progress.losses = {{"ce", ce.item<double>()},
-                         {"tri", triplet.item<double>()},
-                         {"soft_ce", soft_ce.item<double>()},
-                         {"soft_tri", soft_tri.item<double>()}};
-      progress.images_per_second = elapsed > 0 ? static_cast<double>(images) / elapsed : 0;
-      progress.eta_seconds =
-          elapsed / static_cast<double>(stats.iterations) *
-          static_cast<double>(options_.iters - stats.iterations);
-      options_.on_iteration(progress);
+      options_.on_iteration(make_iteration_progress(epoch, stats.iterations, options_.iters, images,
+                                                    elapsed,
+                                                    {{"ce", ce.item<double>()},
+                                                     {"tri", triplet.item<double>()},
+                                                     {"soft_ce", soft_ce.item<double>()},
+                                                     {"soft_tri", soft_tri.item<double>()}}));
     }
   }
   const double seconds =

@@ -20,8 +20,7 @@ void PretrainOptions::validate() const {
   TORCH_CHECK(num_instances >= 2, "PretrainOptions.num_instances must be >= 2, got ",
               num_instances);
   TORCH_CHECK(lr > 0, "PretrainOptions.lr must be positive, got ", lr);
-  TORCH_CHECK(weight_decay >= 0, "PretrainOptions.weight_decay must be >= 0, got ",
-              weight_decay);
+  TORCH_CHECK(weight_decay >= 0, "PretrainOptions.weight_decay must be >= 0, got ", weight_decay);
   TORCH_CHECK(warmup_epochs >= 0, "PretrainOptions.warmup_epochs must be >= 0, got ",
               warmup_epochs);
   TORCH_CHECK(warmup_factor > 0 && warmup_factor <= 1,
@@ -60,15 +59,15 @@ PretrainTrainer::PretrainTrainer(Model model, std::shared_ptr<const ImageSource>
       options_(std::move(options)) {
   options_.validate();
   TORCH_CHECK(source_ != nullptr && source_->size() > 0, "PretrainTrainer: the source is empty");
-  TORCH_CHECK(static_cast<int64_t>(pids_.size()) == source_->size() &&
-                  pids_.size() == cameras_.size(),
-              "PretrainTrainer: ", pids_.size(), " ids and ", cameras_.size(), " cameras for ",
-              source_->size(), " images");
+  TORCH_CHECK(
+      static_cast<int64_t>(pids_.size()) == source_->size() && pids_.size() == cameras_.size(),
+      "PretrainTrainer: ", pids_.size(), " ids and ", cameras_.size(), " cameras for ",
+      source_->size(), " images");
   const int64_t classes = *std::max_element(pids_.begin(), pids_.end()) + 1;
-  TORCH_CHECK(*std::min_element(pids_.begin(), pids_.end()) >= 0 &&
-                  classes == model_->num_classes(),
-              "PretrainTrainer: ids must be 0..", model_->num_classes() - 1,
-              " (the model's classes), got up to ", classes - 1);
+  TORCH_CHECK(
+      *std::min_element(pids_.begin(), pids_.end()) >= 0 && classes == model_->num_classes(),
+      "PretrainTrainer: ids must be 0..", model_->num_classes() - 1,
+      " (the model's classes), got up to ", classes - 1);
   std::vector<torch::Tensor> parameters;
   for (const auto& p : model_->parameters()) {
     if (p.requires_grad()) parameters.push_back(p);
@@ -120,16 +119,9 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     if (options_.on_iteration) {
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      IterationProgress progress;
-      progress.epoch = epoch;
-      progress.iteration = stats.iterations;
-      progress.iterations = options_.iters;
-      progress.losses = {{"ce", ce.item<double>()}, {"tri", triplet.item<double>()}};
-      progress.images_per_second = elapsed > 0 ? static_cast<double>(images) / elapsed : 0;
-      progress.eta_seconds =
-          elapsed / static_cast<double>(stats.iterations) *
-          static_cast<double>(options_.iters - stats.iterations);
-      options_.on_iteration(progress);
+      options_.on_iteration(
+          make_iteration_progress(epoch, stats.iterations, options_.iters, images, elapsed,
+                                  {{"ce", ce.item<double>()}, {"tri", triplet.item<double>()}}));
     }
   }
   const double seconds =
@@ -140,7 +132,8 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     stats.triplet /= k;
     stats.total /= k;
   }
-  stats.train_accuracy = images > 0 ? static_cast<double>(correct) / static_cast<double>(images) : 0;
+  stats.train_accuracy =
+      images > 0 ? static_cast<double>(correct) / static_cast<double>(images) : 0;
   stats.train_images_per_second = seconds > 0 ? static_cast<double>(images) / seconds : 0;
   return stats;
 }

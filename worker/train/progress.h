@@ -23,6 +23,24 @@ struct IterationProgress {
   double eta_seconds = 0;
 };
 
+/// The progress after `iteration` of `iterations` steps that trained
+/// `images` images in `elapsed_seconds` (rate and ETA derived from them).
+inline IterationProgress make_iteration_progress(
+    int64_t epoch, int64_t iteration, int64_t iterations, int64_t images, double elapsed_seconds,
+    std::vector<std::pair<std::string, double>> losses) {
+  IterationProgress progress;
+  progress.epoch = epoch;
+  progress.iteration = iteration;
+  progress.iterations = iterations;
+  progress.losses = std::move(losses);
+  progress.images_per_second =
+      elapsed_seconds > 0 ? static_cast<double>(images) / elapsed_seconds : 0;
+  progress.eta_seconds = iteration > 0 ? elapsed_seconds / static_cast<double>(iteration) *
+                                             static_cast<double>(iterations - iteration)
+                                       : 0;
+  return progress;
+}
+
 /// Called on the training thread after every iteration (keep it cheap).
 using ProgressFn = std::function<void(const IterationProgress&)>;
 

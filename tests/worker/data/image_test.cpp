@@ -158,8 +158,9 @@ TEST(Image, WriteFileBytesIsAtomicAndReadable) {
   write_file_bytes(path.string(), encode_jpeg(image));
   EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
   EXPECT_EQ(read_image(path.string()).width, 8);
-  EXPECT_NE(error_of([&] { write_file_bytes((dir / "missing" / "b.jpg").string(), {1, 2}); })
-                .find("cannot create"),
+  EXPECT_NE(error_of([&] {
+              write_file_bytes((dir / "missing" / "b.jpg").string(), {1, 2});
+            }).find("cannot create"),
             std::string::npos);
   EXPECT_NE(error_of([] { encode_jpeg(Image(), 90); }).find("cannot encode"), std::string::npos);
   EXPECT_NE(error_of([&] { encode_jpeg(image, 0); }).find("quality"), std::string::npos);

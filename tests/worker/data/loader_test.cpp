@@ -75,7 +75,8 @@ TEST(DataLoader, SameSeedSameBatchesWhateverTheThreadCount) {
       ASSERT_EQ(x[i].views.size(), 2u);
       EXPECT_EQ(x[i].views[0].sizes(), (std::vector<int64_t>{8, 3, 64, 32}));
       EXPECT_TRUE(torch::equal(x[i].indices, y[i].indices));
-      EXPECT_TRUE(torch::equal(x[i].views[0], y[i].views[0])) << "epoch " << epoch << " batch " << i;
+      EXPECT_TRUE(torch::equal(x[i].views[0], y[i].views[0]))
+          << "epoch " << epoch << " batch " << i;
       EXPECT_TRUE(torch::equal(x[i].views[1], y[i].views[1]));
       EXPECT_FALSE(torch::equal(x[i].views[0], x[i].views[1])) << "two independent views";
     }
@@ -120,7 +121,9 @@ class CorruptFiles : public ::testing::Test {
     }
     paths_.push_back((dir_ / "missing.jpg").string());  // index 12
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    fs::remove_all(dir_);
+  }
   fs::path dir_;
   std::vector<std::string> paths_;
 };
@@ -136,7 +139,8 @@ TEST_F(CorruptFiles, AreSkippedLoggedOnceAndCounted) {
   };
   DataLoader loader(std::make_shared<FileImageSource>(paths_), small_train_transform(), options);
   for (int64_t epoch = 0; epoch < 2; ++epoch) {
-    const auto batches = run_epoch(loader, epoch, {{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9, 10, 11}, {12, 0, 1, 2}});
+    const auto batches =
+        run_epoch(loader, epoch, {{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9, 10, 11}, {12, 0, 1, 2}});
     ASSERT_EQ(batches.size(), 4u);
     ASSERT_EQ(batches[0].views[0].size(0), 3);
     ASSERT_EQ(batches[1].views[0].size(0), 3);
@@ -292,7 +296,8 @@ TEST(DataLoader, RejectsBadOptionsAndIndices) {
     loader.start_epoch(0, {{0, 1}, {2, 4}});
     FAIL() << "accepted index 4 of a source of 4";
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what_without_backtrace()).find("batch 1 holds index 4"), std::string::npos);
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("batch 1 holds index 4"),
+              std::string::npos);
   }
   EXPECT_FALSE(loader.next().has_value()) << "nothing started";
 }

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -56,9 +56,9 @@ std::string error_of(const std::function<void()>& body) {
 /// gallery with a distractor (0) and junk (-1).
 fs::path make_market(const fs::path& parent) {
   const fs::path root = parent / "Market-1501-v15.09.15";
-  for (const char* name : {"0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg",
-                           "0007_c3s1_000101_01.jpg", "0011_c6s4_002452_02.jpg",
-                           "-1_c1s1_000001_00.jpg", "Thumbs.db"}) {
+  for (const char* name :
+       {"0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s1_000101_01.jpg",
+        "0011_c6s4_002452_02.jpg", "-1_c1s1_000001_00.jpg", "Thumbs.db"}) {
     touch(root / "bounding_box_train" / name);
   }
   touch(root / "query" / "0003_c1s1_000001_00.jpg");
@@ -105,7 +105,8 @@ TEST(ReidDataset, Market1501RejectsOutOfRangeCameraAndBadNames) {
   TempDir dir;
   const fs::path root = make_market(dir.path());
   touch(root / "query" / "0005_c7s1_000001_00.jpg");
-  std::string message = error_of([&] { load_reid_dataset(ReidDatasetKind::kMarket1501, root.string()); });
+  std::string message =
+      error_of([&] { load_reid_dataset(ReidDatasetKind::kMarket1501, root.string()); });
   EXPECT_NE(message.find("0005_c7s1_000001_00.jpg"), std::string::npos) << message;
   EXPECT_NE(message.find("camera 7 outside [1, 6]"), std::string::npos) << message;
 
@@ -168,8 +169,9 @@ TEST(ReidDataset, DukeAllowsEightCamerasAndDoesNotFilter) {
 TEST(ReidDataset, Msmt17ListLayoutJoinsTrainAndValKeepsOneBasedCameras) {
   TempDir dir;
   const fs::path root = dir.path() / "MSMT17_V1";
-  write_text(root / "list_train.txt",
-             "0001/0001_011_15_0303morning_0036_1.jpg 1\n0000/0000_000_01_0303morning_0015_0.jpg 0\n");
+  write_text(
+      root / "list_train.txt",
+      "0001/0001_011_15_0303morning_0036_1.jpg 1\n0000/0000_000_01_0303morning_0015_0.jpg 0\n");
   write_text(root / "list_val.txt", "0000/0000_001_04_0303noon_0022_2.jpg 0\n\n");
   write_text(root / "list_query.txt", "0000/0000_000_01_0303morning_0015_0.jpg 0\n");
   write_text(root / "list_gallery.txt",
@@ -178,13 +180,15 @@ TEST(ReidDataset, Msmt17ListLayoutJoinsTrainAndValKeepsOneBasedCameras) {
   fs::create_directories(root / "test");
   const ReidDataset data = load_reid_dataset(ReidDatasetKind::kMsmt17, dir.path().string());
   ASSERT_EQ(data.train.size(), 3u);
-  EXPECT_EQ(data.train[0].path, (root / "train" / "0000/0000_000_01_0303morning_0015_0.jpg").string());
+  EXPECT_EQ(data.train[0].path,
+            (root / "train" / "0000/0000_000_01_0303morning_0015_0.jpg").string());
   EXPECT_EQ(data.train[0].camera, 1);  // MMT keeps MSMT17 cameras 1-based
   EXPECT_EQ(data.train[1].camera, 4);
   EXPECT_EQ(data.train[2].camera, 15);
   EXPECT_EQ(data.train[2].pid, 1);
   EXPECT_EQ(data.num_train_ids, 2);
-  EXPECT_EQ(data.query[0].path, (root / "test" / "0000/0000_000_01_0303morning_0015_0.jpg").string());
+  EXPECT_EQ(data.query[0].path,
+            (root / "test" / "0000/0000_000_01_0303morning_0015_0.jpg").string());
   EXPECT_EQ(split_stats(data.gallery).ids, 2);
 
   write_text(root / "list_query.txt", "0000/garbage.jpg 0\n");
@@ -196,13 +200,15 @@ TEST(ReidDataset, Msmt17ListLayoutJoinsTrainAndValKeepsOneBasedCameras) {
 
   write_text(root / "list_query.txt", "0000/0000_000_01_0303morning_0015_0.jpg 0\n");
   fs::remove_all(root / "test");
-  EXPECT_NE(error_of([&] { load_reid_dataset(ReidDatasetKind::kMsmt17, root.string()); })
-                .find("test: folder not found"),
+  EXPECT_NE(error_of([&] {
+              load_reid_dataset(ReidDatasetKind::kMsmt17, root.string());
+            }).find("test: folder not found"),
             std::string::npos);
   fs::create_directories(root / "test");
   fs::remove(root / "list_val.txt");
-  EXPECT_NE(error_of([&] { load_reid_dataset(ReidDatasetKind::kMsmt17, root.string()); })
-                .find("list_val.txt: list file not found"),
+  EXPECT_NE(error_of([&] {
+              load_reid_dataset(ReidDatasetKind::kMsmt17, root.string());
+            }).find("list_val.txt: list file not found"),
             std::string::npos);
 }
 
@@ -225,7 +231,8 @@ TEST(ReidDataset, Msmt17MarketLayoutNeedsThreePartsAndContiguousTrainIds) {
 
   fs::remove(root / "bounding_box_train" / "0005_c1_x.jpg");
   touch(root / "query" / "0000_c3s1_000_00.jpg");
-  message = error_of([&] { load_reid_dataset(ReidDatasetKind::kMsmt17MarketLayout, root.string()); });
+  message =
+      error_of([&] { load_reid_dataset(ReidDatasetKind::kMsmt17MarketLayout, root.string()); });
   EXPECT_NE(message.find("0000_c3s1_000_00.jpg"), std::string::npos) << message;
   EXPECT_NE(message.find("exactly three"), std::string::npos) << message;
 }
@@ -292,11 +299,13 @@ TEST(ImageList, BadLinesNameFileAndLine) {
   message = error_of([&] { load_image_list(list.string()); });
   EXPECT_NE(message.find("list.txt:2"), std::string::npos) << message;
   write_text(list, "a.jpg -3\n");
-  EXPECT_NE(error_of([&] { load_image_list(list.string()); }).find("non-negative"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_image_list(list.string()); }).find("non-negative"),
+            std::string::npos);
   write_text(list, "\n\n");
   EXPECT_NE(error_of([&] { load_image_list(list.string()); }).find("is empty"), std::string::npos);
-  EXPECT_NE(error_of([&] { load_image_list((dir.path() / "none.txt").string()); }).find("not found"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { load_image_list((dir.path() / "none.txt").string()); }).find("not found"),
+      std::string::npos);
 }
 
 }  // namespace

@@ -180,7 +180,8 @@ TEST(RankBatches, SharesPartitionTheSameGlobalBatchesForAnyWorldSize) {
   ASSERT_EQ(whole.size(), 4u);  // 70 / 16, the last 6 dropped
   for (const int64_t world : {2, 4, 8}) {
     std::vector<std::vector<std::vector<int64_t>>> shares;
-    for (int64_t rank = 0; rank < world; ++rank) shares.push_back(rank_batches(indices, 16, rank, world));
+    for (int64_t rank = 0; rank < world; ++rank)
+      shares.push_back(rank_batches(indices, 16, rank, world));
     for (size_t b = 0; b < whole.size(); ++b) {
       std::vector<int64_t> joined;
       for (int64_t rank = 0; rank < world; ++rank) {

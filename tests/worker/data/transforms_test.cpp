@@ -39,7 +39,8 @@ TEST(ResizeBicubic, MatchesPilOnEveryGoldenCase) {
     const int32_t in_h = read_int(in), in_w = read_int(in), out_h = read_int(in),
                   out_w = read_int(in);
     std::vector<uint8_t> expected(static_cast<size_t>(out_h * out_w * 3));
-    in.read(reinterpret_cast<char*>(expected.data()), static_cast<std::streamsize>(expected.size()));
+    in.read(reinterpret_cast<char*>(expected.data()),
+            static_cast<std::streamsize>(expected.size()));
     ASSERT_TRUE(in);
     const Image ours = resize_bicubic(pattern(in_h, in_w), out_h, out_w);
     ASSERT_EQ(ours.height, out_h);
@@ -108,8 +109,8 @@ TEST(ImageTransform, FlipPadAndCropAreAShiftedMirror) {
           found = true;
           offsets[dy * 100 + dx]++;
           if (dy > 0) {  // rows shifted in from the padding are zero (black)
-            EXPECT_TRUE(torch::allclose(out[0].slice(0, 256 - dy, 256),
-                                        torch::full({dy, 128}, zero_r)));
+            EXPECT_TRUE(
+                torch::allclose(out[0].slice(0, 256 - dy, 256), torch::full({dy, 128}, zero_r)));
           }
         }
       }
@@ -124,7 +125,8 @@ TEST(ImageTransform, FlipAndErasingRatesAndErasedBoxes) {
   TransformOptions options = TransformOptions::train(256, 128);
   options.pad = 0;
   ImageTransform transform(options);
-  const torch::Tensor plain = ImageTransform(TransformOptions::test(256, 128))(image, *std::make_unique<Rng>(0));
+  const torch::Tensor plain =
+      ImageTransform(TransformOptions::test(256, 128))(image, *std::make_unique<Rng>(0));
   int flips = 0, erased = 0;
   const int trials = 2000;
   double min_area = 1, max_area = 0, aspect_sum = 0;

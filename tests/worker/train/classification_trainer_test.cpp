@@ -65,9 +65,9 @@ const std::optional<SmallShift>& small_shift(std::string* why) {
   return data;
 }
 
-#define SKIP_WITHOUT_FASHION_MNIST(data)               \
-  std::string why_;                                    \
-  const auto& data = small_shift(&why_);               \
+#define SKIP_WITHOUT_FASHION_MNIST(data) \
+  std::string why_;                      \
+  const auto& data = small_shift(&why_); \
   if (!data) GTEST_SKIP() << why_
 
 ClassificationOptions tiny_options() {
@@ -157,8 +157,8 @@ TEST(ClassificationTrainer, SelfEnsembleTeacherFollowsTheStudentByEma) {
     teacher_moved = teacher_moved || !torch::equal(teacher_1[i], teacher_0[i]);
     differs_from_student = differs_from_student || !torch::equal(teacher_1[i], student_1[i]);
     // θ'_1 = α·θ'_0 + (1 − α)·θ_1, after the optimiser step.
-    EXPECT_TRUE(torch::allclose(teacher_1[i], 0.99 * teacher_0[i] + 0.01 * student_1[i], 1e-5,
-                                1e-6))
+    EXPECT_TRUE(
+        torch::allclose(teacher_1[i], 0.99 * teacher_0[i] + 0.01 * student_1[i], 1e-5, 1e-6))
         << "parameter " << i;
     EXPECT_NE(teacher_1[i].data_ptr(), student_1[i].data_ptr());
   }

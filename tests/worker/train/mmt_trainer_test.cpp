@@ -60,8 +60,8 @@ TEST(MmtTrainer, EpochResetsHeadsTrainsAndReportsEveryLossTerm) {
   EXPECT_EQ(stats.clusters, kIds);
   EXPECT_EQ(stats.noise, 0);
   EXPECT_EQ(stats.iterations, 2);
-  for (const double v : {stats.losses.ce, stats.losses.triplet, stats.losses.soft_ce,
-                         stats.losses.soft_triplet}) {
+  for (const double v :
+       {stats.losses.ce, stats.losses.triplet, stats.losses.soft_ce, stats.losses.soft_triplet}) {
     EXPECT_TRUE(std::isfinite(v));
     EXPECT_GT(v, 0.0);
   }
@@ -73,7 +73,8 @@ TEST(MmtTrainer, EpochResetsHeadsTrainsAndReportsEveryLossTerm) {
   for (int which : {0, 1}) {
     EXPECT_EQ(trainer.student(which)->num_classes(), kIds);
     EXPECT_EQ(trainer.teacher(which).module()->num_classes(), kIds);
-    for (const auto& p : trainer.teacher(which).module()->parameters()) EXPECT_FALSE(p.requires_grad());
+    for (const auto& p : trainer.teacher(which).module()->parameters())
+      EXPECT_FALSE(p.requires_grad());
   }
   EXPECT_GT(stats.train_images_per_second, 0);
   const torch::Tensor features = trainer.teacher_features();

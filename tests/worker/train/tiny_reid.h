@@ -34,7 +34,8 @@ inline TinyTarget tiny_target() {
       for (int64_t i = 0; i < kPerCamera; ++i) {
         Image image(32, 16);
         for (size_t k = 0; k < image.pixels.size(); ++k) {
-          const int64_t base = (k % 3 == 0 ? pid * 40 : (k % 3 == 1 ? 200 - pid * 30 : 60 + cam * 50));
+          const int64_t base =
+              (k % 3 == 0 ? pid * 40 : (k % 3 == 1 ? 200 - pid * 30 : 60 + cam * 50));
           image.pixels[k] = static_cast<uint8_t>((base + (k * 7919 + i * 31) % 23) % 256);
         }
         images.push_back(std::move(image));
@@ -49,8 +50,7 @@ inline TinyTarget tiny_target() {
 
 inline ReIdentifier tiny_model(uint64_t seed) {
   torch::manual_seed(seed);
-  return ReIdentifier(torch::nn::AnyModule(SmallReidNet(SmallReidNetOptions().width(4))), 32,
-                      kIds);
+  return ReIdentifier(torch::nn::AnyModule(SmallReidNet(SmallReidNetOptions().width(4))), 32, kIds);
 }
 
 }  // namespace tandem::worker::testing
