@@ -38,6 +38,12 @@ struct AdaptFlags {
   int64_t pretrain_epochs = 40;
   int64_t mmt_epochs = 10;
   int64_t iters = 30;
+  int64_t mmt_iters = 0;  // 0: --iters
+  double pretrain_lr = 3e-3;
+  double mmt_lr = 3.5e-4;
+  int64_t backbone_width = 16;
+  int64_t height = 64;
+  int64_t width = 32;
 };
 
 /// Sends std::cout to std::cerr while alive (so --json prints one object).
@@ -59,9 +65,9 @@ JobSpec base_spec(const AdaptFlags& flags, const fs::path& dir, const std::strin
   spec.output_dir = (dir / name).string();
   spec.seed = flags.seed;
   spec.backbone = "small";
-  spec.backbone_width = 16;
-  spec.height = 64;
-  spec.width = 32;
+  spec.backbone_width = flags.backbone_width;
+  spec.height = flags.height;
+  spec.width = flags.width;
   spec.identities = 8;
   spec.instances = 4;
   spec.iters = flags.iters;
@@ -76,7 +82,7 @@ JobSpec pretrain_spec(const AdaptFlags& flags, const fs::path& dir, const std::s
   spec.seed = seed;
   spec.source = {"market1501", train_on.string()};
   spec.target = {"market1501", target.string()};
-  spec.lr = 3e-3;  // from scratch (no ImageNet weights here), not MMT's fine-tuning 3.5e-4
+  spec.lr = flags.pretrain_lr;  // from scratch (no ImageNet weights here)
   spec.epochs = flags.pretrain_epochs;
   spec.warmup_epochs = std::max<int64_t>(1, flags.pretrain_epochs / 20);
   spec.milestones = {flags.pretrain_epochs * 3 / 4};
@@ -92,6 +98,8 @@ JobSpec mmt_spec(const AdaptFlags& flags, const fs::path& dir, const std::string
   spec.init_1 = (dir / "source-1" / "model.pt").string();
   spec.init_2 = (dir / "source-2" / "model.pt").string();
   spec.epochs = flags.mmt_epochs;
+  spec.lr = flags.mmt_lr;
+  if (flags.mmt_iters > 0) spec.iters = flags.mmt_iters;
   spec.clustering = clustering;
   spec.k = k;
   spec.eval_every = 2;
@@ -116,8 +124,8 @@ int run_adapt(const AdaptFlags& flags) {
       synth.domain = domain;
       synth.ids = flags.ids;
       synth.seed = flags.seed;
-      synth.height = 64;
-      synth.width = 32;
+      synth.height = flags.height;
+      synth.width = flags.width;
       worker::render_market_dataset((dir / domain).string(), synth);
       std::cout << "tandem bench adapt: rendered " << domain << " (" << flags.ids
                 << " identities) in " << dir / domain << std::endl;
@@ -185,6 +193,24 @@ void add_bench_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   adapt->add_option("--iters", flags->iters, "iterations per epoch")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  adapt->add_option("--mmt-iters", flags->mmt_iters, "iterations per MMT epoch (0: --iters)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  adapt->add_option("--pretrain-lr", flags->pretrain_lr, "learning rate of source training")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  adapt->add_option("--mmt-lr", flags->mmt_lr, "learning rate of MMT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  adapt->add_option("--backbone-width", flags->backbone_width, "channels of the small backbone")
+      ->check(CLI::Range(4, 256))
+      ->capture_default_str();
+  adapt->add_option("--height", flags->height, "image height")
+      ->check(CLI::Range(32, 512))
+      ->capture_default_str();
+  adapt->add_option("--width", flags->width, "image width")
+      ->check(CLI::Range(16, 256))
       ->capture_default_str();
   adapt->callback([flags, &action] { action = [flags] { return run_adapt(*flags); }; });
 }

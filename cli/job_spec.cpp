@@ -127,6 +127,11 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       out = scalar<double>(n, where, f, "a number");
     });
   };
+  const auto boolean = [&](bool& out) {
+    return Setter([&out, &where](const YAML::Node& n, const std::string& f) {
+      out = scalar<bool>(n, where, f, "true or false");
+    });
+  };
   int64_t seed = static_cast<int64_t>(s.seed);
   bool epochs_set = false, iters_set = false;
   const std::map<std::string, Setter> fields = {
@@ -158,6 +163,7 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
          iters_set = true;
        }},
       {"warmup_epochs", i64(s.warmup_epochs)},
+      {"target_bn", boolean(s.target_bn)},
       {"warmup_factor", f64(s.warmup_factor)},
       {"milestones",
        [&](const YAML::Node& n, const std::string& f) {

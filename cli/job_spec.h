@@ -49,6 +49,10 @@ struct JobSpec {
   int64_t warmup_epochs = 10;
   double warmup_factor = 0.01;
   std::vector<int64_t> milestones = {40, 70};
+  /// pretrain with a target: forward one target batch per iteration without
+  /// a loss, so BatchNorm's running statistics see the target (MMT and TLlib
+  /// do, notes §7.4).
+  bool target_bn = true;
   /// mmt's EMA and loss weights.
   double alpha = 0.999;
   double soft_ce_weight = 0.5;

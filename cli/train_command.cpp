@@ -29,6 +29,7 @@
 #include "tandem/cli/job_spec.h"
 #include "tandem/cli/train_jobs.h"
 #include "tandem/clustering/evaluation.h"
+#include "tandem/clustering/label_agreement.h"
 #include "tandem/clustering/pseudo_labels.h"
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/methods/models/resnet.h"
@@ -251,6 +252,12 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::PretrainTrainer trainer(make_model(spec, source.num_train_ids), train.source,
                                   train.pid_list, train.camera_list, options);
+  // The target's train images, unlabelled, for BatchNorm's statistics (not
+  // when the "target" is the source itself, as for an oracle).
+  if (spec.target_bn && target &&
+      fs::weakly_canonical(spec.target.root) != fs::weakly_canonical(spec.source.root)) {
+    trainer.set_target_bn_source(split_of(target->train).source);
+  }
   int64_t first_epoch = 0;
   if (const auto state = resume_state(spec, 0)) {
     worker::load_module_state(*trainer.model(), *state, "model");
@@ -339,8 +346,12 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
   }
   // MMT computes the adaptive eps at epoch 0 only and reuses it.
   auto fixed_eps = std::make_shared<double>(0.0);
-  const auto pseudo_labels = [cluster_options, fixed_eps](const torch::Tensor& features,
-                                                          int64_t) mutable {
+  // Agreement with the data set's own train ids (never used for training):
+  // tells a user on a labelled benchmark how good the pseudo labels are.
+  auto agreement = std::make_shared<clustering::LabelAgreement>();
+  const torch::Tensor true_ids = train.pids;
+  const auto pseudo_labels = [cluster_options, fixed_eps, agreement, true_ids](
+                                 const torch::Tensor& features, int64_t) mutable {
     clustering::PseudoLabelOptions options = cluster_options;
     if (*fixed_eps > 0) {
       options.rho = c10::nullopt;
@@ -349,6 +360,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
     const auto result = clustering::pseudo_labels(features, options);
     if (options.algorithm == clustering::PseudoLabelOptions::Algorithm::kDbscan)
       *fixed_eps = result.eps;
+    *agreement = clustering::label_agreement(result.labels, true_ids);
     worker::PseudoLabels out;
     out.labels = result.labels;
     out.centroids = result.centroids;
@@ -403,6 +415,10 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
                                     {"clusters", stats.clusters},
                                     {"noise", stats.noise},
                                     {"eps", stats.eps},
+                                    {"pseudo_labels",
+                                     {{"pair_precision", agreement->pair_precision},
+                                      {"pair_recall", agreement->pair_recall},
+                                      {"adjusted_rand", agreement->adjusted_rand}}},
                                     {"ce", stats.losses.ce},
                                     {"triplet", stats.losses.triplet},
                                     {"soft_ce", stats.losses.soft_ce},
@@ -411,7 +427,8 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
                                     {"images_per_second", stats.train_images_per_second}};
     std::ostringstream line;
     line << std::fixed << std::setprecision(3) << "epoch " << epoch + 1 << "/" << spec.epochs
-         << "  clusters " << stats.clusters << " (noise " << stats.noise << ")  ce "
+         << "  clusters " << stats.clusters << " (noise " << stats.noise << ", ARI "
+         << std::setprecision(2) << agreement->adjusted_rand << std::setprecision(3) << ")  ce "
          << stats.losses.ce << "  tri " << stats.losses.triplet << "  soft ce "
          << stats.losses.soft_ce << "  soft tri " << stats.losses.soft_triplet << "  "
          << std::setprecision(0) << stats.train_images_per_second << " img/s";

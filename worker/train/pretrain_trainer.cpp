@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
+#include <utility>
 
 #include "tandem/methods/reid_loss.h"
+#include "tandem/worker/data/random.h"
 #include "tandem/worker/data/sampler.h"
 
 namespace tandem::worker {
@@ -76,6 +79,37 @@ PretrainTrainer::PretrainTrainer(Model model, std::shared_ptr<const ImageSource>
       parameters, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
 }
 
+void PretrainTrainer::set_target_bn_source(std::shared_ptr<const ImageSource> target) {
+  TORCH_CHECK(target == nullptr || target->size() > 0,
+              "PretrainTrainer: the target for BatchNorm statistics is empty");
+  target_bn_ = std::move(target);
+}
+
+namespace {
+
+// `count` batches of `batch_size` target indices: seeded shuffles, each
+// index once per pass, passes chained.
+std::vector<std::vector<int64_t>> shuffled_batches(int64_t size, int64_t batch_size, int64_t count,
+                                                   uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int64_t> order;
+  std::vector<std::vector<int64_t>> batches(static_cast<size_t>(count));
+  for (auto& batch : batches) {
+    while (static_cast<int64_t>(batch.size()) < batch_size) {
+      if (order.empty()) {
+        order.resize(static_cast<size_t>(size));
+        std::iota(order.begin(), order.end(), 0);
+        for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+      }
+      batch.push_back(order.back());
+      order.pop_back();
+    }
+  }
+  return batches;
+}
+
+}  // namespace
+
 PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   PretrainEpochStats stats;
   stats.epoch = epoch;
@@ -92,6 +126,16 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
   DataLoader loader(source_, ImageTransform(options_.train_transform), loader_options);
   loader.start_epoch(epoch, std::move(batches));
+  std::unique_ptr<DataLoader> target_loader;
+  if (target_bn_ != nullptr) {
+    LoaderOptions target_options = loader_options;
+    target_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 2});
+    target_loader = std::make_unique<DataLoader>(
+        target_bn_, ImageTransform(options_.train_transform), target_options);
+    target_loader->start_epoch(
+        epoch, shuffled_batches(target_bn_->size(), batch_size, options_.iters,
+                                derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 3})));
+  }
 
   const auto ce_options = methods::CrossEntropyLabelSmoothOptions(model_->num_classes())
                               .epsilon(options_.label_smoothing);
@@ -103,6 +147,13 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   while (auto batch = loader.next()) {
     const torch::Tensor y = labels.index_select(0, batch->indices);
     const auto out = model_->forward(batch->views[0]);
+    // MMT's order: the target batch right after the source forward.
+    if (target_loader != nullptr) {
+      if (auto target_batch = target_loader->next()) {
+        torch::NoGradGuard no_grad;
+        model_->forward(target_batch->views[0]);  // train mode: BN running statistics only
+      }
+    }
     const torch::Tensor ce = fn::cross_entropy_label_smooth(out.logits, y, ce_options);
     const torch::Tensor triplet =
         fn::soft_triplet_loss(out.features, out.features, y, triplet_options);

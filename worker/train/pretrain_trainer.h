@@ -3,7 +3,9 @@
 // plus the hard soft-margin triplet loss (SoftTripletLoss with margin 0) on
 // P×K batches of the labelled source, Adam with a linear warm-up and
 // step decay. Run twice with different seeds to give MMT its two different
-// initialisations.
+// initialisations. As in MMT and TLlib (notes §7.4), each iteration can also
+// forward a batch of unlabelled target images without a loss, in train
+// mode, so BatchNorm's running statistics see the target domain.
 #pragma once
 
 #include <cstdint>
@@ -72,6 +74,12 @@ class PretrainTrainer {
   PretrainTrainer(Model model, std::shared_ptr<const ImageSource> source, std::vector<int64_t> pids,
                   std::vector<int64_t> cameras, PretrainOptions options);
 
+  /// Forward a batch of `target` (unlabelled, the train transform, drawn
+  /// without replacement in a seeded order per epoch) after every source
+  /// iteration, under no_grad: only BatchNorm's running statistics change.
+  /// nullptr switches it off (the default).
+  void set_target_bn_source(std::shared_ptr<const ImageSource> target);
+
   PretrainEpochStats train_epoch(int64_t epoch);
   Model& model() { return model_; }
   /// The Adam of the whole run (its state goes into checkpoints).
@@ -80,6 +88,7 @@ class PretrainTrainer {
  private:
   Model model_;
   std::shared_ptr<const ImageSource> source_;
+  std::shared_ptr<const ImageSource> target_bn_;
   std::vector<int64_t> pids_, cameras_;
   PretrainOptions options_;
   std::unique_ptr<torch::optim::Adam> optimizer_;

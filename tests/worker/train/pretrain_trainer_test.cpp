@@ -68,5 +68,37 @@ TEST(PretrainTrainer, RejectsIdsThatDoNotMatchTheHead) {
                c10::Error);
 }
 
+// MMT's target batches (notes §7.4) only move BatchNorm's running
+// statistics: the learned parameters stay bit-identical to a run without
+// them, while the running means shift toward the (much brighter) target.
+TEST(PretrainTrainer, TargetBatchesOnlyMoveBatchNormStatistics) {
+  const auto t = tiny_target();
+  std::vector<Image> bright;
+  for (int i = 0; i < 10; ++i) {
+    Image image(32, 16);
+    std::fill(image.pixels.begin(), image.pixels.end(), static_cast<uint8_t>(240 + i));
+    bright.push_back(std::move(image));
+  }
+  PretrainTrainer plain(tiny_model(1), t.source, t.pids, t.cameras, tiny_options());
+  PretrainTrainer adapted(tiny_model(1), t.source, t.pids, t.cameras, tiny_options());
+  adapted.set_target_bn_source(std::make_shared<MemoryImageSource>(std::move(bright)));
+  const auto a = plain.train_epoch(0), b = adapted.train_epoch(0);
+  EXPECT_DOUBLE_EQ(a.total, b.total) << "the target batches changed the loss";
+  const auto pa = plain.model()->named_parameters(), pb = adapted.model()->named_parameters();
+  for (const auto& item : pa) {
+    EXPECT_TRUE(torch::equal(item.value(), pb[item.key()])) << item.key() << " changed";
+  }
+  const auto ba = plain.model()->named_buffers(), bb = adapted.model()->named_buffers();
+  int64_t moved = 0;
+  for (const auto& item : ba) {
+    if (item.key().find("running_mean") == std::string::npos) continue;
+    if (!torch::allclose(item.value(), bb[item.key()])) ++moved;
+  }
+  EXPECT_GT(moved, 0) << "no BatchNorm running mean saw the target";
+  EXPECT_THROW(
+      adapted.set_target_bn_source(std::make_shared<MemoryImageSource>(std::vector<Image>{})),
+      c10::Error);
+}
+
 }  // namespace
 }  // namespace tandem::worker
