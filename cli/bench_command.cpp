@@ -42,6 +42,7 @@ struct AdaptFlags {
   double pretrain_lr = 3e-3;
   double mmt_lr = 3.5e-4;
   int64_t backbone_width = 16;
+  int64_t backbone_depth = 1;
   int64_t height = 64;
   int64_t width = 32;
 };
@@ -66,6 +67,7 @@ JobSpec base_spec(const AdaptFlags& flags, const fs::path& dir, const std::strin
   spec.seed = flags.seed;
   spec.backbone = "small";
   spec.backbone_width = flags.backbone_width;
+  spec.backbone_depth = flags.backbone_depth;
   spec.height = flags.height;
   spec.width = flags.width;
   spec.identities = 8;
@@ -205,6 +207,11 @@ void add_bench_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   adapt->add_option("--backbone-width", flags->backbone_width, "channels of the small backbone")
       ->check(CLI::Range(4, 256))
+      ->capture_default_str();
+  adapt
+      ->add_option("--backbone-depth", flags->backbone_depth,
+                   "conv layers per stage of the small backbone")
+      ->check(CLI::Range(1, 8))
       ->capture_default_str();
   adapt->add_option("--height", flags->height, "image height")
       ->check(CLI::Range(32, 512))

@@ -56,12 +56,14 @@ void validate(const JobSpec& s, const std::string& where) {
   const auto positive = [&](int64_t v, const char* field) {
     if (v < 1) fail(where, field, "must be >= 1, got " + std::to_string(v));
   };
-  if (s.kind != "pretrain" && s.kind != "mmt") {
-    fail(where, "kind", "must be pretrain or mmt, got '" + s.kind + "'");
+  if (s.kind != "pretrain" && s.kind != "mmt" && s.kind != "evaluate") {
+    fail(where, "kind", "must be pretrain, mmt or evaluate, got '" + s.kind + "'");
   }
   if (s.output_dir.empty()) fail(where, "output_dir", "is required");
   if (s.kind == "pretrain" && s.source.empty()) fail(where, "source", "is required for pretrain");
   if (s.kind == "mmt" && s.target.empty()) fail(where, "target", "is required for mmt");
+  if (s.kind == "evaluate" && s.target.empty()) fail(where, "target", "is required for evaluate");
+  if (s.kind == "evaluate" && s.weights.empty()) fail(where, "weights", "is required for evaluate");
   static const std::set<std::string> backbones = {"small", "resnet18", "resnet50",
                                                   "resnet50_ibn_a"};
   if (!backbones.count(s.backbone)) {
@@ -69,6 +71,8 @@ void validate(const JobSpec& s, const std::string& where) {
          "must be small, resnet18, resnet50 or resnet50_ibn_a, got '" + s.backbone + "'");
   }
   positive(s.backbone_width, "backbone_width");
+  if (s.backbone_depth < 1 || s.backbone_depth > 8)
+    fail(where, "backbone_depth", "must be in [1, 8]");
   positive(s.height, "height");
   positive(s.width, "width");
   if (s.identities < 2)
@@ -144,8 +148,10 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
        [&](const YAML::Node& n, const std::string& f) { s.target = dataset(n, where, f); }},
       {"backbone", str(s.backbone)},
       {"backbone_width", i64(s.backbone_width)},
+      {"backbone_depth", i64(s.backbone_depth)},
       {"init_1", str(s.init_1)},
       {"init_2", str(s.init_2)},
+      {"weights", str(s.weights)},
       {"height", i64(s.height)},
       {"width", i64(s.width)},
       {"identities", i64(s.identities)},

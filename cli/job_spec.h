@@ -18,7 +18,8 @@ struct DatasetSpec {
 };
 
 struct JobSpec {
-  /// pretrain (supervised source training) or mmt (adaptation to the target).
+  /// pretrain (supervised source training), mmt (adaptation to the target)
+  /// or evaluate (a model on the target's query/gallery).
   std::string kind;
   /// Where weights, metrics and events go (created when missing).
   std::string output_dir;
@@ -31,10 +32,15 @@ struct JobSpec {
   std::string backbone = "resnet50";
   /// small: channels of its first stage.
   int64_t backbone_width = 16;
+  /// small: conv layers per stage (1 to 8).
+  int64_t backbone_depth = 1;
   /// mmt: weights of the two pre-trained models (state dicts written by a
   /// pretrain job, or torchvision-named files); loaded by key intersection.
   std::string init_1;
   std::string init_2;
+  /// evaluate: the weights to evaluate (model.pt / best.pt of a job, or a
+  /// torchvision-named file).
+  std::string weights;
   int64_t height = 256;
   int64_t width = 128;
   /// P identities × K instances per batch.

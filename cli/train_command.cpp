@@ -54,7 +54,8 @@ ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
   namespace m = methods::models;
   torch::manual_seed(spec.seed);
   if (spec.backbone == "small") {
-    m::SmallReidNet net(m::SmallReidNetOptions().width(spec.backbone_width));
+    m::SmallReidNet net(
+        m::SmallReidNetOptions().width(spec.backbone_width).depth(spec.backbone_depth));
     const int64_t features = net->out_features();
     return ReIdentifier(torch::nn::AnyModule(net), features, classes);
   }
@@ -482,6 +483,43 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
   return result;
 }
 
+JobResult evaluate_job(const JobSpec& spec, bool quiet) {
+  fs::create_directories(spec.output_dir);
+  const auto target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
+                                                spec.target.root);
+  const Split query = split_of(target.query), gallery = split_of(target.gallery);
+  ReIdentifier model = make_model(spec, 1);
+  // The head is not used (retrieval ranks neck features): load by key
+  // intersection and say what was left out.
+  const auto report = methods::models::load_weights(*model, methods::load_state_dict(spec.weights));
+  TORCH_CHECK(!report.loaded.empty(), spec.weights, ": no weight matches the ", spec.backbone,
+              " backbone of the spec (", report.summary(), ")");
+  std::cout << "tandem train: " << spec.weights << ": " << report.summary() << std::endl;
+  const Evaluation e = evaluate(model, query, gallery, spec);
+  const nlohmann::ordered_json metrics = {{"event", "evaluation"},
+                                          {"kind", "evaluate"},
+                                          {"weights", spec.weights},
+                                          {"target", spec.target.root},
+                                          {"mAP", e.map},
+                                          {"rank1", e.rank1},
+                                          {"rank5", e.rank5}};
+  EventLog(fs::path(spec.output_dir) / "events.jsonl").write(metrics);
+  const fs::path metrics_path = fs::path(spec.output_dir) / "metrics.json";
+  {
+    std::ofstream out(metrics_path.string() + ".tmp");
+    out << metrics.dump(2) << "\n";
+    if (!out.flush()) throw std::runtime_error(metrics_path.string() + ": write failed");
+  }
+  fs::rename(metrics_path.string() + ".tmp", metrics_path);
+  export_gallery(model, target.gallery, spec);
+  if (!quiet) {
+    std::cout << "tandem train: " << target.root << ": mAP " << std::fixed << std::setprecision(1)
+              << e.map << "  rank-1 " << e.rank1 << "  rank-5 " << e.rank5 << " ("
+              << metrics_path.string() << ")" << std::endl;
+  }
+  return {e.map, e.rank1};
+}
+
 namespace {
 
 int run_train(const TrainFlags& flags) {
@@ -492,6 +530,8 @@ int run_train(const TrainFlags& flags) {
   }
   if (spec.kind == "pretrain") {
     pretrain_job(spec, flags.quiet);
+  } else if (spec.kind == "evaluate") {
+    evaluate_job(spec, flags.quiet);
   } else {
     mmt_job(spec, flags.quiet);
   }
@@ -502,7 +542,8 @@ int run_train(const TrainFlags& flags) {
 
 void add_train_command(CLI::App& app, Action& action) {
   auto flags = std::make_shared<TrainFlags>();
-  auto* command = app.add_subcommand("train", "Run a training job spec (pretrain, mmt) in process");
+  auto* command =
+      app.add_subcommand("train", "Run a job spec (pretrain, mmt, evaluate, ...) in process");
   command->add_option("spec", flags->spec, "the job spec (YAML or JSON)")->required();
   command->add_flag("--quiet", flags->quiet, "no per-epoch lines (events.jsonl still written)");
   command->callback([flags, &action] { action = [flags] { return run_train(*flags); }; });

@@ -17,5 +17,8 @@ struct JobResult {
 /// in spec.output_dir as `tandem train` writes them. `quiet`: no progress.
 JobResult pretrain_job(const JobSpec& spec, bool quiet);
 JobResult mmt_job(const JobSpec& spec, bool quiet);
+/// Evaluates spec.weights on the target's query/gallery (metrics.json,
+/// events.jsonl, the gallery export).
+JobResult evaluate_job(const JobSpec& spec, bool quiet);
 
 }  // namespace tandem::cli

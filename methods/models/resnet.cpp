@@ -165,22 +165,28 @@ SmallReidNetImpl::SmallReidNetImpl(SmallReidNetOptions options_) : options(optio
 void SmallReidNetImpl::reset() {
   const int64_t w = options.width();
   TORCH_CHECK(w >= 1, "SmallReidNet: width must be positive, got ", w);
+  TORCH_CHECK(options.depth() >= 1 && options.depth() <= 8,
+              "SmallReidNet: depth must be in [1, 8], got ", options.depth());
   features = nn::Sequential();
   int64_t in = 3;
   const std::array<std::pair<int64_t, int64_t>, 4> stages{
       {{w, 2}, {2 * w, 2}, {4 * w, 2}, {8 * w, 1}}};
   for (const auto& [out, stride] : stages) {
-    features->push_back(conv(in, out, 3, stride, 1));
-    features->push_back(nn::BatchNorm2d(out));
-    features->push_back(nn::Functional([](const torch::Tensor& t) { return torch::relu(t); }));
-    in = out;
+    for (int64_t layer = 0; layer < options.depth(); ++layer) {
+      features->push_back(conv(in, out, 3, layer == 0 ? stride : 1, 1));
+      features->push_back(nn::BatchNorm2d(out));
+      features->push_back(nn::Functional([](const torch::Tensor& t) { return torch::relu(t); }));
+      in = out;
+    }
   }
   register_module("features", features);
   init_resnet_weights(*this);
 }
 
 void SmallReidNetImpl::pretty_print(std::ostream& stream) const {
-  stream << "tandem::methods::models::SmallReidNet(width=" << options.width() << ")";
+  stream << "tandem::methods::models::SmallReidNet(width=" << options.width();
+  if (options.depth() != 1) stream << ", depth=" << options.depth();
+  stream << ")";
 }
 
 torch::Tensor SmallReidNetImpl::forward(const torch::Tensor& x) {

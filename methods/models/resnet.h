@@ -109,10 +109,15 @@ ReidResNet resnet50_ibn_a(int64_t last_stride = 1);
 struct SmallReidNetOptions {
   /// Channels of the first stage; the output has 8 × width channels.
   TORCH_ARG(int64_t, width) = 16;
+  /// conv3×3-BN-ReLU layers per stage: the first with the stage's stride,
+  /// the others with stride 1 (1: four layers in all; 2 or 3 see more context
+  /// and learn identities far better from scratch, see docs/training.md).
+  TORCH_ARG(int64_t, depth) = 1;
 };
 
 /// A small, fast convolutional backbone for CPU tests and demos: four
-/// conv3×3-BN-ReLU stages (strides 2, 2, 2, 1; widths w, 2w, 4w, 8w).
+/// conv3×3-BN-ReLU stages (strides 2, 2, 2, 1; widths w, 2w, 4w, 8w) of
+/// `depth` layers each.
 /// forward(x (N, 3, H, W)) → (N, 8w, H/8, W/8).
 class SmallReidNetImpl : public torch::nn::Cloneable<SmallReidNetImpl> {
  public:

@@ -57,7 +57,14 @@ TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
   EXPECT_NE(error_of("kind: mmt\noutput_dir: o\ntarget: {kind: cuhk, root: /d}\n")
                 .find("spec.target.kind must be one of"),
             std::string::npos);
-  EXPECT_NE(error_of("kind: finetune\noutput_dir: o\n").find("spec.kind must be pretrain or mmt"),
+  EXPECT_NE(error_of("kind: finetune\noutput_dir: o\n").find("spec.kind must be pretrain, mmt"),
+            std::string::npos);
+  EXPECT_NE(error_of("kind: evaluate\noutput_dir: o\ntarget: {kind: market1501, root: /d}\n")
+                .find("spec.weights is required for evaluate"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "backbone_depth: 9\n").find("spec.backbone_depth must be in [1, 8]"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "target_bn: maybe\n").find("spec.target_bn must be true or false"),
             std::string::npos);
   EXPECT_NE(error_of("[1, 2]").find("a job spec is a mapping"), std::string::npos);
   EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
@@ -94,6 +101,34 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   EXPECT_NE(pre.out.find("mAP"), std::string::npos) << pre.out;
   ASSERT_TRUE(fs::exists(dir / "pre" / "model.pt"));
   ASSERT_TRUE(fs::exists(dir / "pre" / "gallery_features.pt"));
+  double pretrain_map = -1;
+  {
+    std::ifstream events(dir / "pre" / "events.jsonl");
+    for (std::string line; std::getline(events, line);) {
+      const auto event = nlohmann::json::parse(line);
+      if (event["event"] == "epoch" && event.contains("mAP")) pretrain_map = event["mAP"];
+    }
+  }
+  ASSERT_GE(pretrain_map, 0);
+
+  // evaluate: the same weights on the same target give the pretrain job's own figure.
+  write(dir / "evaluate.yaml", "kind: evaluate\noutput_dir: " + (dir / "eval").string() +
+                                   "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+                                   "}\nweights: " + (dir / "pre" / "model.pt").string() + "\n" +
+                                   common);
+  auto eval = run_tandem({"train", (dir / "evaluate.yaml").string()}, "train-eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.out << eval.err;
+  std::ifstream metrics_file(dir / "eval" / "metrics.json");
+  const auto metrics = nlohmann::json::parse(metrics_file);
+  EXPECT_NEAR(metrics["mAP"].get<double>(), pretrain_map, 1e-9);
+  EXPECT_TRUE(fs::exists(dir / "eval" / "gallery_features.pt"));
+  write(dir / "evaluate-bad.yaml",
+        "kind: evaluate\noutput_dir: " + (dir / "eval-bad").string() +
+            "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+            "}\nweights: " + (dir / "evaluate.yaml").string() + "\n" + common);
+  auto bad_eval = run_tandem({"train", (dir / "evaluate-bad.yaml").string()}, "train-eval-bad");
+  EXPECT_NE(bad_eval.exit_code, 0);
+  EXPECT_NE(bad_eval.err.find("evaluate.yaml"), std::string::npos) << bad_eval.err;
 
   for (const std::string clustering : {"kmeans", "dbscan"}) {
     const fs::path out = dir / ("mmt-" + clustering);
@@ -133,6 +168,9 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
       ++epochs;
       EXPECT_GT(event["clusters"].get<int64_t>(), 0);
       EXPECT_EQ(event["mAP"].size(), 2u);
+      const double ari = event["pseudo_labels"]["adjusted_rand"];
+      EXPECT_GE(ari, -1.0);
+      EXPECT_LE(ari, 1.0);
     }
     EXPECT_EQ(epochs, 2);
     EXPECT_EQ(iterations, 6);

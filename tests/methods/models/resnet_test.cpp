@@ -86,6 +86,18 @@ TEST(SmallReidNet, IsSmallAndStridesByEight) {
   EXPECT_EQ(model(torch::randn({2, 3, 64, 32})).sizes(), (std::vector<int64_t>{2, 128, 8, 4}));
 }
 
+TEST(SmallReidNet, DepthAddsStrideOneLayersPerStage) {
+  SmallReidNet shallow(SmallReidNetOptions().width(8));
+  SmallReidNet deep(SmallReidNetOptions().width(8).depth(3));
+  // Each stage gains two 3x3 convs of its own width (and their BN).
+  int64_t extra = 0;
+  for (int64_t w : {8, 16, 32, 64}) extra += 2 * (w * w * 9 + 2 * w);
+  EXPECT_EQ(parameter_count(*deep) - parameter_count(*shallow), extra);
+  deep->eval();
+  EXPECT_EQ(deep(torch::randn({1, 3, 64, 32})).sizes(), (std::vector<int64_t>{1, 64, 8, 4}));
+  EXPECT_THROW(SmallReidNet(SmallReidNetOptions().depth(0)), c10::Error);
+}
+
 // Torchvision's ResNet with the re-ID changes, built by Debian's
 // python3-torchvision: its weights load into ReidResNet by name and give the
 // same output; ReidResNet's exported weights load back in Python.
