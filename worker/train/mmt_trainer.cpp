@@ -5,11 +5,9 @@
 
 #include <chrono>
 
-#include "tandem/methods/reid_loss.h"
 #include "tandem/worker/data/sampler.h"
 
 namespace tandem::worker {
-namespace fn = methods::functional;
 
 void MmtOptions::validate() const {
   TORCH_CHECK(epochs >= 1, "MmtOptions.epochs must be >= 1, got ", epochs);
@@ -134,19 +132,18 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
                                        derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
   const int64_t batch_size = options_.num_identities * options_.num_instances;
   std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
-  std::vector<torch::Tensor> parameters;
-  for (Model* model : {&model_1_, &model_2_}) {
-    for (const auto& p : (*model)->parameters()) {
-      if (p.requires_grad()) parameters.push_back(p);
-    }
-  }
-  torch::optim::Adam optimizer(
-      parameters, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
-  const methods::CrossEntropyLabelSmoothOptions ce_options =
-      methods::CrossEntropyLabelSmoothOptions(clusters).epsilon(options_.label_smoothing);
-  const methods::SoftTripletLossOptions hard_triplet =
-      methods::SoftTripletLossOptions().margin(0.0);
-  const methods::SoftTripletLossOptions soft_triplet;
+  // One Adam per student (the same update as one over both), and the pair
+  // threads, made before the loader's threads start.
+  MmtStepOptions step_options;
+  step_options.num_classes = clusters;
+  step_options.lr = options_.lr;
+  step_options.weight_decay = options_.weight_decay;
+  step_options.soft_ce_weight = options_.soft_ce_weight;
+  step_options.soft_triplet_weight = options_.soft_triplet_weight;
+  step_options.label_smoothing = options_.label_smoothing;
+  step_options.parallel_pairs = options_.parallel_pairs;
+  MmtStep step(model_1_, model_2_, *teacher_1_, *teacher_2_, step_options);
+  stats.parallel_pairs = step.parallel();
 
   LoaderOptions loader_options;
   loader_options.num_threads = options_.loader_threads;
@@ -160,55 +157,27 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   model_2_->train();
   teacher_1_->train();
   teacher_2_->train();
-  const double w_id = options_.soft_ce_weight, w_tri = options_.soft_triplet_weight;
   const auto start = std::chrono::steady_clock::now();
   int64_t images = 0;
   while (auto batch = loader.next()) {
-    const torch::Tensor& x1 = batch->views[0];
-    const torch::Tensor& x2 = batch->views[1];
     const torch::Tensor y = labels.index_select(0, batch->indices);
-    const auto s1 = model_1_->forward(x1);
-    const auto s2 = model_2_->forward(x2);
-    methods::models::ReIdOutput t1, t2;
-    {
-      torch::NoGradGuard no_grad;  // teachers never get gradients
-      t1 = teacher_1_->forward(x1);
-      t2 = teacher_2_->forward(x2);
-    }
-    const torch::Tensor ce = fn::cross_entropy_label_smooth(s1.logits, y, ce_options) +
-                             fn::cross_entropy_label_smooth(s2.logits, y, ce_options);
-    const torch::Tensor triplet = fn::soft_triplet_loss(s1.features, s1.features, y, hard_triplet) +
-                                  fn::soft_triplet_loss(s2.features, s2.features, y, hard_triplet);
-    // Cross pairing: student 1 is taught by teacher 2 and vice versa.
-    const torch::Tensor soft_ce = fn::soft_cross_entropy_loss(s1.logits, t2.logits) +
-                                  fn::soft_cross_entropy_loss(s2.logits, t1.logits);
-    const torch::Tensor soft_tri =
-        fn::soft_triplet_loss(s1.features, t2.features, y, soft_triplet) +
-        fn::soft_triplet_loss(s2.features, t1.features, y, soft_triplet);
-    const torch::Tensor total =
-        (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce + w_tri * soft_tri;
-    optimizer.zero_grad();
-    total.backward();
-    optimizer.step();
-    teacher_1_->update_with_warmup();
-    teacher_2_->update_with_warmup();
-
-    stats.losses.ce += ce.item<double>();
-    stats.losses.triplet += triplet.item<double>();
-    stats.losses.soft_ce += soft_ce.item<double>();
-    stats.losses.soft_triplet += soft_tri.item<double>();
-    stats.losses.total += total.item<double>();
-    images += x1.size(0);
+    const MmtLosses losses = step.run(batch->views[0], batch->views[1], y);
+    stats.losses.ce += losses.ce;
+    stats.losses.triplet += losses.triplet;
+    stats.losses.soft_ce += losses.soft_ce;
+    stats.losses.soft_triplet += losses.soft_triplet;
+    stats.losses.total += losses.total;
+    images += batch->views[0].size(0);
     ++stats.iterations;
     if (options_.on_iteration) {
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       options_.on_iteration(make_iteration_progress(epoch, stats.iterations, options_.iters, images,
                                                     elapsed,
-                                                    {{"ce", ce.item<double>()},
-                                                     {"tri", triplet.item<double>()},
-                                                     {"soft_ce", soft_ce.item<double>()},
-                                                     {"soft_tri", soft_tri.item<double>()}}));
+                                                    {{"ce", losses.ce},
+                                                     {"tri", losses.triplet},
+                                                     {"soft_ce", losses.soft_ce},
+                                                     {"soft_tri", losses.soft_triplet}}));
     }
   }
   const double seconds =

@@ -13,6 +13,8 @@
 //   L = (1−λ_id)(CE_ls(y1) + CE_ls(y2)) + (1−λ_tri)(ST_0(f1) + ST_0(f2))
 //     + λ_id (SCE(y1, ŷ2) + SCE(y2, ŷ1)) + λ_tri (ST(f1, f̂2) + ST(f2, f̂1)),
 // followed by the EMA update with MMT's warm-up α_t = min(α, 1 − 1/(t+1)).
+// One iteration is an MmtStep (worker/train/mmt_step.h): by default the
+// two student/teacher pairs run on two threads at once.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +28,7 @@
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data/loader.h"
 #include "tandem/worker/data/transforms.h"
+#include "tandem/worker/train/mmt_step.h"
 #include "tandem/worker/train/progress.h"
 
 namespace tandem::worker {
@@ -68,6 +71,11 @@ struct MmtOptions {
   int64_t extract_batch = 64;
   /// Seed of the sampler and augmentation.
   uint64_t seed = 1;
+  /// Each iteration runs the two student/teacher pairs on two threads, each
+  /// with half of the intra-op threads (MmtStep, worker/train/mmt_step.h);
+  /// off, or with one intra-op thread, they run one after the other. Both
+  /// give the same parameters for the same per-pair thread count.
+  bool parallel_pairs = true;
 
   /// Called after every iteration (none: silent).
   ProgressFn on_iteration;
@@ -76,23 +84,18 @@ struct MmtOptions {
   void validate() const;
 };
 
-/// Loss terms averaged over an epoch's iterations.
-struct MmtLosses {
-  double ce = 0;            ///< CE_ls(y1) + CE_ls(y2)
-  double triplet = 0;       ///< ST_0(f1) + ST_0(f2)
-  double soft_ce = 0;       ///< SCE(y1, ŷ2) + SCE(y2, ŷ1)
-  double soft_triplet = 0;  ///< ST(f1, f̂2) + ST(f2, f̂1)
-  double total = 0;         ///< the weighted sum that is minimised
-};
-
 struct MmtEpochStats {
   int64_t epoch = 0;
+  /// Loss terms (MmtLosses, worker/train/mmt_step.h) averaged over the
+  /// epoch's iterations.
   int64_t clusters = 0;
   int64_t noise = 0;
   double eps = 0;
   int64_t iterations = 0;
   MmtLosses losses;
   double train_images_per_second = 0;
+  /// Whether the iterations ran the two pairs on two threads.
+  bool parallel_pairs = false;
 };
 
 /// Embeds every image of `source` with `model` in eval mode through

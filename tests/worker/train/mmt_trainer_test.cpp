@@ -1,5 +1,6 @@
 #include "tandem/worker/train/mmt_trainer.h"
 
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -120,6 +121,117 @@ TEST(MmtTrainer, SoftLossesAloneMoveTheStudents) {
               1e-4 * stats.losses.total);
   const auto after = copies(trainer.student(0)->backbone.ptr()->parameters());
   EXPECT_FALSE(all_equal(before, after)) << "soft losses sent no gradient to the student";
+}
+
+/// Sets the caller's intra-op threads for its lifetime.
+class IntraOpThreads {
+ public:
+  explicit IntraOpThreads(int threads) : previous_(at::get_num_threads()) {
+    at::set_num_threads(threads);
+  }
+  ~IntraOpThreads() { at::set_num_threads(previous_); }
+  IntraOpThreads(const IntraOpThreads&) = delete;
+  IntraOpThreads& operator=(const IntraOpThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
+/// Parameters and buffers (BatchNorm statistics) of a module, copied.
+std::vector<torch::Tensor> state_of(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> out = copies(module.parameters());
+  for (const auto& b : module.buffers()) out.push_back(b.detach().clone());
+  return out;
+}
+
+TEST(MmtTrainer, ParallelPairsGiveTheSequentialStepsParameters) {
+  // Two pairs on two threads with one intra-op thread each must compute
+  // exactly what the sequential step computes with one intra-op thread:
+  // same parameters and BatchNorm statistics of all four networks, same
+  // loss terms, bit for bit.
+  const TinyTarget t = tiny_target();
+  MmtEpochStats stats[2];
+  std::vector<torch::Tensor> states[2][4];
+  for (int parallel : {0, 1}) {
+    const IntraOpThreads threads(parallel ? 2 : 1);
+    MmtOptions options = tiny_options();
+    options.iters = 3;
+    options.parallel_pairs = parallel == 1;
+    MmtTrainer trainer(tiny_model(1), tiny_model(2), t.source, t.cameras, options,
+                       oracle_labels(t.pids));
+    trainer.train_epoch(0);
+    stats[parallel] = trainer.train_epoch(1);
+    for (int which : {0, 1}) {
+      states[parallel][which] = state_of(*trainer.student(which));
+      states[parallel][2 + which] = state_of(*trainer.teacher(which).module());
+    }
+  }
+  EXPECT_FALSE(stats[0].parallel_pairs);
+  EXPECT_TRUE(stats[1].parallel_pairs) << "two intra-op threads did not run the pairs in parallel";
+  const char* names[4] = {"student 1", "student 2", "teacher 1", "teacher 2"};
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_TRUE(all_equal(states[0][k], states[1][k]))
+        << names[k] << " differs between the sequential and the parallel step";
+  }
+  EXPECT_EQ(stats[0].losses.ce, stats[1].losses.ce);
+  EXPECT_EQ(stats[0].losses.triplet, stats[1].losses.triplet);
+  EXPECT_EQ(stats[0].losses.soft_ce, stats[1].losses.soft_ce);
+  EXPECT_EQ(stats[0].losses.soft_triplet, stats[1].losses.soft_triplet);
+  EXPECT_EQ(stats[0].losses.total, stats[1].losses.total);
+}
+
+TEST(MmtStep, OnePairsErrorReachesTheCallerInBothModes) {
+  // Labels that do not match the batch: the loss of each pair throws (on a
+  // pair thread when parallel); run() must rethrow it, not hang or abort.
+  const IntraOpThreads threads(2);
+  for (bool parallel : {false, true}) {
+    MmtStep::Model s1 = tiny_model(1), s2 = tiny_model(2);
+    MmtStep::Teacher t1(s1, 0.999), t2(s2, 0.999);
+    MmtStepOptions options;
+    options.num_classes = kIds;
+    options.parallel_pairs = parallel;
+    MmtStep step(s1, s2, t1, t2, options);
+    EXPECT_EQ(step.parallel(), parallel);
+    const torch::Tensor x = torch::randn({12, 3, 32, 16});
+    const torch::Tensor wrong = torch::arange(5, torch::kInt64);
+    EXPECT_THROW(step.run(x, x, wrong), c10::Error);
+    // And the step still works afterwards.
+    const MmtLosses losses = step.run(x, x, torch::arange(3, torch::kInt64).repeat_interleave(4));
+    EXPECT_TRUE(std::isfinite(losses.total));
+    EXPECT_EQ(at::get_num_threads(), 2) << "the caller's intra-op threads changed";
+  }
+}
+
+TEST(InPlaceAdam, MatchesTorchAdamBitForBit) {
+  // Same start, same gradients: after several steps the parameters (one of
+  // them channels_last, one never given a gradient) are identical.
+  torch::manual_seed(4);
+  const std::vector<torch::Tensor> start = {
+      torch::randn({8, 3, 5, 5}).contiguous(torch::MemoryFormat::ChannelsLast), torch::randn({17}),
+      torch::randn({4, 9}), torch::randn({3})};
+  std::vector<torch::Tensor> a, b;
+  for (const auto& t : start) {
+    a.push_back(t.clone().set_requires_grad(true));
+    b.push_back(t.clone().set_requires_grad(true));
+  }
+  torch::optim::Adam reference(a, torch::optim::AdamOptions(3.5e-4).weight_decay(5e-4));
+  InPlaceAdam adam(b, 3.5e-4, 5e-4);
+  for (int step = 0; step < 5; ++step) {
+    reference.zero_grad();
+    adam.zero_grad();
+    for (size_t i = 0; i + 1 < start.size(); ++i) {
+      const torch::Tensor w = torch::randn(start[i].sizes());
+      (a[i] * a[i] * w).sum().backward();
+      (b[i] * b[i] * w).sum().backward();
+    }
+    reference.step();
+    adam.step();
+  }
+  for (size_t i = 0; i < start.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  }
+  EXPECT_TRUE(torch::equal(b.back(), start.back())) << "a parameter without gradient moved";
+  EXPECT_TRUE(b[0].is_contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
 TEST(MmtTrainer, ClearErrorsForBadPseudoLabelsAndOptions) {
