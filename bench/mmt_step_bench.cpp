@@ -1,14 +1,18 @@
 // Throughput of one MMT iteration, in images per second: exactly the step of
-// worker/train/mmt_trainer.cpp (two students forward + backward on their
-// views, two EMA teachers forward under NoGradGuard, the four loss terms with
-// the cross pairing, one Adam step over both students, the warm-up EMA update
-// of both teachers, the five loss values read back), on random views and
+// worker/train/mmt_trainer.cpp, which is one tandem::worker::MmtStep::run
+// (worker/train/mmt_step.h): two EMA teachers forward under InferenceMode,
+// two students forward + backward on their views with the four loss terms
+// and the cross pairing, an Adam step per student, the warm-up EMA update of
+// both teachers, the loss terms read back. By default (as in the trainer)
+// the two student/teacher pairs run on two threads with half of the intra-op
+// threads each; --sequential runs them one after the other. Random views and
 // P x K labels, so that the figure is the training core's alone (no loader).
 //
 //   bench_mmt_step [--backbone resnet50|resnet18|small] [--batch 64]
 //                  [--ids-per-batch 16] [--height 256] [--width 128]
 //                  [--iters 10] [--warmup 2] [--threads T] [--classes 500]
-//                  [--device cpu|cuda] [--bf16] [--channels-last] [--seed 1]
+//                  [--device cpu|cuda] [--bf16] [--channels-last]
+//                  [--sequential] [--seed 1]
 //
 // Prints one JSON line: images_per_second (= batch / seconds_per_iter, the
 // trainer's train_images_per_second), seconds_per_iter (mean of the timed
@@ -20,7 +24,6 @@
 // the views as NHWC.
 // Driven by bench/mmt_step_side_by_side.py (Python twin:
 // bench/mmt_step_reference.py) and by bench/gpu/run.sh.
-#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -39,12 +42,11 @@
 #include "tandem/methods/ema_teacher.h"
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/methods/models/resnet.h"
-#include "tandem/methods/reid_loss.h"
+#include "tandem/worker/train/mmt_step.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
 namespace models = tandem::methods::models;
-namespace fn = tandem::methods::functional;
 using Model = models::ReIdentifier;
 using Teacher = tandem::methods::EmaTeacher<Model>;
 
@@ -52,7 +54,7 @@ constexpr const char* kUsage =
     "usage: bench_mmt_step [--backbone resnet50|resnet18|small] [--batch B] [--ids-per-batch P]\n"
     "                      [--height H] [--width W] [--iters N] [--warmup W] [--threads T]\n"
     "                      [--classes C] [--device cpu|cuda] [--bf16] [--channels-last]\n"
-    "                      [--seed S]\n";
+    "                      [--sequential] [--seed S]\n";
 
 struct Args {
   std::string backbone = "resnet50";
@@ -67,6 +69,7 @@ struct Args {
   std::string device = "cpu";
   bool bf16 = false;
   bool channels_last = false;
+  bool sequential = false;
   int64_t seed = 1;
 };
 
@@ -81,6 +84,10 @@ Args parse(int argc, char** argv) {
     }
     if (flag == "--channels-last") {
       a.channels_last = true;
+      continue;
+    }
+    if (flag == "--sequential") {
+      a.sequential = true;
       continue;
     }
     if (flag == "--help" || flag == "-h") throw std::invalid_argument("");
@@ -162,40 +169,6 @@ void to_channels_last(torch::nn::Module& module) {
   }
 }
 
-// CUDA autocast in bfloat16 while alive (Python: torch.autocast("cuda",
-// dtype=torch.bfloat16)), including the cast cache cleared on exit.
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    previous_ = at::autocast::is_enabled();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-    at::autocast::increment_nesting();
-  }
-  ~CudaAutocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
-#else
-    at::autocast::set_enabled(previous_);
-#endif
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool on_;
-  bool previous_ = false;
-};
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -257,66 +230,25 @@ int main(int argc, char** argv) {
   const torch::Tensor labels =
       torch::arange(args.ids_per_batch, torch::kInt64).repeat_interleave(k).to(device);
 
-  // Trainer step 4: Adam over both students' trainable parameters.
-  std::vector<torch::Tensor> parameters;
-  for (Model* m : {&model_1, &model_2}) {
-    for (const auto& p : (*m)->parameters()) {
-      if (p.requires_grad()) parameters.push_back(p);
-    }
-  }
-  torch::optim::Adam optimizer(parameters, torch::optim::AdamOptions(3.5e-4).weight_decay(5e-4));
-  const tandem::methods::CrossEntropyLabelSmoothOptions ce_options =
-      tandem::methods::CrossEntropyLabelSmoothOptions(args.classes).epsilon(0.1);
-  const tandem::methods::SoftTripletLossOptions hard_triplet =
-      tandem::methods::SoftTripletLossOptions().margin(0.0);
-  const tandem::methods::SoftTripletLossOptions soft_triplet;
-  const double w_id = 0.5, w_tri = 0.8;
-
+  // Trainer steps 4 and 5: the trainer's MmtStep (Adam per student, the pair
+  // threads), and one iteration = one MmtStep::run, the loop body of
+  // MmtTrainer::train_epoch.
+  tandem::worker::MmtStepOptions step_options;
+  step_options.num_classes = args.classes;
+  step_options.lr = 3.5e-4;
+  step_options.weight_decay = 5e-4;
+  step_options.soft_ce_weight = 0.5;
+  step_options.soft_triplet_weight = 0.8;
+  step_options.label_smoothing = 0.1;
+  step_options.parallel_pairs = !args.sequential;
+  step_options.cuda_bf16_autocast = args.bf16;
   model_1->train();
   model_2->train();
   teacher_1.train();
   teacher_2.train();
-  double last_total = 0, read_back = 0;
-  // Trainer step 5, one iteration (the loop body of MmtTrainer::train_epoch).
-  const auto step = [&]() {
-    const torch::Tensor& y = labels;
-    models::ReIdOutput s1, s2, t1, t2;
-    {
-      const CudaAutocast autocast(args.bf16);
-      s1 = model_1->forward(x1);
-      s2 = model_2->forward(x2);
-      torch::NoGradGuard no_grad;  // teachers never get gradients
-      t1 = teacher_1.forward(x1);
-      t2 = teacher_2.forward(x2);
-    }
-    // Outside autocast the losses see float32 (a no-op in float32 runs).
-    const auto f32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
-    const torch::Tensor s1_logits = f32(s1.logits), s2_logits = f32(s2.logits);
-    const torch::Tensor s1_features = f32(s1.features), s2_features = f32(s2.features);
-    const torch::Tensor t1_logits = f32(t1.logits), t2_logits = f32(t2.logits);
-    const torch::Tensor t1_features = f32(t1.features), t2_features = f32(t2.features);
-    const torch::Tensor ce = fn::cross_entropy_label_smooth(s1_logits, y, ce_options) +
-                             fn::cross_entropy_label_smooth(s2_logits, y, ce_options);
-    const torch::Tensor triplet = fn::soft_triplet_loss(s1_features, s1_features, y, hard_triplet) +
-                                  fn::soft_triplet_loss(s2_features, s2_features, y, hard_triplet);
-    // Cross pairing: student 1 is taught by teacher 2 and vice versa.
-    const torch::Tensor soft_ce = fn::soft_cross_entropy_loss(s1_logits, t2_logits) +
-                                  fn::soft_cross_entropy_loss(s2_logits, t1_logits);
-    const torch::Tensor soft_tri =
-        fn::soft_triplet_loss(s1_features, t2_features, y, soft_triplet) +
-        fn::soft_triplet_loss(s2_features, t1_features, y, soft_triplet);
-    const torch::Tensor total =
-        (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce + w_tri * soft_tri;
-    optimizer.zero_grad();
-    total.backward();
-    optimizer.step();
-    teacher_1.update_with_warmup();
-    teacher_2.update_with_warmup();
-    // The trainer reads every term back (its epoch statistics).
-    read_back += ce.item<double>() + triplet.item<double>() + soft_ce.item<double>() +
-                 soft_tri.item<double>();
-    last_total = total.item<double>();
-  };
+  tandem::worker::MmtStep mmt_step(model_1, model_2, teacher_1, teacher_2, step_options);
+  double last_total = 0;
+  const auto step = [&]() { last_total = mmt_step.run(x1, x2, labels).total; };
   const auto sync = [&]() {
     if (cuda) torch::cuda::synchronize();
   };
@@ -364,6 +296,9 @@ int main(int argc, char** argv) {
   text("device", args.device);
   key("bf16") << args.bf16;
   key("channels_last") << args.channels_last;
+  key("parallel_pairs") << mmt_step.parallel();
+  key("pair_threads") << "[" << mmt_step.pair_threads().first << ", "
+                      << mmt_step.pair_threads().second << "]";
   text("torch", TORCH_VERSION);
   key("images_per_second") << batch / mean;
   key("seconds_per_iter") << mean;

@@ -5,16 +5,21 @@ same model, batch, input size and threads; prints a Markdown table.
 
     bench/mmt_step_side_by_side.py [--build build] [--threads 2] [--rounds 2]
         [--lock /tmp/tandem-build.lock] [--case SPEC ...] [--max-seconds 60]
-        [--device cpu|cuda] [--bf16] [--channels-last] [--json-out FILE]
+        [--device cpu|cuda] [--bf16] [--channels-last] [--cpp-sequential]
+        [--env KEY=VALUE ...] [--json-out FILE]
 
 A case SPEC is backbone:HxW:batch:P:iters:warmup, e.g. resnet18:128x64:32:8:3:1.
 Default cases: resnet18 at 128 x 64, batch 32 = 8 x 4, 3 iterations after 1
 warm-up; then resnet50 at 256 x 128, batch 64 = 16 x 4 (MMT's sizes), one
-iteration without warm-up. Each round runs C++ then Python, one process each
+iteration without warm-up. Each round runs every side once, one process each
 (so each peak RSS is its own), under --lock when given (flock: other builds on
-a shared machine wait, and both sides of a round see the same machine); rounds
-alternate so that drift hits both sides. A case whose first C++ iteration
-takes longer than --max-seconds is reported and not repeated.
+a shared machine wait, and all sides of a round see the same machine); round r
+starts with side r mod n, so that drift hits every side. The sides: C++ as
+the trainer runs it (bench_mmt_step; by default the two student/teacher pairs
+on two threads), with --cpp-sequential also bench_mmt_step --sequential (the
+pairs one after the other, as the Python step), and the Python step. A case
+whose first C++ iteration takes longer than --max-seconds is reported and the
+other sides are not run.
 
 Figures: images/s = batch / median of every timed iteration of all rounds
 (each iteration is one full MMT step over the batch). The first-iteration
@@ -61,10 +66,18 @@ def locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run(command):
-    """Runs one side; returns its JSON line plus wall time and peak RSS (MiB)."""
+def load_average():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def run(command, env=None):
+    """Runs one side; returns its JSON line plus wall time, peak RSS (MiB) and
+    the 1-minute load average at its start and end."""
+    load = load_average()
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **(env or {})))
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -73,6 +86,7 @@ def run(command):
     result = json.loads(out.strip().splitlines()[-1])
     result["wall_seconds"] = time.perf_counter() - start
     result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    result["load_average"] = [load, load_average()]
     return result
 
 
@@ -105,31 +119,44 @@ def main():
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--json-out", help="write every side's JSON result here")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set in the environment of every side (e.g. OMP_WAIT_POLICY=passive)")
+    parser.add_argument("--cpp-sequential", action="store_true",
+                        help="also time bench_mmt_step --sequential (the pairs one after the "
+                             "other, as the Python step)")
     args = parser.parse_args()
     cases = args.case or [parse_case(c) for c in DEFAULT_CASES]
     binary = os.path.join(args.build, "bench", "bench_mmt_step")
     reference = os.path.join(HERE, "mmt_step_reference.py")
 
+    sides = [("cpp", [binary])]
+    if args.cpp_sequential:
+        sides.append(("cpp_sequential", [binary, "--sequential"]))
+    sides.append(("python", [args.python, reference]))
+    env = dict(kv.split("=", 1) for kv in args.env)
     rows, records = [], []
     for case in cases:
-        cpp, py, skipped = [], [], None
+        runs, skipped = {name: [] for name, _ in sides}, None
         for r in range(args.rounds):
+            wall = 0.0
             with locked(args.lock):
-                c = run([binary] + flags(case, args))
-                cpp.append(c)
-                records.append(c)
-                print(json.dumps(c), file=sys.stderr, flush=True)
-                if r == 0 and c["median_seconds_per_iter"] > args.max_seconds:
-                    skipped = (f"C++ took {c['median_seconds_per_iter']:.0f} s per iteration "
-                               f"(> {args.max_seconds:.0f} s): Python not run")
-                    break
-                p = run([args.python, reference] + flags(case, args))
-                py.append(p)
-                records.append(p)
-                print(json.dumps(p), file=sys.stderr, flush=True)
-            if r == 0 and c["wall_seconds"] + p["wall_seconds"] > 4 * args.max_seconds:
+                # Round r starts with side r mod n, so that drift hits every side.
+                for name, command in sides[r % len(sides):] + sides[:r % len(sides)]:
+                    if r == 0 and name != "cpp" and skipped:
+                        continue
+                    result = run(command + flags(case, args), env)
+                    result["side"] = name
+                    runs[name].append(result)
+                    records.append(result)
+                    wall += result["wall_seconds"]
+                    print(json.dumps(result), file=sys.stderr, flush=True)
+                    if (r == 0 and name == "cpp"
+                            and result["median_seconds_per_iter"] > args.max_seconds):
+                        skipped = (f"C++ took {result['median_seconds_per_iter']:.0f} s per "
+                                   f"iteration (> {args.max_seconds:.0f} s): the others not run")
+            if skipped or (r == 0 and wall > 2 * len(sides) * args.max_seconds):
                 break  # one round of a slow case is all the time allows
-        rows.append((case, cpp, py, skipped))
+        rows.append((case, runs, skipped))
 
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -137,31 +164,52 @@ def main():
 
     mode = args.device + (" bf16" if args.bf16 else " fp32")
     mode += " channels_last" if args.channels_last else ""
+    loads = [x for r in records for x in r["load_average"]]
     print(f"\n{mode}, {args.threads} threads, {args.classes} classes; images/s = batch / median "
-          "seconds per iteration over all rounds\n")
-    print("| backbone | input | batch (P × K) | timed iterations | C++ images/s | Python images/s "
-          "| C++ / Python | C++ s/iter | Python s/iter | peak RSS C++ / Python (MiB) "
+          "seconds per iteration over all rounds"
+          + (f"; environment {' '.join(args.env)}" if args.env else "")
+          + (f"; 1-minute load average {min(loads):.1f} to {max(loads):.1f}" if loads else "")
+          + "\n")
+    seq = args.cpp_sequential
+    print("| backbone | input | batch (P × K) | timed iterations | C++ images/s "
+          + ("| C++ sequential images/s " if seq else "")
+          + "| Python images/s | C++ / Python "
+          + ("| C++ sequential / Python " if seq else "")
+          + "| C++ s/iter | Python s/iter | peak RSS C++ / Python (MiB) "
           "| first loss C++ / Python |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (11 + 2 * seq) + "|")
     notes = []
-    for case, cpp, py, skipped in rows:
+
+    def seconds(results):
+        return statistics.median([t for x in results for t in x["times"]]) if results else None
+
+    def cell(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for case, runs, skipped in rows:
         k = case["batch"] // case["ids_per_batch"]
-        head = (f"| {case['backbone']} | {case['height']} × {case['width']} | "
-                f"{case['batch']} ({case['ids_per_batch']} × {k}) |")
-        cpp_t = statistics.median([t for c in cpp for t in c["times"]])
+        cpp, py = runs["cpp"], runs["python"]
+        cpp_t, py_t = seconds(cpp), seconds(py)
+        seq_t = seconds(runs.get("cpp_sequential"))
+        rate = lambda t: None if t is None else case["batch"] / t
+        ratio = lambda t: None if t is None or py_t is None else py_t / t
+        rss = lambda results: (max(x["peak_rss_mib"] for x in results) if results else None)
+        counts = " + ".join(str(sum(len(x["times"]) for x in runs[name])) for name in runs)
+        row = (f"| {case['backbone']} | {case['height']} × {case['width']} | "
+               f"{case['batch']} ({case['ids_per_batch']} × {k}) | {counts} "
+               f"| {cell(rate(cpp_t), '.2f')} ")
+        if seq:
+            row += f"| {cell(rate(seq_t), '.2f')} "
+        row += f"| {cell(rate(py_t), '.2f')} | {cell(ratio(cpp_t), '.2f')} "
+        if seq:
+            row += f"| {cell(ratio(seq_t), '.2f')} "
+        row += (f"| {cell(cpp_t, '.3f')} | {cell(py_t, '.3f')} "
+                f"| {cell(rss(cpp), '.0f')} / {cell(rss(py), '.0f')} "
+                f"| {cell(cpp[0]['first_loss'], '.5f')} / "
+                f"{cell(py[0]['first_loss'] if py else None, '.5f')} |")
+        print(row)
         if skipped:
-            print(f"{head} {len(cpp[0]['times'])} + 0 | {case['batch'] / cpp_t:.2f} | – | – | "
-                  f"{cpp_t:.2f} | – | {cpp[0]['peak_rss_mib']:.0f} / – | "
-                  f"{cpp[0]['first_loss']:.5f} / – |")
             notes.append(f"{case['backbone']} {case['height']} × {case['width']}: {skipped}")
-            continue
-        py_t = statistics.median([t for p in py for t in p["times"]])
-        n = sum(len(c["times"]) for c in cpp)
-        print(f"{head} {n} + {sum(len(p['times']) for p in py)} | {case['batch'] / cpp_t:.2f} | "
-              f"{case['batch'] / py_t:.2f} | {py_t / cpp_t:.2f} | {cpp_t:.3f} | {py_t:.3f} | "
-              f"{max(c['peak_rss_mib'] for c in cpp):.0f} / "
-              f"{max(p['peak_rss_mib'] for p in py):.0f} | "
-              f"{cpp[0]['first_loss']:.5f} / {py[0]['first_loss']:.5f} |")
     for note in notes:
         print(f"\n{note}")
     return 0
