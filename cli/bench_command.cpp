@@ -1,6 +1,6 @@
 // `tandem bench adapt`: the proof that adaptation works, in one command.
-// Renders two synthetic pedestrian domains with the given seed (a
-// market-style source and a duke-style target), then, on the target's
+// Renders two synthetic pedestrian domains with the given seed (by default
+// a market-style source and a duke-style target), then, on the target's
 // query/gallery:
 //   direct_transfer  a model pre-trained on the source, applied as is;
 //   mmt_kmeans       MMT from two source models (seeds S and S+1), k-means
@@ -49,6 +49,8 @@ struct AdaptFlags {
   int64_t backbone_depth = 2;  // 8 conv layers: see docs/training.md, the study
   int64_t height = 64;
   int64_t width = 32;
+  std::string source_domain = "market";
+  std::string target_domain = "duke";
 };
 
 /// Sends std::cout to std::cerr while alive (so --json prints one object).
@@ -113,6 +115,11 @@ JobSpec mmt_spec(const AdaptFlags& flags, const fs::path& dir, const std::string
 }
 
 int run_adapt(const AdaptFlags& flags) {
+  if (flags.source_domain == flags.target_domain) {
+    std::cerr << "tandem bench adapt: --target-domain must differ from --source-domain (both '"
+              << flags.source_domain << "')" << std::endl;
+    return kExitUsage;
+  }
   const auto start = std::chrono::steady_clock::now();
   const fs::path dir =
       flags.workdir.empty()
@@ -125,7 +132,7 @@ int run_adapt(const AdaptFlags& flags) {
     for (const char* job : {"source-1", "source-2", "mmt-kmeans", "mmt-dbscan", "oracle"}) {
       fs::remove_all(dir / job);
     }
-    for (const char* domain : {"market", "duke"}) {
+    for (const std::string& domain : {flags.source_domain, flags.target_domain}) {
       worker::SynthOptions synth;
       synth.domain = domain;
       synth.ids = flags.ids;
@@ -136,7 +143,7 @@ int run_adapt(const AdaptFlags& flags) {
       std::cout << "tandem bench adapt: rendered " << domain << " (" << flags.ids
                 << " identities) in " << dir / domain << std::endl;
     }
-    const fs::path source = dir / "market", target = dir / "duke";
+    const fs::path source = dir / flags.source_domain, target = dir / flags.target_domain;
     const auto target_data =
         worker::load_reid_dataset(worker::ReidDatasetKind::kMarket1501, target.string());
     const int64_t target_ids = target_data.num_train_ids;
@@ -223,6 +230,12 @@ void add_bench_command(CLI::App& app, Action& action) {
       ->add_option("--backbone-depth", flags->backbone_depth,
                    "conv layers per stage of the small backbone")
       ->check(CLI::Range(1, 8))
+      ->capture_default_str();
+  adapt
+      ->add_option("--source-domain", flags->source_domain,
+                   "style of the source (market, duke, msmt, or any name: a hashed style)")
+      ->capture_default_str();
+  adapt->add_option("--target-domain", flags->target_domain, "style of the target")
       ->capture_default_str();
   adapt->add_option("--height", flags->height, "image height")
       ->check(CLI::Range(32, 512))

@@ -31,5 +31,15 @@ TEST(BenchAdapt, JsonIsExactlyOneObjectWithTheFourModels) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(BenchAdapt, RefusesOneDomainAsSourceAndTarget) {
+  auto result = run_tandem({"bench", "adapt", "--source-domain", "msmt", "--target-domain", "msmt"},
+                           "bench-adapt-same");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("--target-domain must differ from --source-domain (both 'msmt')"),
+            std::string::npos)
+      << result.err;
+  EXPECT_TRUE(result.out.empty()) << result.out;
+}
+
 }  // namespace
 }  // namespace tandem::cli
