@@ -151,6 +151,39 @@ void check_shift(const FashionTargetShift& shift) {
               shift.min_rotation_degrees, " and ", shift.max_rotation_degrees);
   TORCH_CHECK(shift.noise_stddev >= 0.0 && std::isfinite(shift.noise_stddev),
               "FashionTargetShift: noise_stddev must be finite and >= 0, got ", shift.noise_stddev);
+  TORCH_CHECK(shift.texture_cells >= 0 && shift.texture_cells <= 64,
+              "FashionTargetShift: texture_cells must be in 0..64, got ", shift.texture_cells);
+  TORCH_CHECK(shift.texture_max >= 0.0 && shift.texture_max <= 255.0,
+              "FashionTargetShift: texture_max must be in [0, 255], got ", shift.texture_max);
+  TORCH_CHECK(shift.texture_detail >= 0.0 && shift.texture_detail <= 255.0,
+              "FashionTargetShift: texture_detail must be in [0, 255], got ", shift.texture_detail);
+}
+
+// A value-noise grid: (cells + 1)² corners of 3 channels, drawn row-major,
+// R, G, B per corner, each lo + (hi − lo) · uniform.
+std::vector<double> draw_grid(ImageRng& rng, int64_t cells, double lo, double hi) {
+  std::vector<double> grid(static_cast<size_t>((cells + 1) * (cells + 1) * 3));
+  for (double& v : grid) v = lo + (hi - lo) * rng.uniform();
+  return grid;
+}
+
+// Channel c of a grid at output pixel (y, x) of an out_h × out_w image:
+// bilinear between the corners, the grid spanning the whole image.
+double sample_grid(const std::vector<double>& grid, int64_t cells, int64_t out_h, int64_t out_w,
+                   int64_t y, int64_t x, int c) {
+  const double gy = static_cast<double>(y) * static_cast<double>(cells) /
+                    static_cast<double>(std::max<int64_t>(1, out_h - 1));
+  const double gx = static_cast<double>(x) * static_cast<double>(cells) /
+                    static_cast<double>(std::max<int64_t>(1, out_w - 1));
+  const auto iy = std::min<int64_t>(cells - 1, static_cast<int64_t>(gy));
+  const auto ix = std::min<int64_t>(cells - 1, static_cast<int64_t>(gx));
+  const double fy = gy - static_cast<double>(iy);
+  const double fx = gx - static_cast<double>(ix);
+  const auto at = [&](int64_t yy, int64_t xx) {
+    return grid[static_cast<size_t>((yy * (cells + 1) + xx) * 3 + c)];
+  };
+  return (1 - fy) * ((1 - fx) * at(iy, ix) + fx * at(iy, ix + 1)) +
+         fy * ((1 - fx) * at(iy + 1, ix) + fx * at(iy + 1, ix + 1));
 }
 
 uint8_t to_byte(double v) {
@@ -181,7 +214,8 @@ void render(const uint8_t* grey, int64_t h, int64_t w, FashionDomain domain, uin
   }
 
   // Draw order (documented in docs/fashion_mnist.md): sign, magnitude, tint,
-  // then the noise of each pixel's R, G, B in row-major order.
+  // the texture's coarse then fine grid, then the noise of each pixel's
+  // R, G, B in row-major order.
   ImageRng rng(seed, index);
   const double sign = rng.uniform() < 0.5 ? -1.0 : 1.0;
   const double magnitude =
@@ -192,6 +226,13 @@ void render(const uint8_t* grey, int64_t h, int64_t w, FashionDomain domain, uin
   if (!shift.palette.empty()) {
     const auto n = shift.palette.size();
     tint = shift.palette[std::min(n - 1, static_cast<size_t>(rng.uniform() * n))];
+  }
+  const int64_t coarse_cells = shift.texture_cells;
+  const int64_t fine_cells = 4 * shift.texture_cells;
+  std::vector<double> coarse, fine;
+  if (coarse_cells > 0) {
+    coarse = draw_grid(rng, coarse_cells, 0.0, shift.texture_max);
+    fine = draw_grid(rng, fine_cells, -shift.texture_detail, shift.texture_detail);
   }
   const double cos_a = std::cos(angle);
   const double sin_a = std::sin(angle);
@@ -216,6 +257,12 @@ void render(const uint8_t* grey, int64_t h, int64_t w, FashionDomain domain, uin
       uint8_t* px = out + (y * out_w + x) * 3;
       for (int c = 0; c < 3; ++c) {
         double v = t * tint[c] / 255.0;
+        if (coarse_cells > 0) {
+          const double b = std::clamp(sample_grid(coarse, coarse_cells, out_h, out_w, y, x, c) +
+                                          sample_grid(fine, fine_cells, out_h, out_w, y, x, c),
+                                      0.0, 255.0);
+          v = std::abs(b - v);
+        }
         if (shift.noise_stddev > 0.0) v += shift.noise_stddev * rng.normal();
         px[c] = to_byte(v);
       }
@@ -224,6 +271,35 @@ void render(const uint8_t* grey, int64_t h, int64_t w, FashionDomain domain, uin
 }
 
 }  // namespace
+
+FashionTargetShift FashionTargetShift::standard() {
+  return {};
+}
+
+FashionTargetShift FashionTargetShift::hard() {
+  FashionTargetShift shift;
+  shift.min_rotation_degrees = 15.0;
+  shift.max_rotation_degrees = 30.0;
+  shift.invert = true;
+  shift.palette = {
+      {255, 200, 80},   // amber
+      {90, 200, 255},   // sky blue
+      {255, 120, 170},  // pink
+      {120, 230, 120},  // green
+      {190, 140, 255},  // violet
+      {255, 150, 90},   // orange
+  };
+  shift.texture_cells = 0;
+  shift.noise_stddev = 8.0;
+  return shift;
+}
+
+FashionTargetShift fashion_target_shift(const std::string& name) {
+  if (name == "standard") return FashionTargetShift::standard();
+  if (name == "hard") return FashionTargetShift::hard();
+  TORCH_CHECK(false, "unknown Fashion-MNIST target shift '", name, "' (one of standard, hard)");
+  return {};  // unreachable
+}
 
 std::string fashion_mnist_path(const std::string& dir, FashionMnistSplit split, bool labels) {
   const char* prefix = split == FashionMnistSplit::kTrain ? "train" : "t10k";
@@ -390,6 +466,64 @@ void write_fashion_image_list(const FashionMnist& data, FashionDomain domain, ui
     text += '\n';
   }
   write_file_bytes((root / "list.txt").string(), std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+namespace {
+
+void check_rows(int64_t v, int64_t most, const char* field) {
+  if (v < 1 || v > most) {
+    throw std::invalid_argument(std::string("Fashion-MNIST shift: ") + field + " must be in 1.." +
+                                std::to_string(most) + ", got " + std::to_string(v));
+  }
+}
+
+FashionMnist load_at_least(const std::string& dir, FashionMnistSplit split, int64_t rows) {
+  FashionMnist data = load_fashion_mnist(dir, split, rows);
+  if (data.size() < rows) {
+    throw std::invalid_argument(
+        "Fashion-MNIST shift: " + fashion_mnist_path(dir, split, /*labels=*/false) + " holds " +
+        std::to_string(data.size()) + " images, " + std::to_string(rows) + " needed");
+  }
+  return data;
+}
+
+}  // namespace
+
+FashionShift load_fashion_source(const std::string& dir, int64_t source) {
+  check_rows(source, kFashionTargetTrainOffset, "source");
+  const FashionMnist train = load_at_least(dir, FashionMnistSplit::kTrain, source);
+  FashionShift out;
+  out.source = fashion_domain_images(train.images, FashionDomain::kSource, 1);
+  out.source_labels = train.labels;
+  return out;
+}
+
+FashionShift load_fashion_target(const std::string& dir, int64_t target_train, int64_t target_test,
+                                 const FashionTargetShift& shift) {
+  check_rows(target_train, kFashionTargetTrainOffset, "target_train");
+  check_rows(target_test, 10000, "target_test");
+  const FashionMnist train =
+      load_at_least(dir, FashionMnistSplit::kTrain, kFashionTargetTrainOffset + target_train);
+  const FashionMnist test = load_at_least(dir, FashionMnistSplit::kTest, target_test);
+  FashionShift out;
+  out.target_train =
+      fashion_domain_images(train.images.narrow(0, kFashionTargetTrainOffset, target_train),
+                            FashionDomain::kTarget, 2, shift);
+  out.target_train_labels =
+      train.labels.narrow(0, kFashionTargetTrainOffset, target_train).contiguous();
+  out.target_test = fashion_domain_images(test.images, FashionDomain::kTarget, 3, shift);
+  out.target_test_labels = test.labels;
+  out.source_test = fashion_domain_images(test.images, FashionDomain::kSource, 3);
+  return out;
+}
+
+FashionShift load_fashion_shift(const std::string& dir, const FashionShiftSizes& sizes,
+                                const FashionTargetShift& shift) {
+  FashionShift out = load_fashion_target(dir, sizes.target_train, sizes.target_test, shift);
+  FashionShift source = load_fashion_source(dir, sizes.source);
+  out.source = std::move(source.source);
+  out.source_labels = std::move(source.source_labels);
+  return out;
 }
 
 }  // namespace tandem::worker

@@ -326,7 +326,7 @@ TEST(FashionMnistDomain, SourceIsPaddedGrey) {
 
 TEST(FashionMnistDomain, InversionAloneIsExact) {
   const auto data = sample(8);
-  FashionTargetShift shift;
+  FashionTargetShift shift = FashionTargetShift::hard();
   shift.min_rotation_degrees = shift.max_rotation_degrees = 0.0;
   shift.palette.clear();
   shift.noise_stddev = 0.0;
@@ -335,10 +335,11 @@ TEST(FashionMnistDomain, InversionAloneIsExact) {
   EXPECT_TRUE(torch::equal(target.to(torch::kInt32), 255 - source.to(torch::kInt32)));
 }
 
-TEST(FashionMnistDomain, TargetInvertsTintsAndIsNotGrey) {
+TEST(FashionMnistDomain, HardTargetInvertsTintsAndIsNotGrey) {
   const auto data = sample(200);
   const auto source = fashion_domain_images(data.images, FashionDomain::kSource, 11);
-  const auto target = fashion_domain_images(data.images, FashionDomain::kTarget, 11);
+  const auto target =
+      fashion_domain_images(data.images, FashionDomain::kTarget, 11, fashion_target_shift("hard"));
   ASSERT_EQ(target.sizes(), source.sizes());
   const auto s = source.to(torch::kFloat32);
   const auto t = target.to(torch::kFloat32);
@@ -361,7 +362,7 @@ TEST(FashionMnistDomain, TargetInvertsTintsAndIsNotGrey) {
   const auto spread = std::get<0>(channel_means.max(1)) - std::get<0>(channel_means.min(1));
   EXPECT_GT(spread.min().item<double>(), 10.0);
   // The corner pixel is background: the tint plus noise.
-  const FashionTargetShift shift;
+  const FashionTargetShift shift = FashionTargetShift::hard();
   std::set<size_t> tints_seen;
   for (int64_t i = 0; i < target.size(0); ++i) {
     const auto corner = target[i][0][0];
@@ -378,6 +379,121 @@ TEST(FashionMnistDomain, TargetInvertsTintsAndIsNotGrey) {
     tints_seen.insert(best);
   }
   EXPECT_EQ(tints_seen.size(), shift.palette.size());
+}
+
+TEST(FashionMnistDomain, NamedShifts) {
+  const FashionTargetShift standard = fashion_target_shift("standard");
+  const FashionTargetShift defaults;
+  EXPECT_EQ(standard.max_rotation_degrees, defaults.max_rotation_degrees);
+  EXPECT_EQ(standard.texture_cells, defaults.texture_cells);
+  EXPECT_EQ(standard.texture_max, defaults.texture_max);
+  EXPECT_FALSE(standard.invert);
+  EXPECT_TRUE(standard.palette.empty());
+  EXPECT_GT(standard.texture_cells, 0);
+  EXPECT_LE(standard.max_rotation_degrees, 15.0);
+  const FashionTargetShift hard = fashion_target_shift("hard");
+  EXPECT_TRUE(hard.invert);
+  EXPECT_EQ(hard.palette.size(), 6u);
+  EXPECT_EQ(hard.texture_cells, 0);
+  EXPECT_EQ(hard.min_rotation_degrees, 15.0);
+  EXPECT_EQ(hard.max_rotation_degrees, 30.0);
+  EXPECT_THAT(error_of([] { fashion_target_shift("easy"); }), HasSubstr("standard, hard"));
+  FashionTargetShift bad;
+  bad.texture_max = 300;
+  EXPECT_THAT(error_of([&] {
+                fashion_domain_images(torch::zeros({1, 28, 28}, torch::kUInt8),
+                                      FashionDomain::kTarget, 0, bad);
+              }),
+              HasSubstr("texture_max"));
+}
+
+// The texture B of the standard shift, from a blank image (no ink: |B − 0| = B).
+torch::Tensor texture_of(int64_t n, uint64_t seed, const FashionTargetShift& shift) {
+  return fashion_domain_images(torch::zeros({n, 28, 28}, torch::kUInt8), FashionDomain::kTarget,
+                               seed, shift)
+      .to(torch::kInt32);
+}
+
+TEST(FashionMnistDomain, StandardTargetIsTheMnistMBlendWithATexture) {
+  const auto data = sample(100);
+  FashionTargetShift blend_only;  // the standard shift without rotation and noise
+  blend_only.max_rotation_degrees = 0.0;
+  blend_only.noise_stddev = 0.0;
+  // The texture depends only on (seed, index), not on the garment, so a
+  // blank image of the same index shows it.
+  const auto b = texture_of(100, 21, blend_only);
+  const auto g = fashion_domain_images(data.images, FashionDomain::kSource, 21).to(torch::kInt32);
+  const auto t =
+      fashion_domain_images(data.images, FashionDomain::kTarget, 21, blend_only).to(torch::kInt32);
+  EXPECT_TRUE(torch::equal(t, (b - g).abs())) << "v = |b − g| per channel";
+  // The texture: coarse colours in [0, texture_max] plus fine detail of at
+  // most texture_detail, coloured (channels differ) and different per image.
+  EXPECT_LE(b.max().item<int>(),
+            static_cast<int>(blend_only.texture_max + blend_only.texture_detail) + 1);
+  const auto bf = b.to(torch::kFloat32);
+  const double mean = bf.mean().item<double>();
+  EXPECT_NEAR(mean, blend_only.texture_max / 2, 0.15 * blend_only.texture_max);
+  const auto channel_means = bf.mean({1, 2});  // (n, 3)
+  const auto spread = std::get<0>(channel_means.max(1)) - std::get<0>(channel_means.min(1));
+  EXPECT_GT(spread.mean().item<double>(), 0.1 * blend_only.texture_max);
+  EXPECT_GT(bf.std({0}).mean().item<double>(), 0.15 * blend_only.texture_max)
+      << "textures differ between images";
+  // Within one image the texture varies (it is not a flat colour).
+  EXPECT_GT(bf.flatten(1, 2).std(1).mean().item<double>(), 0.05 * blend_only.texture_max);
+
+  // The full standard shift keeps the garment brighter than its
+  // surroundings (luminance correlates with the source's, unlike the hard
+  // shift), and it is coloured.
+  const auto full = fashion_domain_images(data.images, FashionDomain::kTarget, 21);
+  const auto sl = g.to(torch::kFloat32).mean(3).flatten(1);
+  const auto tl = full.to(torch::kFloat32).mean(3).flatten(1);
+  const auto sc = sl - sl.mean(1, true);
+  const auto tc = tl - tl.mean(1, true);
+  const auto corr = (sc * tc).sum(1) / (sc.norm(2, 1) * tc.norm(2, 1) + 1e-6);
+  EXPECT_GT(corr.mean().item<double>(), 0.5);
+  // (A garment darker than most, e.g. a black dress, can come out the other way.)
+  EXPECT_GT((corr > 0).to(torch::kFloat32).mean().item<double>(), 0.9);
+  EXPECT_FALSE(torch::equal(full.select(3, 0), full.select(3, 1)));
+}
+
+TEST(FashionMnistShift, RowsSeedsAndSizes) {
+  SKIP_WITHOUT_PACKAGE();
+  FashionShiftSizes sizes;
+  sizes.source = 30;
+  sizes.target_train = 20;
+  sizes.target_test = 10;
+  const FashionShift s = load_fashion_shift(kFashionMnistDefaultDir, sizes);
+  EXPECT_EQ(s.source.sizes(), (std::vector<int64_t>{30, 32, 32, 3}));
+  EXPECT_EQ(s.target_train.sizes(), (std::vector<int64_t>{20, 32, 32, 3}));
+  EXPECT_EQ(s.target_test.sizes(), (std::vector<int64_t>{10, 32, 32, 3}));
+  const FashionMnist train = load_fashion_mnist(kFashionMnistDefaultDir, FashionMnistSplit::kTrain,
+                                                kFashionTargetTrainOffset + 20);
+  const FashionMnist test =
+      load_fashion_mnist(kFashionMnistDefaultDir, FashionMnistSplit::kTest, 10);
+  // Source: train rows 0.., seed 1; target train: rows 30000.., seed 2; test: seed 3.
+  EXPECT_TRUE(torch::equal(
+      s.source, fashion_domain_images(train.images.narrow(0, 0, 30), FashionDomain::kSource, 1)));
+  EXPECT_TRUE(torch::equal(s.source_labels, train.labels.narrow(0, 0, 30)));
+  EXPECT_TRUE(torch::equal(
+      s.target_train, fashion_domain_images(train.images.narrow(0, kFashionTargetTrainOffset, 20),
+                                            FashionDomain::kTarget, 2)));
+  EXPECT_TRUE(
+      torch::equal(s.target_train_labels, train.labels.narrow(0, kFashionTargetTrainOffset, 20)));
+  EXPECT_TRUE(
+      torch::equal(s.target_test, fashion_domain_images(test.images, FashionDomain::kTarget, 3)));
+  EXPECT_TRUE(torch::equal(s.target_test_labels, test.labels));
+  EXPECT_TRUE(
+      torch::equal(s.source_test, fashion_domain_images(test.images, FashionDomain::kSource, 3)));
+  // The halves agree with the whole.
+  EXPECT_TRUE(torch::equal(load_fashion_source(kFashionMnistDefaultDir, 30).source, s.source));
+  EXPECT_TRUE(torch::equal(
+      load_fashion_target(kFashionMnistDefaultDir, 20, 10, FashionTargetShift::hard()).target_test,
+      fashion_domain_images(test.images, FashionDomain::kTarget, 3, FashionTargetShift::hard())));
+  sizes.source = 30001;
+  EXPECT_THAT(error_of([&] { load_fashion_shift(kFashionMnistDefaultDir, sizes); }),
+              HasSubstr("source must be in 1..30000, got 30001"));
+  EXPECT_THAT(error_of([] { load_fashion_target(kFashionMnistDefaultDir, 5, 0); }),
+              HasSubstr("target_test must be in 1..10000, got 0"));
 }
 
 // Orientation of an image's mass from its central second moments, degrees.
@@ -397,7 +513,8 @@ double orientation_degrees(const torch::Tensor& grey) {
 }
 
 TEST(FashionMnistDomain, RotationMovesMassByTheDocumentedAngle) {
-  FashionTargetShift rotate_only;
+  // The hard shift's 15°..30°.
+  FashionTargetShift rotate_only = FashionTargetShift::hard();
   rotate_only.invert = false;
   rotate_only.palette.clear();
   rotate_only.noise_stddev = 0.0;
@@ -433,6 +550,7 @@ TEST(FashionMnistDomain, NoiseHasTheDocumentedSpread) {
   noise_only.min_rotation_degrees = noise_only.max_rotation_degrees = 0.0;
   noise_only.invert = false;
   noise_only.palette.clear();
+  noise_only.texture_cells = 0;
   const auto data = sample(50);
   const auto source = fashion_domain_images(data.images, FashionDomain::kSource, 2);
   const auto target = fashion_domain_images(data.images, FashionDomain::kTarget, 2, noise_only);
