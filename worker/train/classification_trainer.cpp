@@ -1,5 +1,6 @@
 #include "tandem/worker/train/classification_trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
@@ -7,10 +8,14 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <mutex>
+#include <tuple>
+#include <type_traits>
 
 #include "tandem/methods/afn.h"
 #include "tandem/methods/mcc.h"
 #include "tandem/methods/self_ensemble.h"
+#include "tandem/worker/train/checkpoint.h"
 
 namespace tandem::worker {
 namespace fn = methods::functional;
@@ -36,6 +41,30 @@ void check_labels(const torch::Tensor& labels, int64_t n, int64_t num_classes, c
     TORCH_CHECK(labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < num_classes,
                 "ClassificationTrainer: ", what, " must be in 0..", num_classes - 1);
   }
+}
+
+/// The key of a parameter in Optimizer::state(): a string of the TensorImpl
+/// address in LibTorch 1.x, the address itself in 2.x.
+template <typename Map>
+typename Map::key_type state_key(const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
+const torch::Tensor& entry(const methods::StateDict& state, const std::string& name,
+                           c10::IntArrayRef sizes, torch::Dtype dtype) {
+  const torch::Tensor& saved = state_entry(state, name);
+  TORCH_CHECK(saved.sizes() == sizes && saved.scalar_type() == dtype, "checkpoint entry '", name,
+              "' is ", saved.scalar_type(), " ", saved.sizes(), ", expected ", dtype, " ", sizes);
+  return saved;
+}
+
+int64_t scalar_entry(const methods::StateDict& state, const std::string& name) {
+  return entry(state, name, {}, torch::kInt64).item<int64_t>();
 }
 
 }  // namespace
@@ -244,9 +273,11 @@ torch::Tensor ClassificationTrainer::next_batch(const torch::Tensor& images, tor
   return indices;
 }
 
-ClassificationStepStats ClassificationTrainer::train(int64_t count) {
+ClassificationStepStats ClassificationTrainer::train(int64_t count, const ProgressFn& on_iteration,
+                                                     int64_t epoch) {
   TORCH_CHECK(count >= 0, "ClassificationTrainer::train: count must be >= 0, got ", count);
   ClassificationStepStats stats;
+  const auto start = std::chrono::steady_clock::now();
   const auto mcc_options = methods::MinimumClassConfusionLossOptions(options_.mcc_temperature);
   const auto afn_options = methods::AdaptiveFeatureNormOptions(options_.afn_delta);
   const auto balance_options = methods::ClassBalanceLossOptions(num_classes_);
@@ -264,17 +295,19 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
     const torch::Tensor x_t_clean = target_.index_select(0, t_idx);
     const int64_t b = options_.batch_size;
 
-    torch::Tensor y_s, unsupervised = torch::zeros({});
+    torch::Tensor y_s, f_s, f_t, unsupervised = torch::zeros({});
     switch (method_) {
       case ClassificationMethod::kSourceOnly: {
-        y_s = std::get<0>(forward(x_s));
+        std::tie(y_s, f_s) = forward(x_s);
         break;
       }
       case ClassificationMethod::kSelfEnsemble: {
         // Separate source and target forwards (per-domain batch statistics, as
         // in the example and French et al.).
-        y_s = std::get<0>(forward(x_s));
-        const torch::Tensor p_t = torch::softmax(std::get<0>(forward(augment(x_t_clean))), 1);
+        std::tie(y_s, f_s) = forward(x_s);
+        torch::Tensor y_t;
+        std::tie(y_t, f_t) = forward(augment(x_t_clean));
+        const torch::Tensor p_t = torch::softmax(y_t, 1);
         torch::Tensor p_teacher;
         {
           torch::NoGradGuard no_grad;
@@ -291,8 +324,10 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
         break;
       }
       case ClassificationMethod::kMcc: {
-        const torch::Tensor y = std::get<0>(forward(torch::cat({x_s, augment(x_t_clean)})));
+        const auto [y, f] = forward(torch::cat({x_s, augment(x_t_clean)}));
         y_s = y.narrow(0, 0, b);
+        f_s = f.narrow(0, 0, b);
+        f_t = f.narrow(0, b, b);
         unsupervised = options_.mcc_trade_off *
                        fn::minimum_class_confusion_loss(y.narrow(0, b, b), mcc_options);
         break;
@@ -300,6 +335,8 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
       case ClassificationMethod::kAfn: {
         const auto [y, f] = forward(torch::cat({x_s, augment(x_t_clean)}));
         y_s = y.narrow(0, 0, b);
+        f_s = f.narrow(0, 0, b);
+        f_t = f.narrow(0, b, b);
         unsupervised =
             options_.afn_trade_off * (fn::adaptive_feature_norm(f.narrow(0, 0, b), afn_options) +
                                       fn::adaptive_feature_norm(f.narrow(0, b, b), afn_options));
@@ -315,12 +352,25 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
     if (teacher_) teacher_->update();
     ++iteration_;
 
-    stats.ce += ce.item<double>();
-    stats.unsupervised += unsupervised.item<double>();
-    stats.total += total.item<double>();
+    const double step_ce = ce.item<double>();
+    const double step_unsupervised = unsupervised.item<double>();
+    const double step_total = total.item<double>();
+    stats.ce += step_ce;
+    stats.unsupervised += step_unsupervised;
+    stats.total += step_total;
     correct += y_s.argmax(1).eq(y_true).sum().item<int64_t>();
+    stats.source_feature_norm += f_s.detach().norm(2, 1).mean().item<double>();
+    if (f_t.defined()) stats.target_feature_norm += f_t.detach().norm(2, 1).mean().item<double>();
     seen += b;
     ++stats.iterations;
+    if (on_iteration) {
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      // Images trained per step: the source batch and the target batch.
+      on_iteration(make_iteration_progress(
+          epoch, step + 1, count, 2 * b * (step + 1), elapsed,
+          {{"ce", step_ce}, {"unsupervised", step_unsupervised}, {"loss", step_total}}));
+    }
   }
   if (stats.iterations > 0) {
     const auto k = static_cast<double>(stats.iterations);
@@ -328,9 +378,80 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count) {
     stats.unsupervised /= k;
     stats.total /= k;
     stats.confident_share /= k;
+    stats.source_feature_norm /= k;
+    stats.target_feature_norm /= k;
     stats.source_batch_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
   }
   return stats;
+}
+
+void ClassificationTrainer::save_state(methods::StateDict& state, const std::string& prefix) const {
+  add_module_state(state, prefix + ".classifier", *classifier());
+  if (teacher_) {
+    add_module_state(state, prefix + ".teacher", *teacher_->module());
+    state.insert(prefix + ".teacher_step", torch::tensor(teacher_->step(), torch::kInt64));
+  }
+  auto& map = optimizer_->state();
+  using Map = std::decay_t<decltype(map)>;
+  int64_t index = 0;
+  for (const auto& group : optimizer_->param_groups()) {
+    for (const auto& p : group.params()) {
+      const auto found = map.find(state_key<Map>(p));
+      const std::string name = prefix + ".sgd." + std::to_string(index++) + ".momentum_buffer";
+      if (found == map.end()) continue;  // no step with momentum yet
+      const auto& buffer =
+          static_cast<const torch::optim::SGDParamState&>(*found->second).momentum_buffer();
+      if (buffer.defined()) state.insert(name, buffer.detach().clone());
+    }
+  }
+  state.insert(prefix + ".iteration", torch::tensor(iteration_, torch::kInt64));
+  // An order not drawn yet is saved empty (a drawn one holds >= 2 indices).
+  const auto order = [](const torch::Tensor& o) {
+    return o.defined() ? o.clone() : torch::empty({0}, torch::kInt64);
+  };
+  state.insert(prefix + ".source_order", order(source_order_));
+  state.insert(prefix + ".target_order", order(target_order_));
+  state.insert(prefix + ".source_cursor", torch::tensor(source_cursor_, torch::kInt64));
+  state.insert(prefix + ".target_cursor", torch::tensor(target_cursor_, torch::kInt64));
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  state.insert(prefix + ".cpu_generator", generator.get_state());
+}
+
+void ClassificationTrainer::load_state(const methods::StateDict& state, const std::string& prefix) {
+  load_module_state(*classifier(), state, prefix + ".classifier");
+  if (teacher_) {
+    load_module_state(*teacher_->module(), state, prefix + ".teacher");
+    teacher_->set_step(scalar_entry(state, prefix + ".teacher_step"));
+  }
+  auto& map = optimizer_->state();
+  using Map = std::decay_t<decltype(map)>;
+  map.clear();
+  int64_t index = 0;
+  for (const auto& group : optimizer_->param_groups()) {
+    for (const auto& p : group.params()) {
+      const std::string name = prefix + ".sgd." + std::to_string(index++) + ".momentum_buffer";
+      if (state.find(name) == nullptr) continue;
+      auto param_state = std::make_unique<torch::optim::SGDParamState>();
+      param_state->momentum_buffer(entry(state, name, p.sizes(), torch::kFloat32).clone());
+      map[state_key<Map>(p)] = std::move(param_state);
+    }
+  }
+  iteration_ = scalar_entry(state, prefix + ".iteration");
+  const auto order = [&](const std::string& name, int64_t n) {
+    const torch::Tensor& saved = state_entry(state, name);
+    TORCH_CHECK(saved.dim() == 1 && saved.scalar_type() == torch::kInt64 &&
+                    (saved.size(0) == 0 || saved.size(0) == n),
+                "checkpoint entry '", name, "' is not an order of ", n, " images");
+    return saved.size(0) == 0 ? torch::Tensor() : saved.clone();
+  };
+  source_order_ = order(prefix + ".source_order", source_.size(0));
+  target_order_ = order(prefix + ".target_order", target_.size(0));
+  source_cursor_ = scalar_entry(state, prefix + ".source_cursor");
+  target_cursor_ = scalar_entry(state, prefix + ".target_cursor");
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state_entry(state, prefix + ".cpu_generator"));
 }
 
 torch::Tensor ClassificationTrainer::predictions(torch::nn::Module& module, bool use_teacher,

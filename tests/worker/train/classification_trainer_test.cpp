@@ -78,6 +78,7 @@ ClassificationOptions tiny_options() {
   o.bottleneck_dim = 16;
   o.eval_batch_size = 64;
   o.seed = 7;
+  o.unsupervised_warmup_iterations = 0;  // the terms from the first step
   return o;
 }
 
@@ -172,6 +173,105 @@ TEST(ClassificationTrainer, SelfEnsembleTeacherFollowsTheStudentByEma) {
   ClassificationTrainer other(ClassificationMethod::kMcc, d->source, d->source_labels,
                               d->target_train, 10, tiny_options());
   EXPECT_EQ(other.teacher(), nullptr);
+}
+
+TEST(ClassificationTrainer, UnsupervisedTermStartsAfterTheWarmup) {
+  SKIP_WITHOUT_FASHION_MNIST(d);
+  ClassificationOptions o = tiny_options();
+  o.unsupervised_warmup_iterations = 3;
+  ClassificationTrainer afn(ClassificationMethod::kAfn, d->source, d->source_labels,
+                            d->target_train, 10, o);
+  const ClassificationStepStats warmup = afn.train(3);
+  EXPECT_EQ(warmup.unsupervised, 0.0);
+  EXPECT_DOUBLE_EQ(warmup.total, warmup.ce);
+  EXPECT_GT(warmup.target_feature_norm, 0.0) << "the target batch is forwarded in the warm-up";
+  const ClassificationStepStats after = afn.train(2);
+  // AFN's term is 2·Δ²·λ from the first step after the warm-up on.
+  EXPECT_NEAR(after.unsupervised, 2.0 * o.afn_trade_off, 1e-4);
+  // Self-Ensemble's teacher follows the student during the warm-up too.
+  ClassificationTrainer se(ClassificationMethod::kSelfEnsemble, d->source, d->source_labels,
+                           d->target_train, 10, o);
+  EXPECT_EQ(se.train(3).unsupervised, 0.0);
+  EXPECT_EQ(se.teacher()->step(), 3);
+  EXPECT_EQ(ClassificationOptions().unsupervised_warmup_iterations, 500);
+}
+
+TEST(ClassificationTrainer, ReportsFeatureNormsAndProgress) {
+  SKIP_WITHOUT_FASHION_MNIST(d);
+  ClassificationTrainer trainer(ClassificationMethod::kMcc, d->source, d->source_labels,
+                                d->target_train, 10, tiny_options());
+  std::vector<IterationProgress> seen;
+  const ClassificationStepStats stats = trainer.train(
+      3, [&](const IterationProgress& p) { seen.push_back(p); }, 5);
+  ASSERT_EQ(seen.size(), 3u);
+  double total = 0;
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].epoch, 5);
+    EXPECT_EQ(seen[i].iteration, static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(seen[i].iterations, 3);
+    ASSERT_EQ(seen[i].losses.size(), 3u);
+    EXPECT_EQ(seen[i].losses[0].first, "ce");
+    EXPECT_EQ(seen[i].losses[1].first, "unsupervised");
+    EXPECT_EQ(seen[i].losses[2].first, "loss");
+    EXPECT_NEAR(seen[i].losses[2].second, seen[i].losses[0].second + seen[i].losses[1].second,
+                1e-5);
+    total += seen[i].losses[2].second;
+  }
+  EXPECT_NEAR(stats.total, total / 3, 1e-9) << "the epoch mean is the mean of the steps";
+  EXPECT_GT(stats.source_feature_norm, 0.0);
+  EXPECT_GT(stats.target_feature_norm, 0.0);
+  ClassificationTrainer source_only(ClassificationMethod::kSourceOnly, d->source, d->source_labels,
+                                    d->target_train, 10, tiny_options());
+  EXPECT_EQ(source_only.train(2).target_feature_norm, 0.0) << "source only sees no target";
+}
+
+/// save_state after some steps, load_state into a fresh trainer: the next
+/// steps are bit-identical to the original trainer's (weights, teacher,
+/// momentum, batch order, augmentation and dropout draws).
+TEST(ClassificationTrainer, SavedStateContinuesBitIdentical) {
+  SKIP_WITHOUT_FASHION_MNIST(d);
+  for (const auto method : {ClassificationMethod::kSelfEnsemble, ClassificationMethod::kAfn}) {
+    SCOPED_TRACE(classification_method_name(method));
+    ClassificationOptions o = tiny_options();
+    o.unsupervised_warmup_iterations = 2;
+    ClassificationTrainer a(method, d->source, d->source_labels, d->target_train, 10, o);
+    a.train(15);  // crosses the end of the 200-image source order (12 batches of 16)
+    methods::StateDict state;
+    a.save_state(state, "t");
+    const double a_next = a.train(4).total;
+    methods::StateDict a_after;
+    a.save_state(a_after, "t");
+
+    ClassificationOptions other = o;
+    other.seed = 99;  // a different initialisation, all overwritten by the state
+    ClassificationTrainer b(method, d->source, d->source_labels, d->target_train, 10, other);
+    b.load_state(state, "t");
+    EXPECT_EQ(b.iteration(), 15);
+    const double b_next = b.train(4).total;
+    EXPECT_EQ(a_next, b_next);
+    methods::StateDict b_after;
+    b.save_state(b_after, "t");
+    ASSERT_EQ(a_after.size(), b_after.size());
+    for (const auto& item : a_after) {
+      const torch::Tensor* other_value = b_after.find(item.key());
+      ASSERT_NE(other_value, nullptr) << item.key();
+      EXPECT_TRUE(torch::equal(item.value(), *other_value)) << item.key();
+    }
+    // Without the state the continuation differs (the test can fail).
+    ClassificationTrainer c(method, d->source, d->source_labels, d->target_train, 10, o);
+    EXPECT_NE(c.train(4).total, a_next);
+  }
+  // A state of another shape is refused, by entry name.
+  ClassificationTrainer plain(ClassificationMethod::kMcc, d->source, d->source_labels,
+                              d->target_train, 10, tiny_options());
+  methods::StateDict state;
+  plain.save_state(state, "t");
+  ClassificationOptions wider = tiny_options();
+  wider.bottleneck_dim = 32;
+  ClassificationTrainer other(ClassificationMethod::kMcc, d->source, d->source_labels,
+                              d->target_train, 10, wider);
+  EXPECT_NE(error_of([&] { other.load_state(state, "t"); }).find("t.classifier.fc.weight"),
+            std::string::npos);
 }
 
 TEST(ClassificationOptions, ValidationNamesTheField) {
