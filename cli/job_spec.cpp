@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -28,38 +29,171 @@ T scalar(const YAML::Node& node, const std::string& where, const std::string& fi
   }
 }
 
+const std::set<std::string>& reid_dataset_kinds() {
+  static const std::set<std::string> kinds = {"market1501", "dukemtmc", "msmt17",
+                                              "msmt17-market-layout", "folder"};
+  return kinds;
+}
+
 DatasetSpec dataset(const YAML::Node& node, const std::string& where, const std::string& field) {
   if (!node.IsMap()) fail(where, field, "must be a mapping {kind: ..., root: ...}");
   DatasetSpec spec;
+  std::set<std::string> given;
   for (const auto& entry : node) {
     const std::string key = entry.first.as<std::string>();
+    const std::string name = field + "." + key;
     if (key == "kind") {
-      spec.kind = scalar<std::string>(entry.second, where, field + ".kind", "a string");
+      spec.kind = scalar<std::string>(entry.second, where, name, "a string");
     } else if (key == "root") {
-      spec.root = scalar<std::string>(entry.second, where, field + ".root", "a string");
+      spec.root = scalar<std::string>(entry.second, where, name, "a string");
+    } else if (key == "list") {
+      spec.list = scalar<std::string>(entry.second, where, name, "a string");
+    } else if (key == "test_list") {
+      spec.test_list = scalar<std::string>(entry.second, where, name, "a string");
+    } else if (key == "shift") {
+      spec.shift = scalar<std::string>(entry.second, where, name, "a string");
+    } else if (key == "images") {
+      spec.images = scalar<int64_t>(entry.second, where, name, "an integer");
+    } else if (key == "test_images") {
+      spec.test_images = scalar<int64_t>(entry.second, where, name, "an integer");
     } else {
-      fail(where, field + "." + key, "is not a field (known: kind, root)");
+      fail(where, name,
+           "is not a field (known: kind, root, list, test_list, shift, images, test_images)");
     }
+    given.insert(key);
   }
-  static const std::set<std::string> kinds = {"market1501", "dukemtmc", "msmt17",
-                                              "msmt17-market-layout", "folder"};
-  if (!kinds.count(spec.kind)) {
+  // The fields each kind reads; any other one given is a mistake.
+  const auto only = [&](const std::set<std::string>& allowed) {
+    for (const std::string& key : given) {
+      if (key != "kind" && !allowed.count(key)) {
+        fail(where, field + "." + key, "is not a field of a " + spec.kind + " data set");
+      }
+    }
+  };
+  if (reid_dataset_kinds().count(spec.kind)) {
+    only({"root"});
+    if (spec.root.empty()) fail(where, field + ".root", "is required");
+  } else if (spec.kind == "image_list") {
+    only({"root", "list", "test_list"});
+    if (spec.list.empty()) fail(where, field + ".list", "is required for an image_list data set");
+  } else if (spec.kind == "fashion_mnist_source") {
+    only({"root", "images"});
+  } else if (spec.kind == "fashion_mnist_target") {
+    only({"root", "images", "test_images", "shift"});
+    if (spec.shift != "standard" && spec.shift != "hard") {
+      fail(where, field + ".shift", "must be standard or hard, got '" + spec.shift + "'");
+    }
+    if (spec.test_images < 1 || spec.test_images > 10000) {
+      fail(where, field + ".test_images",
+           "must be in [1, 10000], got " + std::to_string(spec.test_images));
+    }
+  } else {
     fail(where, field + ".kind",
-         "must be one of market1501, dukemtmc, msmt17, msmt17-market-layout, folder; got '" +
+         "must be one of market1501, dukemtmc, msmt17, msmt17-market-layout, folder, "
+         "image_list, fashion_mnist_source, fashion_mnist_target; got '" +
              spec.kind + "'");
   }
-  if (spec.root.empty()) fail(where, field + ".root", "is required");
+  if (spec.images < 1 || spec.images > 30000) {
+    fail(where, field + ".images", "must be in [1, 30000], got " + std::to_string(spec.images));
+  }
   return spec;
+}
+
+/// The classification kinds' own checks (ranges of ClassificationOptions).
+void validate_classification(const JobSpec& s, const std::string& where) {
+  if (s.source.empty()) fail(where, "source", "is required for " + s.kind);
+  if (s.target.empty()) fail(where, "target", "is required for " + s.kind);
+  if (s.source.kind != "image_list" && s.source.kind != "fashion_mnist_source") {
+    fail(where, "source.kind",
+         "must be image_list or fashion_mnist_source for " + s.kind + ", got '" + s.source.kind +
+             "'");
+  }
+  if (s.target.kind != "image_list" && s.target.kind != "fashion_mnist_target") {
+    fail(where, "target.kind",
+         "must be image_list or fashion_mnist_target for " + s.kind + ", got '" + s.target.kind +
+             "'");
+  }
+  if (!s.source.test_list.empty()) {
+    fail(where, "source.test_list", "is a field of the target only (its held-out test list)");
+  }
+  if (s.target.kind == "image_list" && s.target.test_list.empty()) {
+    fail(where, "target.test_list",
+         "is required: the held-out labelled target images the accuracy is measured on");
+  }
+  if (s.backbone != "small") {
+    fail(where, "backbone", "must be small for " + s.kind + ", got '" + s.backbone + "'");
+  }
+  const auto in = [&](double v, double lo, double hi, bool hi_open, const char* field) {
+    if (!(v >= lo && (hi_open ? v < hi : v <= hi))) {
+      std::ostringstream range;
+      range << "must be in [" << lo << ", " << hi << (hi_open ? ")" : "]") << ", got " << v;
+      fail(where, field, range.str());
+    }
+  };
+  const auto at_least = [&](double v, double lo, const char* field) {
+    if (!(v >= lo)) {
+      std::ostringstream range;
+      range << "must be >= " << lo << ", got " << v;
+      fail(where, field, range.str());
+    }
+  };
+  const auto positive = [&](double v, const char* field) {
+    if (!(v > 0 && std::isfinite(v))) {
+      std::ostringstream range;
+      range << "must be positive, got " << v;
+      fail(where, field, range.str());
+    }
+  };
+  if (s.batch_size < 2)
+    fail(where, "batch_size", "must be >= 2, got " + std::to_string(s.batch_size));
+  in(s.momentum, 0, 1, true, "momentum");
+  at_least(s.lr_gamma, 0, "lr_gamma");
+  at_least(s.lr_decay, 0, "lr_decay");
+  if (s.bottleneck_dim < 1)
+    fail(where, "bottleneck_dim", "must be >= 1, got " + std::to_string(s.bottleneck_dim));
+  if (s.augment_shift < 0)
+    fail(where, "augment_shift", "must be >= 0, got " + std::to_string(s.augment_shift));
+  in(s.augment_flip_probability, 0, 1, false, "augment_flip_probability");
+  in(s.augment_color_jitter, 0, 1, true, "augment_color_jitter");
+  in(s.augment_invert_probability, 0, 1, false, "augment_invert_probability");
+  if (s.unsupervised_warmup_iterations < 0) {
+    fail(where, "unsupervised_warmup_iterations",
+         "must be >= 0, got " + std::to_string(s.unsupervised_warmup_iterations));
+  }
+  in(s.self_ensemble_alpha, 0, 1, false, "self_ensemble_alpha");
+  in(s.self_ensemble_confidence_threshold, 0, 1, false, "self_ensemble_confidence_threshold");
+  at_least(s.self_ensemble_consistency_weight, 0, "self_ensemble_consistency_weight");
+  at_least(s.self_ensemble_balance_weight, 0, "self_ensemble_balance_weight");
+  positive(s.mcc_temperature, "mcc_temperature");
+  at_least(s.mcc_trade_off, 0, "mcc_trade_off");
+  positive(s.afn_delta, "afn_delta");
+  at_least(s.afn_trade_off, 0, "afn_trade_off");
+  in(s.afn_dropout, 0, 1, true, "afn_dropout");
 }
 
 void validate(const JobSpec& s, const std::string& where) {
   const auto positive = [&](int64_t v, const char* field) {
     if (v < 1) fail(where, field, "must be >= 1, got " + std::to_string(v));
   };
-  if (s.kind != "pretrain" && s.kind != "mmt" && s.kind != "evaluate") {
-    fail(where, "kind", "must be pretrain, mmt or evaluate, got '" + s.kind + "'");
+  if (s.kind != "pretrain" && s.kind != "mmt" && s.kind != "evaluate" &&
+      !is_classification_kind(s.kind)) {
+    fail(where, "kind",
+         "must be pretrain, mmt, evaluate, source_only, self_ensemble, mcc or afn, got '" + s.kind +
+             "'");
   }
   if (s.output_dir.empty()) fail(where, "output_dir", "is required");
+  if (is_classification_kind(s.kind)) {
+    validate_classification(s, where);
+  } else {
+    for (const auto* d : {&s.source, &s.target}) {
+      if (!d->empty() && !reid_dataset_kinds().count(d->kind)) {
+        fail(where, std::string(d == &s.source ? "source" : "target") + ".kind",
+             "must be a re-ID layout (market1501, dukemtmc, msmt17, msmt17-market-layout, "
+             "folder) for " +
+                 s.kind + ", got '" + d->kind + "'");
+      }
+    }
+  }
   if (s.kind == "pretrain" && s.source.empty()) fail(where, "source", "is required for pretrain");
   if (s.kind == "mmt" && s.target.empty()) fail(where, "target", "is required for mmt");
   if (s.kind == "evaluate" && s.target.empty()) fail(where, "target", "is required for evaluate");
@@ -105,6 +239,10 @@ void validate(const JobSpec& s, const std::string& where) {
 }
 
 }  // namespace
+
+bool is_classification_kind(const std::string& kind) {
+  return kind == "source_only" || kind == "self_ensemble" || kind == "mcc" || kind == "afn";
+}
 
 JobSpec parse_job_spec(const std::string& text, const std::string& where) {
   YAML::Node root;
@@ -192,15 +330,47 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"min_samples", i64(s.min_samples)},
       {"eval_every", i64(s.eval_every)},
       {"loader_threads", i64(s.loader_threads)},
+      {"batch_size", i64(s.batch_size)},
+      {"momentum", f64(s.momentum)},
+      {"lr_gamma", f64(s.lr_gamma)},
+      {"lr_decay", f64(s.lr_decay)},
+      {"bottleneck_dim", i64(s.bottleneck_dim)},
+      {"augment_shift", i64(s.augment_shift)},
+      {"augment_flip_probability", f64(s.augment_flip_probability)},
+      {"augment_color_jitter", f64(s.augment_color_jitter)},
+      {"augment_invert_probability", f64(s.augment_invert_probability)},
+      {"unsupervised_warmup_iterations", i64(s.unsupervised_warmup_iterations)},
+      {"self_ensemble_alpha", f64(s.self_ensemble_alpha)},
+      {"self_ensemble_confidence_threshold", f64(s.self_ensemble_confidence_threshold)},
+      {"self_ensemble_consistency_weight", f64(s.self_ensemble_consistency_weight)},
+      {"self_ensemble_balance_weight", f64(s.self_ensemble_balance_weight)},
+      {"mcc_temperature", f64(s.mcc_temperature)},
+      {"mcc_trade_off", f64(s.mcc_trade_off)},
+      {"afn_delta", f64(s.afn_delta)},
+      {"afn_trade_off", f64(s.afn_trade_off)},
+      {"afn_dropout", f64(s.afn_dropout)},
   };
+  std::set<std::string> given;
   for (const auto& entry : root) {
     const std::string key = entry.first.as<std::string>();
     const auto field = fields.find(key);
     if (field == fields.end()) fail(where, key, "is not a field of a job spec");
     field->second(entry.second, key);
+    given.insert(key);
   }
   if (seed < 0) fail(where, "seed", "must be >= 0");
   s.seed = static_cast<uint64_t>(seed);
+  if (is_classification_kind(s.kind)) {
+    // The classification trainer's defaults (ClassificationOptions) where
+    // they differ from MMT's.
+    if (!epochs_set) s.epochs = 10;
+    if (!iters_set) s.iters = 150;
+    epochs_set = iters_set = true;
+    if (!given.count("lr")) s.lr = 0.01;
+    if (!given.count("backbone")) s.backbone = "small";
+    if (!given.count("height")) s.height = 32;
+    if (!given.count("width")) s.width = 32;
+  }
   if (!epochs_set) s.epochs = s.kind == "pretrain" ? 80 : 40;
   if (!iters_set) s.iters = s.kind == "pretrain" ? 100 : 400;
   validate(s, where);

@@ -11,15 +11,36 @@
 namespace tandem::cli {
 
 struct DatasetSpec {
-  /// Layout: market1501, dukemtmc, msmt17, msmt17-market-layout, folder.
+  /// Layout. Re-ID kinds (pretrain, mmt, evaluate): market1501, dukemtmc,
+  /// msmt17, msmt17-market-layout, folder. Classification kinds (source_only,
+  /// self_ensemble, mcc, afn): image_list, or the built-in Fashion-MNIST pair
+  /// fashion_mnist_source / fashion_mnist_target (docs/fashion_mnist.md).
   std::string kind;
+  /// Re-ID: the data set's folder (required). image_list: the folder that
+  /// relative paths join (optional; default the list's folder, or the one
+  /// above an image_list/ folder). fashion_mnist_*: the IDX files' folder
+  /// (optional; default /usr/share/datasets/fashion-mnist).
   std::string root;
+  /// image_list: the ImageList file, `<path> <int label>` per line (required).
+  std::string list{};
+  /// image_list target: the held-out, labelled test list the job's target
+  /// accuracy is measured on (required; never trained on).
+  std::string test_list{};
+  /// fashion_mnist_target: the named shift, standard or hard.
+  std::string shift = "standard";
+  /// fashion_mnist_source: train rows [0, images); fashion_mnist_target:
+  /// train rows [30000, 30000 + images), unlabelled (1..30000).
+  int64_t images = 10000;
+  /// fashion_mnist_target: the held-out test rows [0, test_images) (1..10000).
+  int64_t test_images = 2000;
   bool empty() const { return kind.empty() && root.empty(); }
 };
 
 struct JobSpec {
   /// pretrain (supervised source training), mmt (adaptation to the target)
-  /// or evaluate (a model on the target's query/gallery).
+  /// or evaluate (a model on the target's query/gallery); or a
+  /// classification adaptation job: source_only, self_ensemble, mcc, afn
+  /// (the fields under "classification kinds" below).
   std::string kind;
   /// Where weights, metrics and events go (created when missing).
   std::string output_dir;
@@ -76,7 +97,36 @@ struct JobSpec {
   int64_t eval_every = 1;
   /// Loader threads.
   int64_t loader_threads = 2;
+
+  // Classification kinds (source_only, self_ensemble, mcc, afn): the fields
+  // of worker::ClassificationOptions under the same names, with its defaults
+  // (the notes' method defaults, docs/training.md). These kinds also change
+  // the defaults of backbone (small), height × width (32 × 32), lr (0.01),
+  // epochs × iters (10 × 150) and eval_every; every step is one source and one
+  // target batch of batch_size images.
+  int64_t batch_size = 32;
+  double momentum = 0.9;
+  double lr_gamma = 0.001;
+  double lr_decay = 0.75;
+  int64_t bottleneck_dim = 256;
+  int64_t augment_shift = 2;
+  double augment_flip_probability = 0.5;
+  double augment_color_jitter = 0.2;
+  double augment_invert_probability = 0.0;
+  int64_t unsupervised_warmup_iterations = 500;
+  double self_ensemble_alpha = 0.99;
+  double self_ensemble_confidence_threshold = 0.8;
+  double self_ensemble_consistency_weight = 3.0;
+  double self_ensemble_balance_weight = 0.01;
+  double mcc_temperature = 2.5;
+  double mcc_trade_off = 1.0;
+  double afn_delta = 1.0;
+  double afn_trade_off = 0.05;
+  double afn_dropout = 0.5;
 };
+
+/// True for source_only, self_ensemble, mcc and afn.
+bool is_classification_kind(const std::string& kind);
 
 /// Reads a YAML or JSON file (JSON is YAML). Unknown keys, wrong types and
 /// out-of-range values throw std::invalid_argument naming the field and the

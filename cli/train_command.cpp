@@ -528,7 +528,9 @@ int run_train(const TrainFlags& flags) {
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
-  if (spec.kind == "pretrain") {
+  if (is_classification_kind(spec.kind)) {
+    classification_job(spec, flags.quiet);
+  } else if (spec.kind == "pretrain") {
     pretrain_job(spec, flags.quiet);
   } else if (spec.kind == "evaluate") {
     evaluate_job(spec, flags.quiet);

@@ -2,6 +2,8 @@
 // benchmark runs several of them).
 #pragma once
 
+#include <cstdint>
+
 #include "tandem/cli/job_spec.h"
 
 namespace tandem::cli {
@@ -20,5 +22,20 @@ JobResult mmt_job(const JobSpec& spec, bool quiet);
 /// Evaluates spec.weights on the target's query/gallery (metrics.json,
 /// events.jsonl, the gallery export).
 JobResult evaluate_job(const JobSpec& spec, bool quiet);
+
+/// The outcome of a classification job (source_only, self_ensemble, mcc, afn).
+struct ClassificationJobResult {
+  /// Accuracy (0..1) of the predicting network (Self-Ensemble: the EMA
+  /// teacher) on the held-out target test set.
+  double target_accuracy = 0;
+  /// Self-Ensemble: the student's; the same as target_accuracy otherwise.
+  double student_target_accuracy = 0;
+  int64_t test_images = 0;
+  int64_t num_classes = 0;
+};
+
+/// Runs (or resumes) a classification adaptation job (cli/classification_job.cpp):
+/// model.pt, checkpoint.pt, events.jsonl and metrics.json in spec.output_dir.
+ClassificationJobResult classification_job(const JobSpec& spec, bool quiet);
 
 }  // namespace tandem::cli
