@@ -90,6 +90,9 @@ struct JobSpec {
   int64_t k = 500;
   double eps = 0.0;
   double rho = 1.6e-3;
+  /// dbscan with adaptive eps: recompute it from every epoch's features
+  /// (false: MMT's rule, epoch 0 only).
+  bool eps_every_epoch = false;
   int64_t k1 = 20;
   int64_t k2 = 6;
   int64_t min_samples = 4;

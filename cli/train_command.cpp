@@ -345,16 +345,18 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
       cluster_options.dbscan.eps = spec.eps;
     }
   }
-  // MMT computes the adaptive eps at epoch 0 only and reuses it.
+  // MMT computes the adaptive eps at epoch 0 only and reuses it
+  // (spec.eps_every_epoch: recomputed from each epoch's features instead).
   auto fixed_eps = std::make_shared<double>(0.0);
+  const bool eps_every_epoch = spec.eps_every_epoch;
   // Agreement with the data set's own train ids (never used for training):
   // tells a user on a labelled benchmark how good the pseudo labels are.
   auto agreement = std::make_shared<clustering::LabelAgreement>();
   const torch::Tensor true_ids = train.pids;
-  const auto pseudo_labels = [cluster_options, fixed_eps, agreement, true_ids](
+  const auto pseudo_labels = [cluster_options, fixed_eps, agreement, true_ids, eps_every_epoch](
                                  const torch::Tensor& features, int64_t) mutable {
     clustering::PseudoLabelOptions options = cluster_options;
-    if (*fixed_eps > 0) {
+    if (*fixed_eps > 0 && !eps_every_epoch) {
       options.rho = c10::nullopt;
       options.dbscan.eps = *fixed_eps;
     }

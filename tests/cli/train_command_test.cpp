@@ -66,6 +66,10 @@ TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
             std::string::npos);
   EXPECT_NE(error_of(base + "target_bn: maybe\n").find("spec.target_bn must be true or false"),
             std::string::npos);
+  EXPECT_NE(
+      error_of(base + "eps_every_epoch: 2\n").find("spec.eps_every_epoch must be true or false"),
+      std::string::npos);
+  EXPECT_TRUE(parse_job_spec(base + "eps_every_epoch: true\n", "job.yaml").eps_every_epoch);
   EXPECT_NE(error_of("[1, 2]").find("a job spec is a mapping"), std::string::npos);
   EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
 }
@@ -130,15 +134,19 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   EXPECT_NE(bad_eval.exit_code, 0);
   EXPECT_NE(bad_eval.err.find("evaluate.yaml"), std::string::npos) << bad_eval.err;
 
-  for (const std::string clustering : {"kmeans", "dbscan"}) {
-    const fs::path out = dir / ("mmt-" + clustering);
+  // dbscan-every: the adaptive eps recomputed every epoch (MMT: epoch 0 only).
+  for (const std::string variant : {"kmeans", "dbscan", "dbscan-every"}) {
+    const std::string clustering = variant == "kmeans" ? "kmeans" : "dbscan";
+    const bool every = variant == "dbscan-every";
+    const fs::path out = dir / ("mmt-" + variant);
     write(dir / "mmt.yaml", "kind: mmt\noutput_dir: " + out.string() +
                                 "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
                                 "}\ninit_1: " + (dir / "pre" / "model.pt").string() +
                                 "\ninit_2: " + (dir / "pre" / "model.pt").string() +
                                 "\nepochs: 2\nclustering: " + clustering +
-                                "\nk: 8\nmin_samples: 2\nrho: 0.05\n" + common);
-    auto mmt = run_tandem({"train", (dir / "mmt.yaml").string()}, "train-mmt-" + clustering);
+                                "\nk: 8\nmin_samples: 2\nrho: 0.05\neps_every_epoch: " +
+                                (every ? "true" : "false") + "\n" + common);
+    auto mmt = run_tandem({"train", (dir / "mmt.yaml").string()}, "train-mmt-" + variant);
     ASSERT_EQ(mmt.exit_code, 0) << clustering << "\n" << mmt.out << mmt.err;
     EXPECT_NE(mmt.out.find("epoch 2/2  clusters"), std::string::npos) << mmt.out;
     // The export: gallery features of the best teacher, rows in gallery.txt order.
@@ -155,6 +163,7 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     }
     std::ifstream events(out / "events.jsonl");
     int64_t epochs = 0, iterations = 0;
+    std::vector<double> eps;
     for (std::string line; std::getline(events, line);) {
       const auto event = nlohmann::json::parse(line);  // one JSON object per line
       EXPECT_EQ(event["kind"], "mmt");
@@ -171,8 +180,17 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
       const double ari = event["pseudo_labels"]["adjusted_rand"];
       EXPECT_GE(ari, -1.0);
       EXPECT_LE(ari, 1.0);
+      eps.push_back(event["eps"]);
     }
     EXPECT_EQ(epochs, 2);
+    ASSERT_EQ(eps.size(), 2u);
+    if (clustering == "dbscan" && !every) {
+      EXPECT_GT(eps[0], 0);
+      EXPECT_EQ(eps[0], eps[1]) << "MMT's eps is fixed after epoch 0";
+    }
+    if (every) {
+      EXPECT_NE(eps[0], eps[1]) << "eps_every_epoch: eps from each epoch's features";
+    }
     EXPECT_EQ(iterations, 6);
     // Not a terminal: plain progress lines (every tenth of an epoch).
     EXPECT_NE(mmt.out.find("  epoch 1/2 3/3"), std::string::npos) << mmt.out;
