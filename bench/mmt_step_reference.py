@@ -228,6 +228,65 @@ def ema_update(teacher, student, step, alpha=0.999):
         t.data.mul_(a).add_(s.data, alpha=1 - a)
 
 
+# ---- not the originals: Tandem's MmtStep written in Python ---------------------
+def parallel_step(a, models, teachers, views, labels, state):
+    """--parallel-pairs: what worker/train/mmt_step.cpp does, in Python, to see
+    how much of the C++ figure is the order of work rather than the language.
+    Pair i (teacher i forward, student i forward, its loss against the other
+    teacher's outputs, backward, its own Adam, EMA of teacher i) runs on
+    thread i with half of the intra-op threads; the GIL is released inside
+    every ATen op. Returns the step function."""
+    import concurrent.futures
+    import threading
+
+    total_threads = torch.get_num_threads()
+    shares = ((total_threads + 1) // 2, total_threads // 2)
+    ready = threading.Barrier(2)
+
+    def init(share_queue):
+        torch.get_num_threads()  # the thread's lazy OpenMP init first
+        torch.set_num_threads(share_queue.pop())
+        ready.wait()
+
+    pool = concurrent.futures.ThreadPoolExecutor(2, initializer=init,
+                                                 initargs=(list(shares),))
+    list(pool.map(lambda _: None, range(2)))  # start both threads
+    torch.set_num_threads(total_threads)  # the process default, as before
+    optimizers = [torch.optim.Adam([p for p in m.parameters() if p.requires_grad],
+                                   lr=3.5e-4, weight_decay=5e-4) for m in models]
+    w_id, w_tri = 0.5, 0.8
+
+    def step():
+        outputs = [None, None]
+        teachers_done = threading.Barrier(2)
+        terms = [None, None]
+
+        def pair(i):
+            with torch.no_grad():
+                outputs[i] = teachers[i](views[i])
+            logits, features = models[i](views[i])
+            teachers_done.wait()
+            t_logits, t_features = outputs[1 - i]
+            ce = cross_entropy_label_smooth(logits, labels)
+            tri = soft_triplet_loss(features, features, labels, margin=0.0)
+            sce = soft_cross_entropy(logits, t_logits)
+            stri = soft_triplet_loss(features, t_features, labels)
+            total = (1 - w_id) * ce + (1 - w_tri) * tri + w_id * sce + w_tri * stri
+            optimizers[i].zero_grad()
+            total.backward()
+            optimizers[i].step()
+            ema_update(teachers[i], models[i], state["step"])
+            terms[i] = torch.stack([ce, tri, sce, stri]).detach()
+
+        list(pool.map(pair, range(2)))
+        state["step"] += 1
+        ce, tri, sce, stri = (terms[0] + terms[1]).tolist()
+        state["read_back"] += ce + tri + sce + stri
+        state["total"] = (1 - w_id) * ce + (1 - w_tri) * tri + w_id * sce + w_tri * stri
+
+    return step
+
+
 # ---- the benchmark ------------------------------------------------------------
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -244,6 +303,8 @@ def parse(argv):
     p.add_argument("--bf16", action="store_true", help="CUDA autocast in bfloat16")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--parallel-pairs", action="store_true",
+                   help="NOT the originals: Tandem's MmtStep order in Python (two threads)")
     a = p.parse_args(argv)
     if a.ids_per_batch < 2 or a.batch % a.ids_per_batch or a.batch < 2 * a.ids_per_batch:
         p.error("--batch must be a multiple of --ids-per-batch with P >= 2, K >= 2")
@@ -339,6 +400,10 @@ def main(argv=None):
         state["read_back"] += ce.item() + triplet.item() + soft_ce.item() + soft_tri.item()
         state["total"] = total.item()
 
+    if a.parallel_pairs and not cuda and torch.get_num_threads() >= 2:
+        step = parallel_step(a, (model_1, model_2), (teacher_1, teacher_2), (x1, x2), labels,
+                             state)
+
     def sync():
         if cuda:
             torch.cuda.synchronize()
@@ -365,6 +430,7 @@ def main(argv=None):
         "images_per_second": a.batch / mean, "seconds_per_iter": mean,
         "median_seconds_per_iter": statistics.median(times), "min_seconds_per_iter": min(times),
         "first_loss": first, "last_loss": state["total"], "times": times,
+        "parallel_pairs": a.parallel_pairs and not cuda and torch.get_num_threads() >= 2,
     }), flush=True)
     return 0
 

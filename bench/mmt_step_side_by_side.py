@@ -6,7 +6,7 @@ same model, batch, input size and threads; prints a Markdown table.
     bench/mmt_step_side_by_side.py [--build build] [--threads 2] [--rounds 2]
         [--lock /tmp/tandem-build.lock] [--case SPEC ...] [--max-seconds 60]
         [--device cpu|cuda] [--bf16] [--channels-last] [--cpp-sequential]
-        [--env KEY=VALUE ...] [--json-out FILE]
+        [--python-parallel] [--env KEY=VALUE ...] [--json-out FILE]
 
 A case SPEC is backbone:HxW:batch:P:iters:warmup, e.g. resnet18:128x64:32:8:3:1.
 Default cases: resnet18 at 128 x 64, batch 32 = 8 x 4, 3 iterations after 1
@@ -17,7 +17,9 @@ a shared machine wait, and all sides of a round see the same machine); round r
 starts with side r mod n, so that drift hits every side. The sides: C++ as
 the trainer runs it (bench_mmt_step; by default the two student/teacher pairs
 on two threads), with --cpp-sequential also bench_mmt_step --sequential (the
-pairs one after the other, as the Python step), and the Python step. A case
+pairs one after the other, as the Python step), the Python step as the
+originals write it, and with --python-parallel mmt_step_reference.py
+--parallel-pairs (not the originals: MmtStep's two threads in Python). A case
 whose first C++ iteration takes longer than --max-seconds is reported and the
 other sides are not run.
 
@@ -121,6 +123,9 @@ def main():
     parser.add_argument("--json-out", help="write every side's JSON result here")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set in the environment of every side (e.g. OMP_WAIT_POLICY=passive)")
+    parser.add_argument("--python-parallel", action="store_true",
+                        help="also time mmt_step_reference.py --parallel-pairs (NOT the "
+                             "originals: MmtStep's two threads written in Python)")
     parser.add_argument("--cpp-sequential", action="store_true",
                         help="also time bench_mmt_step --sequential (the pairs one after the "
                              "other, as the Python step)")
@@ -133,6 +138,8 @@ def main():
     if args.cpp_sequential:
         sides.append(("cpp_sequential", [binary, "--sequential"]))
     sides.append(("python", [args.python, reference]))
+    if args.python_parallel:
+        sides.append(("python_parallel", [args.python, reference, "--parallel-pairs"]))
     env = dict(kv.split("=", 1) for kv in args.env)
     rows, records = [], []
     for case in cases:
@@ -170,14 +177,16 @@ def main():
           + (f"; environment {' '.join(args.env)}" if args.env else "")
           + (f"; 1-minute load average {min(loads):.1f} to {max(loads):.1f}" if loads else "")
           + "\n")
-    seq = args.cpp_sequential
-    print("| backbone | input | batch (P × K) | timed iterations | C++ images/s "
-          + ("| C++ sequential images/s " if seq else "")
-          + "| Python images/s | C++ / Python "
-          + ("| C++ sequential / Python " if seq else "")
-          + "| C++ s/iter | Python s/iter | peak RSS C++ / Python (MiB) "
+    labels = {"cpp": "C++", "cpp_sequential": "C++ sequential", "python": "Python",
+              "python_parallel": "Python parallel pairs (not the originals)"}
+    names = [name for name, _ in sides]
+    others = [name for name in names if name != "python"]
+    print("| backbone | input | batch (P × K) | timed iterations | "
+          + " | ".join(f"{labels[n]} images/s" for n in names) + " | "
+          + " | ".join(f"{labels[n]} / Python" for n in others)
+          + " | C++ s/iter | Python s/iter | peak RSS C++ / Python (MiB) "
           "| first loss C++ / Python |")
-    print("| --- " * (11 + 2 * seq) + "|")
+    print("| --- " * (8 + len(names) + len(others)) + "|")
     notes = []
 
     def seconds(results):
@@ -188,26 +197,20 @@ def main():
 
     for case, runs, skipped in rows:
         k = case["batch"] // case["ids_per_batch"]
-        cpp, py = runs["cpp"], runs["python"]
-        cpp_t, py_t = seconds(cpp), seconds(py)
-        seq_t = seconds(runs.get("cpp_sequential"))
-        rate = lambda t: None if t is None else case["batch"] / t
-        ratio = lambda t: None if t is None or py_t is None else py_t / t
+        t = {name: seconds(runs[name]) for name in names}
+        rate = lambda s: None if s is None else case["batch"] / s
+        ratio = lambda s: None if s is None or t["python"] is None else t["python"] / s
         rss = lambda results: (max(x["peak_rss_mib"] for x in results) if results else None)
-        counts = " + ".join(str(sum(len(x["times"]) for x in runs[name])) for name in runs)
-        row = (f"| {case['backbone']} | {case['height']} × {case['width']} | "
-               f"{case['batch']} ({case['ids_per_batch']} × {k}) | {counts} "
-               f"| {cell(rate(cpp_t), '.2f')} ")
-        if seq:
-            row += f"| {cell(rate(seq_t), '.2f')} "
-        row += f"| {cell(rate(py_t), '.2f')} | {cell(ratio(cpp_t), '.2f')} "
-        if seq:
-            row += f"| {cell(ratio(seq_t), '.2f')} "
-        row += (f"| {cell(cpp_t, '.3f')} | {cell(py_t, '.3f')} "
-                f"| {cell(rss(cpp), '.0f')} / {cell(rss(py), '.0f')} "
-                f"| {cell(cpp[0]['first_loss'], '.5f')} / "
-                f"{cell(py[0]['first_loss'] if py else None, '.5f')} |")
-        print(row)
+        cpp, py = runs["cpp"], runs["python"]
+        counts = " + ".join(str(sum(len(x["times"]) for x in runs[name])) for name in names)
+        print(f"| {case['backbone']} | {case['height']} × {case['width']} | "
+              f"{case['batch']} ({case['ids_per_batch']} × {k}) | {counts} | "
+              + " | ".join(cell(rate(t[n]), ".2f") for n in names) + " | "
+              + " | ".join(cell(ratio(t[n]), ".2f") for n in others)
+              + f" | {cell(t['cpp'], '.3f')} | {cell(t['python'], '.3f')} "
+              f"| {cell(rss(cpp), '.0f')} / {cell(rss(py), '.0f')} "
+              f"| {cell(cpp[0]['first_loss'], '.5f')} / "
+              f"{cell(py[0]['first_loss'] if py else None, '.5f')} |")
         if skipped:
             notes.append(f"{case['backbone']} {case['height']} × {case['width']}: {skipped}")
     for note in notes:
