@@ -287,6 +287,7 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"backbone", str(s.backbone)},
       {"backbone_width", i64(s.backbone_width)},
       {"backbone_depth", i64(s.backbone_depth)},
+      {"init", str(s.init)},
       {"init_1", str(s.init_1)},
       {"init_2", str(s.init_2)},
       {"weights", str(s.weights)},

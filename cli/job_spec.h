@@ -59,6 +59,10 @@ struct JobSpec {
   /// pretrain job, or torchvision-named files); loaded by key intersection.
   std::string init_1;
   std::string init_2;
+  /// pretrain: initial weights (e.g. ImageNet's torchvision ResNet, or a
+  /// model.pt of another job), loaded by key intersection; the head is
+  /// always new.
+  std::string init;
   /// evaluate: the weights to evaluate (model.pt / best.pt of a job, or a
   /// torchvision-named file).
   std::string weights;

@@ -251,8 +251,17 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
   Progress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
-  worker::PretrainTrainer trainer(make_model(spec, source.num_train_ids), train.source,
-                                  train.pid_list, train.camera_list, options);
+  ReIdentifier initial = make_model(spec, source.num_train_ids);
+  if (!spec.init.empty()) {
+    auto weights = methods::load_state_dict(spec.init);
+    weights.erase("head.weight");  // the source's classes are new
+    const auto report = methods::models::load_weights(*initial, weights);
+    TORCH_CHECK(!report.loaded.empty(), spec.init, ": no weight matches the ", spec.backbone,
+                " backbone of the spec (", report.summary(), ")");
+    std::cout << "tandem train: " << spec.init << ": " << report.summary() << std::endl;
+  }
+  worker::PretrainTrainer trainer(initial, train.source, train.pid_list, train.camera_list,
+                                  options);
   // The target's train images, unlabelled, for BatchNorm's statistics (not
   // when the "target" is the source itself, as for an oracle).
   if (spec.target_bn && target &&

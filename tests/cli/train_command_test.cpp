@@ -115,6 +115,26 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   }
   ASSERT_GE(pretrain_map, 0);
 
+  // init: a pretrain job starts from another job's weights (the head is new).
+  write(dir / "pretrain-init.yaml",
+        "kind: pretrain\noutput_dir: " + (dir / "pre-init").string() +
+            "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+            "}\ninit: " + (dir / "pre" / "model.pt").string() +
+            "\nepochs: 1\nwarmup_epochs: 0\nmilestones: []\n" + common);
+  auto init = run_tandem({"train", (dir / "pretrain-init.yaml").string()}, "train-pre-init");
+  ASSERT_EQ(init.exit_code, 0) << init.out << init.err;
+  EXPECT_NE(init.out.find("model.pt: 29 loaded, 1 missing (head.weight), 0 unexpected"),
+            std::string::npos)
+      << init.out;
+  write(dir / "pretrain-bad-init.yaml",
+        "kind: pretrain\noutput_dir: " + (dir / "pre-bad-init").string() +
+            "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+            "}\ninit: " + (dir / "pretrain.yaml").string() + "\nepochs: 1\n" + common);
+  auto bad_init =
+      run_tandem({"train", (dir / "pretrain-bad-init.yaml").string()}, "train-pre-bad-init");
+  EXPECT_NE(bad_init.exit_code, 0);
+  EXPECT_NE(bad_init.err.find("pretrain.yaml"), std::string::npos) << bad_init.err;
+
   // evaluate: the same weights on the same target give the pretrain job's own figure.
   write(dir / "evaluate.yaml", "kind: evaluate\noutput_dir: " + (dir / "eval").string() +
                                    "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
