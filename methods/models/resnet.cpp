@@ -78,11 +78,15 @@ void ResidualBlockImpl::reset() {
 }
 
 torch::Tensor ResidualBlockImpl::forward(const torch::Tensor& x) {
-  auto out = torch::relu(bn1.forward(conv1(x)));
+  // In-place ReLUs and residual add, as torchvision's blocks: none of them
+  // overwrites a tensor that autograd keeps (BatchNorm's backward needs its
+  // input, not its output; ReLU's needs its output), and at MMT's sizes each
+  // spared allocation is tens of MB of fresh, zero-filled pages.
+  auto out = bn1.forward(conv1(x)).relu_();
   out = bn2(conv2(out));
-  if (bottleneck) out = bn3(conv3(torch::relu(out)));
-  const auto identity = downsample ? downsample->forward(x) : x;
-  return torch::relu(out + identity);
+  if (bottleneck) out = bn3(conv3(out.relu_()));
+  out += downsample ? downsample->forward(x) : x;
+  return out.relu_();
 }
 
 ReidResNetImpl::ReidResNetImpl(ReidResNetOptions options_) : options(options_) {
@@ -133,7 +137,7 @@ torch::Tensor ReidResNetImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == 3, "ReidResNet: input must be (N, 3, H, W), got ",
               x.sizes());
   auto out = bn1(conv1(x));
-  if (options.stem_relu()) out = torch::relu(out);
+  if (options.stem_relu()) out.relu_();
   out = torch::max_pool2d(out, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1);
   out = layer1->forward(out);
   out = layer2->forward(out);
@@ -175,7 +179,9 @@ void SmallReidNetImpl::reset() {
     for (int64_t layer = 0; layer < options.depth(); ++layer) {
       features->push_back(conv(in, out, 3, layer == 0 ? stride : 1, 1));
       features->push_back(nn::BatchNorm2d(out));
-      features->push_back(nn::Functional([](const torch::Tensor& t) { return torch::relu(t); }));
+      // In place, as torchvision's ReLU(inplace=True) (the BatchNorm output
+      // is not kept by autograd).
+      features->push_back(nn::Functional([](const torch::Tensor& t) { return t.relu_(); }));
       in = out;
     }
   }
