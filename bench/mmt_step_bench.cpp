@@ -157,18 +157,6 @@ Model make_model(const std::string& backbone, int64_t classes) {
   return Model(torch::nn::AnyModule(net), features, classes);
 }
 
-// Stores every 4-d parameter and buffer as NHWC (what Python's
-// module.to(memory_format=torch.channels_last) does).
-void to_channels_last(torch::nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : module.parameters(/*recurse=*/true)) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
-  }
-  for (auto& b : module.buffers(/*recurse=*/true)) {
-    if (b.dim() == 4) b.set_data(b.data().contiguous(torch::MemoryFormat::ChannelsLast));
-  }
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -203,10 +191,7 @@ int main(int argc, char** argv) {
   Model model_1 = make_model(args.backbone, args.classes);
   torch::manual_seed(static_cast<uint64_t>(args.seed) + 1);
   Model model_2 = make_model(args.backbone, args.classes);
-  for (Model* m : {&model_1, &model_2}) {
-    (*m)->to(device);
-    if (args.channels_last) to_channels_last(**m);
-  }
+  for (Model* m : {&model_1, &model_2}) (*m)->to(device);
   Teacher teacher_1(model_1, 0.999);
   Teacher teacher_2(model_2, 0.999);
   const int64_t features_dim = model_1->features_dim;
@@ -242,6 +227,7 @@ int main(int argc, char** argv) {
   step_options.label_smoothing = 0.1;
   step_options.parallel_pairs = !args.sequential;
   step_options.cuda_bf16_autocast = args.bf16;
+  step_options.channels_last = args.channels_last;
   model_1->train();
   model_2->train();
   teacher_1.train();

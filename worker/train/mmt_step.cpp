@@ -78,6 +78,20 @@ class Latch {
   int count_ = 2;
 };
 
+// Every 4-d parameter and buffer of `module` stored in `format` (what
+// Python's module.to(memory_format=...) does); gradients are dropped (the
+// next backward writes them in the new layout).
+void store_as(torch::nn::Module& module, torch::MemoryFormat format) {
+  const torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters(/*recurse=*/true)) {
+    p.mutable_grad().reset();
+    if (p.dim() == 4) p.set_data(p.data().contiguous(format));
+  }
+  for (auto& b : module.buffers(/*recurse=*/true)) {
+    if (b.dim() == 4) b.set_data(b.data().contiguous(format));
+  }
+}
+
 bool on_cpu(const MmtStep::Model& model) {
   for (const auto& p : model->parameters()) {
     if (!p.device().is_cpu()) return false;
@@ -269,6 +283,10 @@ MmtStep::MmtStep(Model student_1, Model student_2, Teacher& teacher_1, Teacher& 
     : options_(options) {
   TORCH_CHECK(options_.num_classes >= 1, "MmtStep: num_classes must be >= 1, got ",
               options_.num_classes);
+  networks_ = {student_1, student_2, teacher_1.module(), teacher_2.module()};
+  if (options_.channels_last) {
+    for (auto& network : networks_) store_as(*network, torch::MemoryFormat::ChannelsLast);
+  }
   const std::array<Model, 2> students = {std::move(student_1), std::move(student_2)};
   Teacher* teachers[2] = {&teacher_1, &teacher_2};
   for (int i = 0; i < 2; ++i) {
@@ -292,7 +310,12 @@ MmtStep::MmtStep(Model student_1, Model student_2, Teacher& teacher_1, Teacher& 
   }
 }
 
-MmtStep::~MmtStep() = default;
+MmtStep::~MmtStep() {
+  pool_.reset();
+  if (options_.channels_last) {
+    for (auto& network : networks_) store_as(*network, torch::MemoryFormat::Contiguous);
+  }
+}
 
 void MmtStep::teacher_forward(int which) {
   Pair& pair = *pairs_[static_cast<size_t>(which)];
@@ -340,8 +363,13 @@ void MmtStep::student_update(int which, const torch::Tensor& y) {
 }
 
 MmtLosses MmtStep::run(const torch::Tensor& x1, const torch::Tensor& x2, const torch::Tensor& y) {
-  pairs_[0]->view = &x1;
-  pairs_[1]->view = &x2;
+  const auto layout = [&](const torch::Tensor& x) {
+    return options_.channels_last && x.dim() == 4 ? x.contiguous(torch::MemoryFormat::ChannelsLast)
+                                                  : x;
+  };
+  const torch::Tensor v1 = layout(x1), v2 = layout(x2);
+  pairs_[0]->view = &v1;
+  pairs_[1]->view = &v2;
   if (pool_) {
     Latch teachers_done;
     pool_->run([&](int which) {

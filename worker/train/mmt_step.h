@@ -85,6 +85,11 @@ struct MmtStepOptions {
   double label_smoothing = 0.1;
   /// Run the two pairs on two threads (CPU with >= 2 intra-op threads).
   bool parallel_pairs = true;
+  /// While the step exists, the four networks' 4-d parameters and buffers
+  /// and the views are stored channels_last (NHWC), oneDNN's native layout
+  /// (NCHW makes it reorder every convolution's input and output); the
+  /// destructor gives the networks back in the contiguous layout.
+  bool channels_last = false;
   /// The four forward passes under CUDA autocast in bfloat16 (the losses
   /// and the backward stay outside autocast, the losses in float32).
   bool cuda_bf16_autocast = false;
@@ -95,8 +100,8 @@ class MmtStep {
   using Model = methods::models::ReIdentifier;
   using Teacher = methods::EmaTeacher<Model>;
 
-  /// Creates one Adam (InPlaceAdam) per student over its trainable
-  /// parameters and, when
+  /// With `channels_last`, converts the networks first. Creates one Adam
+  /// (InPlaceAdam) per student over its trainable parameters and, when
   /// the step runs in parallel, the two pair threads. The models and the
   /// teachers must outlive the step.
   MmtStep(Model student_1, Model student_2, Teacher& teacher_1, Teacher& teacher_2,
@@ -122,6 +127,7 @@ class MmtStep {
   void student_update(int which, const torch::Tensor& y);
 
   MmtStepOptions options_;
+  std::vector<Model> networks_;  // students, then teachers
   std::array<std::unique_ptr<Pair>, 2> pairs_;
   std::unique_ptr<PairThreads> pool_;
   std::pair<int, int> pair_threads_{1, 1};

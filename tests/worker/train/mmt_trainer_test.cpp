@@ -202,6 +202,34 @@ TEST(MmtStep, OnePairsErrorReachesTheCallerInBothModes) {
   }
 }
 
+TEST(MmtStep, ChannelsLastWhileItLivesAndContiguousAfter) {
+  MmtStep::Model s1 = tiny_model(1), s2 = tiny_model(2);
+  MmtStep::Teacher t1(s1, 0.999), t2(s2, 0.999);
+  const auto four_d = [&] {
+    std::vector<torch::Tensor> out;
+    for (MmtStep::Model* m : {&s1, &s2, &t1.module(), &t2.module()}) {
+      for (const auto& p : (*m)->parameters()) {
+        if (p.dim() == 4) out.push_back(p);
+      }
+    }
+    return out;
+  };
+  const auto before = copies(four_d());
+  MmtStepOptions options;
+  options.num_classes = kIds;
+  options.channels_last = true;
+  {
+    MmtStep step(s1, s2, t1, t2, options);
+    for (const auto& p : four_d()) EXPECT_TRUE(p.is_contiguous(torch::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(all_equal(before, copies(four_d()))) << "the layout change changed values";
+    const torch::Tensor x = torch::randn({12, 3, 32, 16});
+    const MmtLosses losses = step.run(x, x, torch::arange(3, torch::kInt64).repeat_interleave(4));
+    EXPECT_TRUE(std::isfinite(losses.total));
+  }
+  for (const auto& p : four_d()) EXPECT_TRUE(p.is_contiguous());
+  EXPECT_FALSE(all_equal(before, copies(four_d()))) << "the step did not train";
+}
+
 TEST(InPlaceAdam, MatchesTorchAdamBitForBit) {
   // Same start, same gradients: after several steps the parameters (one of
   // them channels_last, one never given a gradient) are identical.
