@@ -24,6 +24,11 @@ then the two views), and LibTorch and PyTorch share their CPU generator, so
 both programs start from the same weights and inputs: their first_loss
 agrees up to float rounding, a check that the two steps are the same.
 Needs only torch (no torchvision), so it runs on a bare CUDA PyTorch too.
+
+--parallel-pairs is NOT the originals: it writes Tandem's MmtStep
+(worker/train/mmt_step.h) in Python, the two student/teacher pairs on two
+threads, to show how much of the C++ figure comes from that order of work
+rather than from the language. Its figures are reported separately.
 """
 import argparse
 import contextlib
@@ -229,7 +234,7 @@ def ema_update(teacher, student, step, alpha=0.999):
 
 
 # ---- not the originals: Tandem's MmtStep written in Python ---------------------
-def parallel_step(a, models, teachers, views, labels, state):
+def parallel_step(models, teachers, views, labels, state):
     """--parallel-pairs: what worker/train/mmt_step.cpp does, in Python, to see
     how much of the C++ figure is the order of work rather than the language.
     Pair i (teacher i forward, student i forward, its loss against the other
@@ -401,8 +406,7 @@ def main(argv=None):
         state["total"] = total.item()
 
     if a.parallel_pairs and not cuda and torch.get_num_threads() >= 2:
-        step = parallel_step(a, (model_1, model_2), (teacher_1, teacher_2), (x1, x2), labels,
-                             state)
+        step = parallel_step((model_1, model_2), (teacher_1, teacher_2), (x1, x2), labels, state)
 
     def sync():
         if cuda:
