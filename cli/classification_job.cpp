@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/cli/job_progress.h"
 #include "tandem/cli/job_spec.h"
 #include "tandem/cli/train_jobs.h"
 #include "tandem/methods/models/weights.h"
@@ -198,64 +199,6 @@ worker::ClassificationOptions options_of(const JobSpec& spec) {
   return o;
 }
 
-class Events {
- public:
-  explicit Events(const fs::path& path) : out_(path, std::ios::app) {
-    if (!out_) throw std::runtime_error(path.string() + ": cannot open the event log");
-  }
-  void write(const nlohmann::ordered_json& event) { out_ << event.dump() << std::endl; }
-
- private:
-  std::ofstream out_;
-};
-
-/// One JSON event per iteration; a bar redrawn in place on a terminal, a
-/// plain line every tenth of an epoch otherwise.
-class Progress {
- public:
-  Progress(const JobSpec& spec, Events& events, bool quiet)
-      : spec_(spec), events_(events), quiet_(quiet), terminal_(::isatty(STDOUT_FILENO) == 1) {}
-
-  void operator()(const worker::IterationProgress& p) {
-    nlohmann::ordered_json event = {{"event", "iteration"},
-                                    {"kind", spec_.kind},
-                                    {"epoch", p.epoch},
-                                    {"iteration", p.iteration},
-                                    {"iterations", p.iterations}};
-    for (const auto& [name, value] : p.losses) event[name] = value;
-    event["images_per_second"] = p.images_per_second;
-    events_.write(event);
-    if (quiet_) return;
-    const int64_t every = std::max<int64_t>(1, p.iterations / 10);
-    if (!terminal_ && p.iteration % every != 0 && p.iteration != p.iterations) return;
-    std::ostringstream line;
-    line << "epoch " << p.epoch + 1 << "/" << spec_.epochs << " ";
-    if (terminal_) {
-      constexpr int kWidth = 24;
-      const auto filled =
-          static_cast<int>(kWidth * p.iteration / std::max<int64_t>(1, p.iterations));
-      line << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] ";
-    }
-    line << p.iteration << "/" << p.iterations << std::fixed << std::setprecision(3);
-    for (const auto& [name, value] : p.losses) line << "  " << name << " " << value;
-    const auto eta = static_cast<int64_t>(p.eta_seconds + 0.5);
-    line << std::setprecision(0) << "  " << p.images_per_second << " img/s  ETA " << eta / 60 << ":"
-         << std::setw(2) << std::setfill('0') << eta % 60;
-    if (terminal_) {
-      std::cout << "\r" << line.str() << "\x1b[K" << std::flush;
-      if (p.iteration == p.iterations) std::cout << "\r\x1b[K" << std::flush;
-    } else {
-      std::cout << "  " << line.str() << std::endl;
-    }
-  }
-
- private:
-  const JobSpec& spec_;
-  Events& events_;
-  bool quiet_;
-  bool terminal_;
-};
-
 /// The predicting network: Self-Ensemble's teacher, the classifier otherwise.
 torch::nn::Module& predicting_network(worker::ClassificationTrainer& trainer) {
   if (auto* teacher = trainer.teacher()) return *teacher->module();
@@ -295,8 +238,8 @@ ClassificationJobResult classification_job(const JobSpec& spec, bool quiet) {
   std::cout << "tandem train: " << spec.kind << " on " << data.description << ", "
             << data.num_classes << " classes, " << spec.epochs << " epochs x " << spec.iters
             << " iterations" << std::endl;
-  Events events(out_dir / "events.jsonl");
-  Progress progress(spec, events, quiet);
+  EventLog events(out_dir / "events.jsonl");
+  JobProgress progress(spec, events, quiet);
   const worker::ProgressFn on_iteration = [&progress](const worker::IterationProgress& p) {
     progress(p);
   };

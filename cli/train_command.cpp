@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "tandem/cli/app.h"
+#include "tandem/cli/job_progress.h"
 #include "tandem/cli/job_spec.h"
 #include "tandem/cli/train_jobs.h"
 #include "tandem/clustering/evaluation.h"
@@ -115,17 +116,6 @@ void save_weights(ReIdentifier& model, const fs::path& path) {
   methods::save_state_dict(methods::models::weights_of(*model), path.string());
 }
 
-class EventLog {
- public:
-  explicit EventLog(const fs::path& path) : out_(path, std::ios::app) {
-    if (!out_) throw std::runtime_error(path.string() + ": cannot open the event log");
-  }
-  void write(const nlohmann::ordered_json& event) { out_ << event.dump() << std::endl; }
-
- private:
-  std::ofstream out_;
-};
-
 /// OUTPUT_DIR/checkpoint.pt: the full state after the last finished epoch.
 fs::path checkpoint_path(const JobSpec& spec) {
   return fs::path(spec.output_dir) / "checkpoint.pt";
@@ -140,55 +130,6 @@ std::optional<worker::StateDict> resume_state(const JobSpec& spec, double kind_c
               " is a checkpoint of another job kind; use a new output_dir");
   return state;
 }
-
-/// Shows per-iteration progress: a bar redrawn in place on a terminal
-/// (iterations, loss terms, images/s, ETA), a plain line every tenth of an
-/// epoch otherwise; every iteration also becomes a JSON event.
-class Progress {
- public:
-  Progress(const JobSpec& spec, EventLog& events, bool quiet)
-      : spec_(spec), events_(events), quiet_(quiet), terminal_(::isatty(STDOUT_FILENO) == 1) {}
-
-  void operator()(const worker::IterationProgress& p) {
-    nlohmann::ordered_json event = {{"event", "iteration"},
-                                    {"kind", spec_.kind},
-                                    {"epoch", p.epoch},
-                                    {"iteration", p.iteration},
-                                    {"iterations", p.iterations}};
-    for (const auto& [name, value] : p.losses) event[name] = value;
-    event["images_per_second"] = p.images_per_second;
-    events_.write(event);
-    if (quiet_) return;
-    const int64_t every = std::max<int64_t>(1, p.iterations / 10);
-    if (!terminal_ && p.iteration % every != 0 && p.iteration != p.iterations) return;
-    std::ostringstream line;
-    line << "epoch " << p.epoch + 1 << "/" << spec_.epochs << " ";
-    if (terminal_) {
-      constexpr int kWidth = 24;
-      const auto filled =
-          static_cast<int>(kWidth * p.iteration / std::max<int64_t>(1, p.iterations));
-      line << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] ";
-    }
-    line << p.iteration << "/" << p.iterations << std::fixed << std::setprecision(3);
-    for (const auto& [name, value] : p.losses) line << "  " << name << " " << value;
-    const auto eta = static_cast<int64_t>(p.eta_seconds + 0.5);
-    line << std::setprecision(0) << "  " << p.images_per_second << " img/s  ETA " << eta / 60 << ":"
-         << std::setw(2) << std::setfill('0') << eta % 60;
-    if (terminal_) {
-      std::cout << "\r" << line.str() << "\x1b[K" << std::flush;
-      if (p.iteration == p.iterations)
-        std::cout << "\r\x1b[K" << std::flush;  // the epoch line follows
-    } else {
-      std::cout << "  " << line.str() << std::endl;
-    }
-  }
-
- private:
-  const JobSpec& spec_;
-  EventLog& events_;
-  bool quiet_;
-  bool terminal_;
-};
 
 /// Export for the ranking service: the gallery's L2-normalised features of
 /// `model` with their ids and cameras (OUTPUT_DIR/gallery_features.pt, a
@@ -249,7 +190,7 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
-  Progress progress(spec, events, quiet);
+  JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   ReIdentifier initial = make_model(spec, source.num_train_ids);
   if (!spec.init.empty()) {
@@ -393,7 +334,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
   EventLog events(fs::path(spec.output_dir) / "events.jsonl");
-  Progress progress(spec, events, quiet);
+  JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
                              pseudo_labels);

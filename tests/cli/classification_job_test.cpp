@@ -15,10 +15,13 @@
 #include "tandem/methods/serialization.h"
 #include "tandem/worker/data/fashion_mnist.h"
 #include "tandem/worker/train/classification_trainer.h"
+#include "train_test_support.h"
 
 namespace tandem::cli {
 namespace {
 namespace fs = std::filesystem;
+using testing::expect_same_tensors;
+using testing::kill_after_first_checkpoint_then_resume;
 using testing::run_tandem;
 using testing::scratch_path;
 using testing::spawn_tandem;
@@ -43,18 +46,6 @@ void write(const fs::path& path, const std::string& text) {
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
-}
-
-/// The tensors of two state-dict files are bit-identical.
-void expect_same_tensors(const fs::path& a, const fs::path& b) {
-  const auto x = methods::load_state_dict(a.string());
-  const auto y = methods::load_state_dict(b.string());
-  ASSERT_EQ(x.size(), y.size()) << a << " vs " << b;
-  for (const auto& item : x) {
-    const torch::Tensor* other = y.find(item.key());
-    ASSERT_NE(other, nullptr) << item.key();
-    EXPECT_TRUE(torch::equal(item.value(), *other)) << item.key() << " differs";
-  }
 }
 
 /// The tiny network and data of these tests.
@@ -189,26 +180,6 @@ TEST(ClassificationJob, SourceOnlyOnTheFashionShiftAndTheSameImagesAsImageLists)
   fs::remove_all(dir);
 }
 
-/// Kills `tandem train SPEC` with SIGKILL as soon as its first checkpoint is
-/// on disk, then runs it again to the end (it resumes).
-void kill_after_first_checkpoint_then_resume(const fs::path& spec, const fs::path& out,
-                                             const std::string& tag) {
-  auto child = spawn_tandem({"train", spec.string()}, tag + "-killed");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(out / "checkpoint.pt") && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  ASSERT_TRUE(fs::exists(out / "checkpoint.pt"));
-  ::kill(child.pid, SIGKILL);
-  auto killed = wait_for(child);
-  EXPECT_EQ(killed.exit_code, -1) << "killed by the signal, not finished: " << killed.out;
-  EXPECT_EQ(killed.out.find("epoch 4/4"), std::string::npos) << "finished before the kill";
-  auto resumed = run_tandem({"train", spec.string()}, tag + "-resumed");
-  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
-  EXPECT_NE(resumed.out.find("resuming from"), std::string::npos) << resumed.out;
-  EXPECT_EQ(resumed.out.find("epoch 1/4"), std::string::npos) << "epoch 1 ran again";
-}
-
 /// Self-Ensemble (student, EMA teacher and its step, momentum, batch orders)
 /// and AFN (dropout draws from the generator) killed after their first epoch
 /// finish bit-identical to uninterrupted runs.
@@ -232,7 +203,7 @@ TEST(ClassificationJob, KilledJobsResumeBitIdentical) {
         run_tandem({"train", (dir / (kind + "-straight.yaml")).string()}, "cls-resume-" + kind);
     ASSERT_EQ(straight.exit_code, 0) << straight.out << straight.err;
     kill_after_first_checkpoint_then_resume(dir / (kind + "-killed.yaml"), dir / (kind + "-killed"),
-                                            "cls-resume-" + kind);
+                                            "cls-resume-" + kind, /*epochs=*/4);
     for (const char* file : {"model.pt", "checkpoint.pt"}) {
       expect_same_tensors(dir / (kind + "-straight") / file, dir / (kind + "-killed") / file);
     }

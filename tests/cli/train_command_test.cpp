@@ -8,10 +8,13 @@
 #include "run_tandem.h"
 #include "tandem/cli/job_spec.h"
 #include "tandem/methods/serialization.h"
+#include "train_test_support.h"
 
 namespace tandem::cli {
 namespace {
 namespace fs = std::filesystem;
+using testing::expect_same_tensors;
+using testing::kill_after_first_checkpoint_then_resume;
 using testing::run_tandem;
 using testing::scratch_path;
 using testing::spawn_tandem;
@@ -223,36 +226,6 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   fs::remove_all(dir);
 }
 
-/// The tensors of two state-dict files are bit-identical.
-void expect_same_weights(const fs::path& a, const fs::path& b) {
-  const auto x = methods::load_state_dict(a.string());
-  const auto y = methods::load_state_dict(b.string());
-  ASSERT_EQ(x.size(), y.size());
-  for (const auto& item : x) {
-    const torch::Tensor* other = y.find(item.key());
-    ASSERT_NE(other, nullptr) << item.key();
-    EXPECT_TRUE(torch::equal(item.value(), *other)) << item.key() << " differs";
-  }
-}
-
-/// Kills `tandem train SPEC` with SIGKILL as soon as its first checkpoint is
-/// on disk, then runs it again to the end (it resumes).
-void kill_after_first_checkpoint_then_resume(const fs::path& spec, const fs::path& out,
-                                             const std::string& tag) {
-  auto child = spawn_tandem({"train", spec.string()}, tag + "-killed");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(out / "checkpoint.pt") && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(fs::exists(out / "checkpoint.pt"));
-  ::kill(child.pid, SIGKILL);
-  auto killed = wait_for(child);
-  EXPECT_EQ(killed.exit_code, -1) << "killed by the signal, not finished: " << killed.out;
-  auto resumed = run_tandem({"train", spec.string()}, tag + "-resumed");
-  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
-  EXPECT_NE(resumed.out.find("resuming from"), std::string::npos) << resumed.out;
-}
-
 TEST(TrainCommand, KilledJobsResumeBitIdentical) {
   const fs::path dir = scratch_path("resume");
   fs::remove_all(dir);
@@ -274,8 +247,8 @@ TEST(TrainCommand, KilledJobsResumeBitIdentical) {
   ASSERT_EQ(run_tandem({"train", (dir / "pre-straight.yaml").string()}, "resume-pre").exit_code, 0);
   kill_after_first_checkpoint_then_resume(dir / "pre-killed.yaml", dir / "pre-killed",
                                           "resume-pre");
-  expect_same_weights(dir / "pre-straight" / "model.pt", dir / "pre-killed" / "model.pt");
-  expect_same_weights(dir / "pre-straight" / "checkpoint.pt", dir / "pre-killed" / "checkpoint.pt");
+  expect_same_tensors(dir / "pre-straight" / "model.pt", dir / "pre-killed" / "model.pt");
+  expect_same_tensors(dir / "pre-straight" / "checkpoint.pt", dir / "pre-killed" / "checkpoint.pt");
 
   const std::string init = (dir / "pre-straight" / "model.pt").string();
   for (const char* run : {"straight", "killed"}) {
@@ -288,7 +261,7 @@ TEST(TrainCommand, KilledJobsResumeBitIdentical) {
   kill_after_first_checkpoint_then_resume(dir / "mmt-killed.yaml", dir / "mmt-killed",
                                           "resume-mmt");
   for (const char* file : {"teacher_1.pt", "teacher_2.pt", "checkpoint.pt"}) {
-    expect_same_weights(dir / "mmt-straight" / file, dir / "mmt-killed" / file);
+    expect_same_tensors(dir / "mmt-straight" / file, dir / "mmt-killed" / file);
   }
   fs::remove_all(dir);
 }

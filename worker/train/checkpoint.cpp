@@ -8,21 +8,6 @@
 #include "tandem/methods/models/weights.h"
 
 namespace tandem::worker {
-namespace {
-
-/// The key of a parameter in Optimizer::state(): a string of the TensorImpl
-/// address in LibTorch 1.x, the address itself in 2.x.
-template <typename Map>
-typename Map::key_type state_key(const torch::Tensor& p) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  } else {
-    return p.unsafeGetTensorImpl();
-  }
-}
-
-}  // namespace
 
 const torch::Tensor& state_entry(const StateDict& state, const std::string& name) {
   const torch::Tensor* entry = state.find(name);
@@ -60,7 +45,7 @@ void add_adam_state(StateDict& state, const std::string& prefix, torch::optim::A
   int64_t index = 0;
   for (auto& group : adam.param_groups()) {
     for (auto& p : group.params()) {
-      const auto found = map.find(state_key<Map>(p));
+      const auto found = map.find(optimizer_state_key<Map>(p));
       const std::string name = prefix + "." + std::to_string(index++);
       if (found == map.end()) continue;  // no step taken for this parameter yet
       auto& s = static_cast<torch::optim::AdamParamState&>(*found->second);
@@ -86,7 +71,7 @@ void load_adam_state(torch::optim::Adam& adam, const StateDict& state, const std
       s->exp_avg_sq(state_entry(state, name + ".exp_avg_sq").clone());
       TORCH_CHECK(s->exp_avg().sizes() == p.sizes(), "checkpoint entry '", name,
                   ".exp_avg' does not match its parameter's shape ", p.sizes());
-      map[state_key<Map>(p)] = std::move(s);
+      map[optimizer_state_key<Map>(p)] = std::move(s);
     }
   }
 }

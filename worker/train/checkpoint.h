@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include <torch/nn/module.h>
 #include <torch/optim/adam.h>
@@ -30,6 +31,18 @@ const torch::Tensor& state_entry(const StateDict& state, const std::string& name
 /// Adam's per-parameter state (step, first and second moments) under `prefix.`.
 void add_adam_state(StateDict& state, const std::string& prefix, torch::optim::Adam& adam);
 void load_adam_state(torch::optim::Adam& adam, const StateDict& state, const std::string& prefix);
+
+/// The key of parameter `p` in an optimizer's state map (`Map` =
+/// decltype(Optimizer::state())): a string of the TensorImpl address in
+/// LibTorch 1.x, the address itself in 2.x.
+template <typename Map>
+typename Map::key_type optimizer_state_key(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
 
 /// Scalars under `meta.`.
 void set_meta(StateDict& state, const std::string& name, double value);

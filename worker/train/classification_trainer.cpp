@@ -43,18 +43,6 @@ void check_labels(const torch::Tensor& labels, int64_t n, int64_t num_classes, c
   }
 }
 
-/// The key of a parameter in Optimizer::state(): a string of the TensorImpl
-/// address in LibTorch 1.x, the address itself in 2.x.
-template <typename Map>
-typename Map::key_type state_key(const torch::Tensor& p) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  } else {
-    return p.unsafeGetTensorImpl();
-  }
-}
-
 const torch::Tensor& entry(const methods::StateDict& state, const std::string& name,
                            c10::IntArrayRef sizes, torch::Dtype dtype) {
   const torch::Tensor& saved = state_entry(state, name);
@@ -396,7 +384,7 @@ void ClassificationTrainer::save_state(methods::StateDict& state, const std::str
   int64_t index = 0;
   for (const auto& group : optimizer_->param_groups()) {
     for (const auto& p : group.params()) {
-      const auto found = map.find(state_key<Map>(p));
+      const auto found = map.find(optimizer_state_key<Map>(p));
       const std::string name = prefix + ".sgd." + std::to_string(index++) + ".momentum_buffer";
       if (found == map.end()) continue;  // no step with momentum yet
       const auto& buffer =
@@ -434,7 +422,7 @@ void ClassificationTrainer::load_state(const methods::StateDict& state, const st
       if (state.find(name) == nullptr) continue;
       auto param_state = std::make_unique<torch::optim::SGDParamState>();
       param_state->momentum_buffer(entry(state, name, p.sizes(), torch::kFloat32).clone());
-      map[state_key<Map>(p)] = std::move(param_state);
+      map[optimizer_state_key<Map>(p)] = std::move(param_state);
     }
   }
   iteration_ = scalar_entry(state, prefix + ".iteration");
