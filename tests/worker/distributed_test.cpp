@@ -7,6 +7,8 @@
 
 #include <thread>
 
+#include "run_ranks.h"
+
 namespace tandem::worker {
 namespace {
 
@@ -70,41 +72,23 @@ TEST(DistributedOptions, NcclNeedsACudaBuild) {
 }
 #endif
 
-// Runs `body(rank, store)` on `world_size` threads sharing a TCPStore served
-// on a free loopback port by rank 0.
-void run_ranks_over_tcp_store(
-    int world_size, const std::function<void(int, const c10::intrusive_ptr<c10d::Store>&)>& body) {
-  c10d::TCPStoreOptions server_options;
-  server_options.port = 0;
-  server_options.isServer = true;
-  server_options.numWorkers = static_cast<std::size_t>(world_size);
-  server_options.waitWorkers = false;
-  auto server = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", server_options);
-  c10d::TCPStoreOptions client_options;
-  client_options.port = static_cast<std::uint16_t>(server->getPort());
-  std::vector<std::thread> threads;
-  for (int rank = 1; rank < world_size; ++rank) {
-    threads.emplace_back([&, rank] {
-      body(rank, c10::make_intrusive<c10d::TCPStore>("127.0.0.1", client_options));
-    });
-  }
-  body(0, server);
-  for (auto& thread : threads) thread.join();
-}
+using testing::run_ranks_over_tcp_store;
 
 TEST(ProcessGroup, GlooAllReduceBetweenTwoRanksOverTcpStore) {
   std::vector<torch::Tensor> results(2);
-  run_ranks_over_tcp_store(2, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
-    DistributedOptions options;
-    options.world_size = 2;
-    options.rank = rank;
-    options.timeout = std::chrono::seconds(30);
-    auto handle = init_process_group(store, options);
-    // rank r contributes (r + 1) * [1, 2, 3]: the sum is 3 * [1, 2, 3].
-    std::vector<torch::Tensor> tensors{torch::tensor({1.0f, 2.0f, 3.0f}) * (rank + 1)};
-    handle.group->allreduce(tensors)->wait();
-    results[rank] = tensors[0];
-  });
+  const auto errors =
+      run_ranks_over_tcp_store(2, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
+        DistributedOptions options;
+        options.world_size = 2;
+        options.rank = rank;
+        options.timeout = std::chrono::seconds(30);
+        auto handle = init_process_group(store, options);
+        // rank r contributes (r + 1) * [1, 2, 3]: the sum is 3 * [1, 2, 3].
+        std::vector<torch::Tensor> tensors{torch::tensor({1.0f, 2.0f, 3.0f}) * (rank + 1)};
+        handle.group->allreduce(tensors)->wait();
+        results[rank] = tensors[0];
+      });
+  EXPECT_EQ(errors, std::vector<std::string>(2));
   const auto expected = torch::tensor({3.0f, 6.0f, 9.0f});
   EXPECT_TRUE(torch::equal(results[0], expected)) << results[0];
   EXPECT_TRUE(torch::equal(results[1], expected)) << results[1];

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "tandem/methods/reid_loss.h"
+#include "tandem/worker/train/group_batch_norm.h"
 
 namespace tandem::worker {
 namespace fn = methods::functional;
@@ -167,6 +168,9 @@ struct MmtStep::Pair {
   Model student = nullptr;
   Teacher* teacher = nullptr;
   std::unique_ptr<InPlaceAdam> adam;
+  // The gradient all-reduce over this pair's lane (data parallel only).
+  std::unique_ptr<GradientReducer> reducer;
+  CollectiveGroup* lane = nullptr;
   const torch::Tensor* view = nullptr;
   // The teacher's outputs on `view` (float32 constants for the other pair).
   torch::Tensor teacher_logits, teacher_features;
@@ -297,6 +301,14 @@ MmtStep::MmtStep(Model student_1, Model student_2, Teacher& teacher_1, Teacher& 
     for (const auto& p : pair->student->parameters()) {
       if (p.requires_grad()) parameters.push_back(p);
     }
+    const auto& parallel = options_.data_parallel;
+    if (parallel && parallel->world_size() > 1) {
+      TORCH_CHECK(parallel->lanes.size() >= 2, "MmtStep: data parallelism needs two lanes, got ",
+                  parallel->lanes.size());
+      pair->lane = parallel->lanes[static_cast<size_t>(i)].get();
+      pair->reducer =
+          std::make_unique<GradientReducer>(parameters, parallel->lanes[static_cast<size_t>(i)]);
+    }
     pair->adam =
         std::make_unique<InPlaceAdam>(std::move(parameters), options_.lr, options_.weight_decay);
     pairs_[static_cast<size_t>(i)] = std::move(pair);
@@ -323,17 +335,28 @@ void MmtStep::teacher_forward(int which) {
   {
     const CudaAutocast autocast(options_.cuda_bf16_autocast);
     const torch::InferenceMode no_autograd;  // teachers never get gradients
-    out = pair.teacher->forward(*pair.view);
+    out = forward_in_groups(pair.teacher->module(), *pair.view, options_.bn_group_size);
     // Outside autocast the losses see float32 (a no-op in float32 runs).
     pair.teacher_logits = out.logits.to(torch::kFloat32);
     pair.teacher_features = out.features.to(torch::kFloat32);
+    if (pair.lane != nullptr) {  // the whole global batch's targets
+      pair.teacher_logits = all_gather_rows(pair.teacher_logits, *pair.lane);
+      pair.teacher_features = all_gather_rows(pair.teacher_features, *pair.lane);
+    }
   }
 }
 
 void MmtStep::student_forward(int which) {
   Pair& pair = *pairs_[static_cast<size_t>(which)];
-  const CudaAutocast autocast(options_.cuda_bf16_autocast);
-  pair.out = pair.student->forward(*pair.view);
+  {
+    const CudaAutocast autocast(options_.cuda_bf16_autocast);
+    pair.out = forward_in_groups(pair.student, *pair.view, options_.bn_group_size);
+  }
+  if (pair.lane != nullptr) {  // differentiable for this rank's rows
+    pair.out.logits = all_gather_rows(pair.out.logits.to(torch::kFloat32), *pair.lane);
+    pair.out.features = all_gather_rows(pair.out.features.to(torch::kFloat32), *pair.lane);
+    pair.out.neck = torch::Tensor();
+  }
 }
 
 void MmtStep::student_update(int which, const torch::Tensor& y) {
@@ -355,11 +378,28 @@ void MmtStep::student_update(int which, const torch::Tensor& y) {
   const torch::Tensor total =
       (1 - w_id) * ce + (1 - w_tri) * triplet + w_id * soft_ce + w_tri * soft_tri;
   pair.adam->zero_grad();
+  if (pair.reducer) pair.reducer->prepare_for_backward();
   total.backward();
+  if (pair.reducer) pair.reducer->backward_done();
   pair.adam->step();
   pair.teacher->update_with_warmup();
   const torch::NoGradGuard no_grad;
   pair.terms = torch::stack({ce, triplet, soft_ce, soft_tri});
+}
+
+CommunicationStats MmtStep::communication() const {
+  CommunicationStats sum;
+  for (const auto& pair : pairs_) {
+    if (!pair->reducer) continue;
+    const CommunicationStats s = pair->reducer->stats();
+    sum.backward_passes += s.backward_passes;
+    sum.buckets += s.buckets;
+    sum.bytes += s.bytes;
+    sum.backward_seconds += s.backward_seconds;
+    sum.communication_seconds += s.communication_seconds;
+    sum.overlapped_seconds += s.overlapped_seconds;
+  }
+  return sum;
 }
 
 MmtLosses MmtStep::run(const torch::Tensor& x1, const torch::Tensor& x2, const torch::Tensor& y) {

@@ -34,6 +34,7 @@
 
 #include "tandem/methods/ema_teacher.h"
 #include "tandem/methods/models/reidentifier.h"
+#include "tandem/worker/data_parallel.h"
 
 namespace tandem::worker {
 
@@ -93,6 +94,17 @@ struct MmtStepOptions {
   /// The four forward passes under CUDA autocast in bfloat16 (the losses
   /// and the backward stay outside autocast, the losses in float32).
   bool cuda_bf16_autocast = false;
+  /// BatchNorm over consecutive groups of this many images of each view
+  /// (worker/train/group_batch_norm.h); 0: over all the images a network
+  /// sees at once.
+  int64_t bn_group_size = 0;
+  /// Data-parallel ranks (worker/data_parallel.h), with two lanes, one per
+  /// pair; null or one rank: this process alone. Each rank passes its share
+  /// of the global batch's views and the labels of the whole global batch;
+  /// the outputs are gathered, every rank computes the global batch's losses
+  /// and the gradients are summed over the ranks during the backward pass
+  /// (GradientReducer), so every rank makes the same update.
+  std::shared_ptr<const DataParallel> data_parallel;
 };
 
 class MmtStep {
@@ -110,14 +122,20 @@ class MmtStep {
   MmtStep(const MmtStep&) = delete;
   MmtStep& operator=(const MmtStep&) = delete;
 
-  /// One iteration: pair i on view `x_i` with labels `y` (int64, P × K).
-  /// Reads the loss terms back with one device-to-host copy.
+  /// One iteration: pair i on view `x_i` with labels `y` (int64, P × K;
+  /// with data parallelism `x_i` is this rank's share of the rows and `y`
+  /// the labels of the whole global batch, in rank order). Reads the loss
+  /// terms back with one device-to-host copy.
   MmtLosses run(const torch::Tensor& x1, const torch::Tensor& x2, const torch::Tensor& y);
 
   /// Whether the pairs run on two threads, and each pair's intra-op threads
   /// (the caller's for both when sequential).
   bool parallel() const { return pool_ != nullptr; }
   std::pair<int, int> pair_threads() const { return pair_threads_; }
+
+  /// Gradient communication of both students since the step was made
+  /// (zeros without data parallelism).
+  CommunicationStats communication() const;
 
  private:
   struct Pair;

@@ -27,13 +27,54 @@ void MmtOptions::validate() const {
               "MmtOptions.label_smoothing must be in [0, 1), got ", label_smoothing);
   TORCH_CHECK(loader_threads >= 1, "MmtOptions.loader_threads must be >= 1, got ", loader_threads);
   TORCH_CHECK(extract_batch >= 1, "MmtOptions.extract_batch must be >= 1, got ", extract_batch);
+  TORCH_CHECK(bn_group_size >= 0, "MmtOptions.bn_group_size must be >= 0, got ", bn_group_size);
+  const int64_t batch = num_identities * num_instances;
+  const int64_t world = data_parallel ? data_parallel->world_size() : 1;
+  TORCH_CHECK(batch % world == 0,
+              "MmtOptions: the global batch (num_identities x num_instances = ", batch,
+              ") must be a multiple of the world size ", world);
+  const int64_t local = batch / world;
+  if (bn_group_size > 0 && (world > 1 || local > bn_group_size)) {
+    TORCH_CHECK(local % bn_group_size == 0, "MmtOptions.bn_group_size ", bn_group_size,
+                " must divide each rank's share of the batch (", local, " = ", batch, " / ", world,
+                " ranks)");
+  }
   train_transform.validate();
 }
 
+namespace {
+
+// Images [begin, end) of another source: one rank's shard.
+class SliceSource : public ImageSource {
+ public:
+  SliceSource(std::shared_ptr<const ImageSource> source, Shard shard)
+      : source_(std::move(source)), shard_(shard) {}
+  int64_t size() const override { return shard_.size(); }
+  Image load(int64_t index) const override { return source_->load(shard_.begin + index); }
+  std::string name(int64_t index) const override { return source_->name(shard_.begin + index); }
+
+ private:
+  std::shared_ptr<const ImageSource> source_;
+  Shard shard_;
+};
+
+}  // namespace
+
 torch::Tensor extract_features(methods::models::ReIdentifier& model,
                                const std::shared_ptr<const ImageSource>& source,
-                               const ImageTransform& transform, int64_t batch_size,
-                               int64_t threads) {
+                               const ImageTransform& transform, int64_t batch_size, int64_t threads,
+                               const DataParallel* parallel) {
+  if (parallel != nullptr && parallel->world_size() > 1) {
+    const int world = parallel->world_size();
+    std::vector<int64_t> rows;
+    for (int r = 0; r < world; ++r) rows.push_back(shard_of(source->size(), r, world).size());
+    const Shard mine = shard_of(source->size(), parallel->rank(), world);
+    TORCH_CHECK(mine.size() > 0, "extract_features: ", source->size(), " images for ", world,
+                " ranks leave rank ", parallel->rank(), " none");
+    const torch::Tensor local = extract_features(model, std::make_shared<SliceSource>(source, mine),
+                                                 transform, batch_size, threads);
+    return all_gather_shards(local, parallel->group(), rows);
+  }
   const int64_t n = source->size();
   TORCH_CHECK(n > 0, "extract_features: the image source is empty");
   LoaderOptions options;
@@ -86,13 +127,25 @@ MmtTrainer::MmtTrainer(Model model_1, Model model_2,
               " and ", model_2_->features_dim, ")");
   teacher_1_ = std::make_unique<Teacher>(model_1_, options_.alpha);
   teacher_2_ = std::make_unique<Teacher>(model_2_, options_.alpha);
+  synchronise();
+}
+
+void MmtTrainer::synchronise() {
+  const auto& parallel = options_.data_parallel;
+  if (!parallel || parallel->world_size() == 1) return;
+  for (Model* model : {&model_1_, &model_2_, &teacher_1_->module(), &teacher_2_->module()}) {
+    broadcast_module(**model, parallel->group());
+  }
 }
 
 torch::Tensor MmtTrainer::teacher_features() {
-  const torch::Tensor f1 = extract_features(teacher_1_->module(), target_train_, test_transform_,
-                                            options_.extract_batch, options_.loader_threads);
-  const torch::Tensor f2 = extract_features(teacher_2_->module(), target_train_, test_transform_,
-                                            options_.extract_batch, options_.loader_threads);
+  const DataParallel* parallel = options_.data_parallel.get();
+  const torch::Tensor f1 =
+      extract_features(teacher_1_->module(), target_train_, test_transform_, options_.extract_batch,
+                       options_.loader_threads, parallel);
+  const torch::Tensor f2 =
+      extract_features(teacher_2_->module(), target_train_, test_transform_, options_.extract_batch,
+                       options_.loader_threads, parallel);
   return (f1 + f2) / 2;  // not re-normalised, as MMT's k-means input
 }
 
@@ -101,7 +154,29 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   stats.epoch = epoch;
   // 1-2. Pseudo labels from the averaged teacher features.
   const torch::Tensor features = teacher_features();
-  const PseudoLabels pseudo = pseudo_labels_(features, epoch);
+  const DataParallel* parallel = options_.data_parallel && options_.data_parallel->world_size() > 1
+                                     ? options_.data_parallel.get()
+                                     : nullptr;
+  PseudoLabels pseudo;
+  if (parallel == nullptr) {
+    pseudo = pseudo_labels_(features, epoch);
+  } else {
+    // Rank 0 clusters; the others wait on the store (share_timeout), not in
+    // a collective.
+    const auto shared = share_from_rank0(*parallel, "mmt/pseudo-labels/" + std::to_string(epoch),
+                                         [&]() -> std::vector<torch::Tensor> {
+                                           PseudoLabels p = pseudo_labels_(features, epoch);
+                                           TORCH_CHECK(p.labels.defined() && p.centroids.defined(),
+                                                       "MmtTrainer: the pseudo-label function ",
+                                                       "returned no labels or centroids");
+                                           return {p.labels.to(torch::kInt64).contiguous(),
+                                                   p.centroids.to(torch::kFloat32).contiguous(),
+                                                   torch::tensor(p.eps, torch::kFloat64)};
+                                         });
+    pseudo.labels = shared[0];
+    pseudo.centroids = shared[1];
+    pseudo.eps = shared[2].item<double>();
+  }
   const int64_t n = target_train_->size();
   TORCH_CHECK(pseudo.labels.defined() && pseudo.labels.dim() == 1 && pseudo.labels.size(0) == n,
               "MmtTrainer: the pseudo-label function returned ",
@@ -132,6 +207,18 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
                                        derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
   const int64_t batch_size = options_.num_identities * options_.num_instances;
   std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
+  // Every rank drew the same global batches; each loads its share.
+  const int world = parallel ? parallel->world_size() : 1;
+  const int rank = parallel ? parallel->rank() : 0;
+  const int64_t local_batch = batch_size / world;
+  std::vector<torch::Tensor> global_labels;
+  if (parallel != nullptr) {
+    for (auto& b : batches) {
+      global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
+      b = std::vector<int64_t>(b.begin() + rank * local_batch,
+                               b.begin() + (rank + 1) * local_batch);
+    }
+  }
   // One Adam per student (the same update as one over both), and the pair
   // threads, made before the loader's threads start.
   MmtStepOptions step_options;
@@ -142,6 +229,8 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   step_options.soft_triplet_weight = options_.soft_triplet_weight;
   step_options.label_smoothing = options_.label_smoothing;
   step_options.parallel_pairs = options_.parallel_pairs;
+  step_options.bn_group_size = options_.bn_group_size;
+  step_options.data_parallel = options_.data_parallel;
   MmtStep step(model_1_, model_2_, *teacher_1_, *teacher_2_, step_options);
   stats.parallel_pairs = step.parallel();
 
@@ -149,6 +238,7 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   loader_options.num_threads = options_.loader_threads;
   loader_options.views = 2;
   loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
+  loader_options.position_offset = rank * local_batch;
   DataLoader loader(target_train_, ImageTransform(options_.train_transform), loader_options);
   loader.start_epoch(epoch, std::move(batches));
 
@@ -160,14 +250,26 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   const auto start = std::chrono::steady_clock::now();
   int64_t images = 0;
   while (auto batch = loader.next()) {
-    const torch::Tensor y = labels.index_select(0, batch->indices);
+    torch::Tensor y;
+    if (parallel == nullptr) {
+      y = labels.index_select(0, batch->indices);
+    } else {
+      // Equal shares on every rank, or the gathers would not line up.
+      TORCH_CHECK(batch->skipped == 0 && batch->batch_index == stats.iterations,
+                  "MmtTrainer: rank ", rank, " could not read ",
+                  batch->skipped > 0 ? batch->skipped : local_batch, " image(s) of batch ",
+                  stats.iterations,
+                  " (see the log above); data-parallel training needs every image readable: ",
+                  "fix or remove them");
+      y = global_labels.at(static_cast<size_t>(batch->batch_index));
+    }
     const MmtLosses losses = step.run(batch->views[0], batch->views[1], y);
     stats.losses.ce += losses.ce;
     stats.losses.triplet += losses.triplet;
     stats.losses.soft_ce += losses.soft_ce;
     stats.losses.soft_triplet += losses.soft_triplet;
     stats.losses.total += losses.total;
-    images += batch->views[0].size(0);
+    images += batch->views[0].size(0) * world;
     ++stats.iterations;
     if (options_.on_iteration) {
       const double elapsed =
@@ -191,6 +293,15 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
     stats.losses.total /= k;
   }
   stats.train_images_per_second = seconds > 0 ? static_cast<double>(images) / seconds : 0;
+  stats.world_size = world;
+  stats.communication = step.communication();
+  // BatchNorm statistics moved with each rank's own images: their mean over
+  // the ranks is the single-rank running average (data_parallel.h).
+  if (parallel != nullptr) {
+    for (Model* model : {&model_1_, &model_2_, &teacher_1_->module(), &teacher_2_->module()}) {
+      average_buffers(**model, parallel->group());
+    }
+  }
   return stats;
 }
 

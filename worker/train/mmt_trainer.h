@@ -28,6 +28,7 @@
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data/loader.h"
 #include "tandem/worker/data/transforms.h"
+#include "tandem/worker/data_parallel.h"
 #include "tandem/worker/train/mmt_step.h"
 #include "tandem/worker/train/progress.h"
 
@@ -76,6 +77,17 @@ struct MmtOptions {
   /// off, or with one intra-op thread, they run one after the other. Both
   /// give the same parameters for the same per-pair thread count.
   bool parallel_pairs = true;
+  /// BatchNorm over fixed groups of this many images (the reference's 16 per
+  /// GPU on 4 GPUs; worker/train/group_batch_norm.h), whatever the number
+  /// of ranks, so that W = 1 and W = 4 train the same function; 0: over all
+  /// the images a rank forwards.
+  int64_t bn_group_size = 16;
+  /// Data-parallel ranks with two lanes (make_data_parallel(..., 2)); null:
+  /// this process alone. Every rank builds the same global batches, loads
+  /// and forwards its contiguous share, extracts a shard of the target
+  /// set; rank 0 alone runs the pseudo-label function and shares the result
+  /// through the store.
+  std::shared_ptr<const DataParallel> data_parallel;
 
   /// Called after every iteration (none: silent).
   ProgressFn on_iteration;
@@ -96,15 +108,19 @@ struct MmtEpochStats {
   double train_images_per_second = 0;
   /// Whether the iterations ran the two pairs on two threads.
   bool parallel_pairs = false;
+  /// Ranks, and the gradient communication of this rank's two students.
+  int world_size = 1;
+  CommunicationStats communication;
 };
 
 /// Embeds every image of `source` with `model` in eval mode through
 /// `transform` (the test transform): L2-normalised neck features, (n, d)
-/// float32, in source order.
+/// float32, in source order. With `parallel` (more than one rank) each rank
+/// embeds its shard (shard_of) and the shards are gathered: collective.
 torch::Tensor extract_features(methods::models::ReIdentifier& model,
                                const std::shared_ptr<const ImageSource>& source,
-                               const ImageTransform& transform, int64_t batch_size,
-                               int64_t threads);
+                               const ImageTransform& transform, int64_t batch_size, int64_t threads,
+                               const DataParallel* parallel = nullptr);
 
 class MmtTrainer {
  public:
@@ -121,8 +137,12 @@ class MmtTrainer {
   MmtEpochStats train_epoch(int64_t epoch);
 
   /// The averaged, L2-normalised features of both teachers on the target
-  /// train set (what clustering sees).
+  /// train set (what clustering sees); collective with data parallelism.
   torch::Tensor teacher_features();
+
+  /// Copies all four networks from rank 0 to every rank (done at
+  /// construction; call again after loading a checkpoint). Collective.
+  void synchronise();
 
   Model& student(int which) { return which == 0 ? model_1_ : model_2_; }
   Teacher& teacher(int which) { return which == 0 ? *teacher_1_ : *teacher_2_; }

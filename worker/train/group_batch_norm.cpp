@@ -1,0 +1,119 @@
+#include "tandem/worker/train/group_batch_norm.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace tandem::worker {
+namespace {
+
+// One BatchNorm layer's state around a grouped forward: its momentum is set
+// to 1 and each group gets fresh running buffers, so that after the group
+// they hold its batch statistics (fresh ones because autograd saved the
+// previous group's for its backward pass); they are summed, and at the end
+// the layer's own buffers get the averaged update with the layer's own
+// momentum.
+struct GroupedLayer {
+  torch::nn::BatchNormOptions* options = nullptr;
+  torch::Tensor* mean_slot = nullptr;  // the layer's members
+  torch::Tensor* var_slot = nullptr;
+  torch::Tensor running_mean, running_var, num_batches_tracked;  // its own buffers
+  double momentum = 0.1;
+  torch::Tensor mean_sum, var_sum;
+  int64_t batches_before = 0;
+};
+
+template <typename Impl>
+bool collect(const std::shared_ptr<torch::nn::Module>& module, std::vector<GroupedLayer>& layers) {
+  auto* bn = dynamic_cast<Impl*>(module.get());
+  if (bn == nullptr) return false;
+  if (!bn->options.track_running_stats() || !bn->running_mean.defined()) return true;
+  TORCH_CHECK(
+      bn->options.momentum().has_value(),
+      "bn_group_size: BatchNorm with a cumulative average (momentum None) is not supported");
+  GroupedLayer layer;
+  layer.options = &bn->options;
+  layer.mean_slot = &bn->running_mean;
+  layer.var_slot = &bn->running_var;
+  layer.running_mean = bn->running_mean;
+  layer.running_var = bn->running_var;
+  layer.num_batches_tracked = bn->num_batches_tracked;
+  layer.momentum = *bn->options.momentum();
+  layer.mean_sum = torch::zeros_like(bn->running_mean);
+  layer.var_sum = torch::zeros_like(bn->running_var);
+  layer.batches_before =
+      bn->num_batches_tracked.defined() ? bn->num_batches_tracked.template item<int64_t>() : 0;
+  bn->options.momentum(1.0);
+  layers.push_back(std::move(layer));
+  return true;
+}
+
+}  // namespace
+
+methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& model,
+                                              const torch::Tensor& x, int64_t group_size) {
+  const int64_t n = x.size(0);
+  if (!model->is_training() || group_size <= 0 || group_size >= n) return model->forward(x);
+  TORCH_CHECK(n % group_size == 0, "bn_group_size ", group_size,
+              " must divide the images each rank forwards (", n,
+              "): choose identities x instances / world_size as a multiple of it");
+  std::vector<GroupedLayer> layers;
+  {
+    const torch::NoGradGuard no_grad;
+    for (const auto& module : model->modules(/*include_self=*/false)) {
+      if (!collect<torch::nn::BatchNorm2dImpl>(module, layers)) {
+        collect<torch::nn::BatchNorm1dImpl>(module, layers);
+      }
+    }
+  }
+  // Restores the momenta and the buffers even when a forward throws.
+  struct Restore {
+    std::vector<GroupedLayer>& layers;
+    ~Restore() {
+      for (auto& layer : layers) {
+        layer.options->momentum(layer.momentum);
+        *layer.mean_slot = layer.running_mean;
+        *layer.var_slot = layer.running_var;
+      }
+    }
+  } restore{layers};
+
+  std::vector<torch::Tensor> logits, features, neck;
+  for (const torch::Tensor& group : x.split(group_size)) {
+    {
+      const torch::NoGradGuard no_grad;
+      for (auto& layer : layers) {
+        *layer.mean_slot = torch::zeros_like(layer.running_mean);
+        *layer.var_slot = torch::zeros_like(layer.running_var);
+      }
+    }
+    methods::models::ReIdOutput out = model->forward(group);
+    logits.push_back(out.logits);
+    features.push_back(out.features);
+    neck.push_back(out.neck);
+    const torch::NoGradGuard no_grad;
+    for (auto& layer : layers) {
+      layer.mean_sum.add_(*layer.mean_slot);
+      layer.var_sum.add_(*layer.var_slot);
+    }
+  }
+  const auto groups = static_cast<double>(n / group_size);
+  for (auto& layer : layers) {
+    const torch::NoGradGuard no_grad;
+    *layer.mean_slot = layer.running_mean;
+    *layer.var_slot = layer.running_var;
+    const double m = layer.momentum;
+    layer.running_mean.mul_(1 - m).add_(layer.mean_sum, m / groups);
+    layer.running_var.mul_(1 - m).add_(layer.var_sum, m / groups);
+    if (layer.num_batches_tracked.defined())
+      layer.num_batches_tracked.fill_(layer.batches_before + 1);
+  }
+  methods::models::ReIdOutput out;
+  if (logits.front().defined()) out.logits = torch::cat(logits);
+  out.features = torch::cat(features);
+  out.neck = torch::cat(neck);
+  return out;
+}
+
+}  // namespace tandem::worker

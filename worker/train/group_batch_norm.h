@@ -1,0 +1,35 @@
+// BatchNorm over fixed groups of G images, whatever the number of ranks
+// (distributed issue, "BatchNorm invariance").
+//
+// The MMT reference trains on 4 GPUs with DataParallel: each BatchNorm
+// layer normalises over the 16 images of its GPU, never over the batch of
+// 64, so the function trained depends on the GPU count. forward_in_groups
+// runs a network in training mode on consecutive groups of G images: the
+// only operation that mixes images is BatchNorm, so each group is
+// normalised over its own G images exactly as on one of the reference's
+// GPUs, and a rank holding 64/W images computes, for W = 1, 2 or 4, the
+// same outputs as one rank holding all 64.
+//
+// Running statistics: the groups' batch statistics s_g are averaged and the
+// running value updated once per call, r ← (1 − m)·r + m·mean_g(s_g), with
+// the batch counter advanced by one (the reference keeps GPU 0's update
+// only). Being linear in s_g, this update averaged over the ranks
+// (worker/data_parallel.h, average_buffers) is the single-rank update.
+#pragma once
+
+#include <cstdint>
+
+#include <torch/types.h>
+
+#include "tandem/methods/models/reidentifier.h"
+
+namespace tandem::worker {
+
+/// `model` on `x` (N images) in groups of `group_size` images: in training
+/// mode with 0 < group_size < N, N must be a multiple of group_size (an
+/// error names bn_group_size otherwise); otherwise (eval mode, group_size
+/// 0 or >= N) a plain forward. Outputs are concatenated in input order.
+methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& model,
+                                              const torch::Tensor& x, int64_t group_size);
+
+}  // namespace tandem::worker
