@@ -51,6 +51,21 @@ bool collect(const std::shared_ptr<torch::nn::Module>& module, std::vector<Group
 
 }  // namespace
 
+void validate_batch_split(const char* owner, int64_t batch, int64_t world_size,
+                          int64_t bn_group_size) {
+  TORCH_CHECK(bn_group_size >= 0, owner, ".bn_group_size must be >= 0, got ", bn_group_size);
+  TORCH_CHECK(world_size >= 1, owner, ": world size must be >= 1, got ", world_size);
+  TORCH_CHECK(batch % world_size == 0, owner,
+              ": the global batch (num_identities x num_instances = ", batch,
+              ") must be a multiple of the world size ", world_size);
+  const int64_t local = batch / world_size;
+  if (bn_group_size > 0 && (world_size > 1 || local > bn_group_size)) {
+    TORCH_CHECK(local % bn_group_size == 0, owner, ".bn_group_size ", bn_group_size,
+                " must divide each rank's share of the batch (", local, " = ", batch, " / ",
+                world_size, " ranks)");
+  }
+}
+
 methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& model,
                                               const torch::Tensor& x, int64_t group_size) {
   const int64_t n = x.size(0);

@@ -32,4 +32,11 @@ namespace tandem::worker {
 methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& model,
                                               const torch::Tensor& x, int64_t group_size);
 
+/// Checks that a global batch of `batch` images splits over `world_size`
+/// ranks and each share into groups of `bn_group_size` (0: no groups; one
+/// rank may hold fewer images than a group, then its whole batch is one).
+/// Errors name `owner`'s fields (e.g. "MmtOptions").
+void validate_batch_split(const char* owner, int64_t batch, int64_t world_size,
+                          int64_t bn_group_size);
+
 }  // namespace tandem::worker

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "tandem/worker/data/sampler.h"
+#include "tandem/worker/train/group_batch_norm.h"
 
 namespace tandem::worker {
 
@@ -27,18 +28,8 @@ void MmtOptions::validate() const {
               "MmtOptions.label_smoothing must be in [0, 1), got ", label_smoothing);
   TORCH_CHECK(loader_threads >= 1, "MmtOptions.loader_threads must be >= 1, got ", loader_threads);
   TORCH_CHECK(extract_batch >= 1, "MmtOptions.extract_batch must be >= 1, got ", extract_batch);
-  TORCH_CHECK(bn_group_size >= 0, "MmtOptions.bn_group_size must be >= 0, got ", bn_group_size);
-  const int64_t batch = num_identities * num_instances;
-  const int64_t world = data_parallel ? data_parallel->world_size() : 1;
-  TORCH_CHECK(batch % world == 0,
-              "MmtOptions: the global batch (num_identities x num_instances = ", batch,
-              ") must be a multiple of the world size ", world);
-  const int64_t local = batch / world;
-  if (bn_group_size > 0 && (world > 1 || local > bn_group_size)) {
-    TORCH_CHECK(local % bn_group_size == 0, "MmtOptions.bn_group_size ", bn_group_size,
-                " must divide each rank's share of the batch (", local, " = ", batch, " / ", world,
-                " ranks)");
-  }
+  validate_batch_split("MmtOptions", num_identities * num_instances,
+                       data_parallel ? data_parallel->world_size() : 1, bn_group_size);
   train_transform.validate();
 }
 

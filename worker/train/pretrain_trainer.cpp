@@ -11,6 +11,7 @@
 #include "tandem/methods/reid_loss.h"
 #include "tandem/worker/data/random.h"
 #include "tandem/worker/data/sampler.h"
+#include "tandem/worker/train/group_batch_norm.h"
 
 namespace tandem::worker {
 namespace fn = methods::functional;
@@ -37,6 +38,8 @@ void PretrainOptions::validate() const {
               "PretrainOptions.triplet_margin must be in [0, 1], got ", triplet_margin);
   TORCH_CHECK(loader_threads >= 1, "PretrainOptions.loader_threads must be >= 1, got ",
               loader_threads);
+  validate_batch_split("PretrainOptions", num_identities * num_instances,
+                       data_parallel ? data_parallel->world_size() : 1, bn_group_size);
   train_transform.validate();
 }
 
@@ -75,8 +78,16 @@ PretrainTrainer::PretrainTrainer(Model model, std::shared_ptr<const ImageSource>
   for (const auto& p : model_->parameters()) {
     if (p.requires_grad()) parameters.push_back(p);
   }
+  if (options_.data_parallel && options_.data_parallel->world_size() > 1) {
+    reducer_ = std::make_unique<GradientReducer>(parameters, options_.data_parallel->main.group);
+  }
   optimizer_ = std::make_unique<torch::optim::Adam>(
       parameters, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
+  synchronise();
+}
+
+void PretrainTrainer::synchronise() {
+  if (reducer_) broadcast_module(*model_, options_.data_parallel->group());
 }
 
 void PretrainTrainer::set_target_bn_source(std::shared_ptr<const ImageSource> target) {
@@ -121,9 +132,29 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
                                        derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
   const int64_t batch_size = options_.num_identities * options_.num_instances;
   std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
+  const torch::Tensor labels = torch::tensor(pids_, torch::kInt64);
+  // Data parallel: every rank drew the same global batches; each loads its
+  // share and keeps the global labels for the gathered outputs.
+  const DataParallel* parallel = reducer_ ? options_.data_parallel.get() : nullptr;
+  const int world = parallel ? parallel->world_size() : 1;
+  const int rank = parallel ? parallel->rank() : 0;
+  const int64_t local_batch = batch_size / world;
+  const auto take_share = [&](std::vector<std::vector<int64_t>>& all) {
+    for (auto& b : all) {
+      b = std::vector<int64_t>(b.begin() + rank * local_batch,
+                               b.begin() + (rank + 1) * local_batch);
+    }
+  };
+  std::vector<torch::Tensor> global_labels;
+  if (parallel != nullptr) {
+    for (const auto& b : batches)
+      global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
+    take_share(batches);
+  }
   LoaderOptions loader_options;
   loader_options.num_threads = options_.loader_threads;
   loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
+  loader_options.position_offset = rank * local_batch;
   DataLoader loader(source_, ImageTransform(options_.train_transform), loader_options);
   loader.start_epoch(epoch, std::move(batches));
   std::unique_ptr<DataLoader> target_loader;
@@ -132,26 +163,42 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     target_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 2});
     target_loader = std::make_unique<DataLoader>(
         target_bn_, ImageTransform(options_.train_transform), target_options);
-    target_loader->start_epoch(
-        epoch, shuffled_batches(target_bn_->size(), batch_size, options_.iters,
-                                derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 3})));
+    auto target_batches =
+        shuffled_batches(target_bn_->size(), batch_size, options_.iters,
+                         derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 3}));
+    if (parallel != nullptr) take_share(target_batches);
+    target_loader->start_epoch(epoch, std::move(target_batches));
   }
 
   const auto ce_options = methods::CrossEntropyLabelSmoothOptions(model_->num_classes())
                               .epsilon(options_.label_smoothing);
   const auto triplet_options = methods::SoftTripletLossOptions().margin(options_.triplet_margin);
-  const torch::Tensor labels = torch::tensor(pids_, torch::kInt64);
   model_->train();
   const auto start = std::chrono::steady_clock::now();
   int64_t images = 0, correct = 0;
+  const int64_t groups = options_.bn_group_size;
   while (auto batch = loader.next()) {
-    const torch::Tensor y = labels.index_select(0, batch->indices);
-    const auto out = model_->forward(batch->views[0]);
+    torch::Tensor y;
+    auto out = forward_in_groups(model_, batch->views[0], groups);
+    if (parallel == nullptr) {
+      y = labels.index_select(0, batch->indices);
+    } else {
+      TORCH_CHECK(batch->skipped == 0 && batch->batch_index == stats.iterations,
+                  "PretrainTrainer: rank ", rank, " could not read ",
+                  batch->skipped > 0 ? batch->skipped : local_batch, " image(s) of batch ",
+                  stats.iterations,
+                  " (see the log above); data-parallel training needs every image readable: ",
+                  "fix or remove them");
+      y = global_labels.at(static_cast<size_t>(batch->batch_index));
+      out.logits = all_gather_rows(out.logits, parallel->group());
+      out.features = all_gather_rows(out.features, parallel->group());
+    }
     // MMT's order: the target batch right after the source forward.
     if (target_loader != nullptr) {
       if (auto target_batch = target_loader->next()) {
         torch::NoGradGuard no_grad;
-        model_->forward(target_batch->views[0]);  // train mode: BN running statistics only
+        // Train mode: BN running statistics only.
+        forward_in_groups(model_, target_batch->views[0], groups);
       }
     }
     const torch::Tensor ce = fn::cross_entropy_label_smooth(out.logits, y, ce_options);
@@ -159,7 +206,9 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
         fn::soft_triplet_loss(out.features, out.features, y, triplet_options);
     const torch::Tensor total = ce + triplet;
     optimizer_->zero_grad();
+    if (reducer_) reducer_->prepare_for_backward();
     total.backward();
+    if (reducer_) reducer_->backward_done();
     optimizer_->step();
     stats.ce += ce.item<double>();
     stats.triplet += triplet.item<double>();
@@ -186,6 +235,9 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   stats.train_accuracy =
       images > 0 ? static_cast<double>(correct) / static_cast<double>(images) : 0;
   stats.train_images_per_second = seconds > 0 ? static_cast<double>(images) / seconds : 0;
+  // Each rank's BatchNorm statistics saw its own images: their mean is the
+  // single-rank running average (data_parallel.h).
+  if (parallel != nullptr) average_buffers(*model_, parallel->group());
   return stats;
 }
 

@@ -18,6 +18,7 @@
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data/loader.h"
 #include "tandem/worker/data/transforms.h"
+#include "tandem/worker/data_parallel.h"
 #include "tandem/worker/train/progress.h"
 
 namespace tandem::worker {
@@ -44,6 +45,16 @@ struct PretrainOptions {
   TransformOptions train_transform = TransformOptions::train(256, 128);
   int64_t loader_threads = 2;
   uint64_t seed = 1;
+  /// BatchNorm over fixed groups of this many images, whatever the number of
+  /// ranks (worker/train/group_batch_norm.h); 0 (the default here): over
+  /// all the images a rank forwards.
+  int64_t bn_group_size = 0;
+  /// Data-parallel ranks (make_data_parallel, no lanes needed); null: this
+  /// process alone. Each rank loads and forwards its share of every global
+  /// batch (and of every target batch), every rank computes the global
+  /// batch's loss from the gathered outputs, gradients are summed by a
+  /// GradientReducer, BatchNorm statistics averaged after every epoch.
+  std::shared_ptr<const DataParallel> data_parallel;
 
   /// Called after every iteration (none: silent).
   ProgressFn on_iteration;
@@ -81,6 +92,9 @@ class PretrainTrainer {
   void set_target_bn_source(std::shared_ptr<const ImageSource> target);
 
   PretrainEpochStats train_epoch(int64_t epoch);
+  /// Copies the model from rank 0 to every rank (done at construction; call
+  /// again after loading a checkpoint). Collective.
+  void synchronise();
   Model& model() { return model_; }
   /// The Adam of the whole run (its state goes into checkpoints).
   torch::optim::Adam& optimizer() { return *optimizer_; }
@@ -92,6 +106,7 @@ class PretrainTrainer {
   std::vector<int64_t> pids_, cameras_;
   PretrainOptions options_;
   std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::unique_ptr<GradientReducer> reducer_;
 };
 
 }  // namespace tandem::worker

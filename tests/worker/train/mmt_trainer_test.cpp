@@ -12,6 +12,7 @@
 
 namespace tandem::worker {
 namespace {
+using methods::models::ReIdentifier;
 using testing::kCameras;
 using testing::kIds;
 using testing::kPerCamera;
@@ -202,6 +203,12 @@ std::vector<std::array<std::vector<torch::Tensor>, 4>> train_on_ranks(int world,
                                                                       int64_t bn_group_size) {
   const TinyTarget t = tiny_target();
   std::vector<std::array<std::vector<torch::Tensor>, 4>> states(static_cast<size_t>(world));
+  // Made here, not on the rank threads, which would draw from torch's one
+  // global generator at the same time.
+  const ReIdentifier initial[2] = {tiny_model(1), tiny_model(2)};
+  const auto copy = [](const ReIdentifier& m) {
+    return ReIdentifier(std::dynamic_pointer_cast<methods::models::ReIdentifierImpl>(m->clone()));
+  };
   const auto body = [&](int rank, const std::shared_ptr<DataParallel>& parallel) {
     const IntraOpThreads threads(world == 1 ? 1 : 2);  // ranks > 1: pairs in parallel
     MmtOptions options = tiny_options();
@@ -209,7 +216,7 @@ std::vector<std::array<std::vector<torch::Tensor>, 4>> train_on_ranks(int world,
     options.num_identities = 4;
     options.bn_group_size = bn_group_size;
     options.data_parallel = parallel;
-    MmtTrainer trainer(tiny_model(1), tiny_model(2), t.source, t.cameras, options,
+    MmtTrainer trainer(copy(initial[0]), copy(initial[1]), t.source, t.cameras, options,
                        oracle_labels(t.pids));
     trainer.train_epoch(0);
     trainer.train_epoch(1);

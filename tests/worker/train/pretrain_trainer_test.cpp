@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "../run_ranks.h"
 #include "tiny_reid.h"
 
 namespace tandem::worker {
@@ -98,6 +99,70 @@ TEST(PretrainTrainer, TargetBatchesOnlyMoveBatchNormStatistics) {
   EXPECT_THROW(
       adapted.set_target_bn_source(std::make_shared<MemoryImageSource>(std::vector<Image>{})),
       c10::Error);
+}
+
+/// Parameters and buffers of the model after two epochs (global batch
+/// 4 x 4, target batches for BatchNorm) on `world` ranks, rank by rank.
+std::vector<std::vector<torch::Tensor>> pretrain_on_ranks(int world, int64_t bn_group_size) {
+  const auto t = tiny_target();
+  std::vector<std::vector<torch::Tensor>> states(static_cast<size_t>(world));
+  // Made here, not on the rank threads, which would draw from torch's one
+  // global generator at the same time; rank 1 starts from other weights,
+  // which the broadcast from rank 0 must replace.
+  const methods::models::ReIdentifier initial[2] = {tiny_model(1), tiny_model(2)};
+  const auto body = [&](int rank, const std::shared_ptr<DataParallel>& parallel) {
+    PretrainOptions options = tiny_options();
+    options.iters = 3;
+    options.num_identities = 4;
+    options.bn_group_size = bn_group_size;
+    options.data_parallel = parallel;
+    methods::models::ReIdentifier model(
+        std::dynamic_pointer_cast<methods::models::ReIdentifierImpl>(initial[rank]->clone()));
+    PretrainTrainer trainer(model, t.source, t.pids, t.cameras, options);
+    trainer.set_target_bn_source(t.source);
+    trainer.train_epoch(0);
+    trainer.train_epoch(1);
+    auto& state = states[static_cast<size_t>(rank)];
+    for (const auto& p : trainer.model()->parameters()) state.push_back(p.detach().clone());
+    for (const auto& b : trainer.model()->buffers()) state.push_back(b.detach().clone());
+  };
+  if (world == 1) {
+    body(0, nullptr);
+    return states;
+  }
+  const auto errors = testing::run_ranks_over_tcp_store(
+      world, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
+        DistributedOptions options;
+        options.world_size = world;
+        options.rank = rank;
+        options.timeout = std::chrono::seconds(60);
+        body(rank, make_data_parallel(init_process_group(store, options), 0));
+      });
+  EXPECT_EQ(errors, std::vector<std::string>(static_cast<size_t>(world)));
+  return states;
+}
+
+double max_relative_error(const std::vector<torch::Tensor>& a,
+                          const std::vector<torch::Tensor>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const torch::Tensor x = a[i].to(torch::kFloat64), y = b[i].to(torch::kFloat64);
+    if (y.norm().item<double>() > 0)
+      worst = std::max(worst, (x - y).norm().item<double>() / y.norm().item<double>());
+  }
+  return worst;
+}
+
+TEST(PretrainTrainer, TwoRanksTrainWhatOneRankTrainsWithBatchNormGroups) {
+  const auto one = pretrain_on_ranks(1, 4);
+  const auto two = pretrain_on_ranks(2, 4);
+  ASSERT_EQ(two[1].size(), one[0].size());
+  for (size_t i = 0; i < one[0].size(); ++i) {
+    EXPECT_TRUE(torch::equal(two[0][i], two[1][i])) << "tensor " << i << ": the ranks differ";
+  }
+  EXPECT_LT(max_relative_error(two[0], one[0]), 1e-4);
+  EXPECT_GT(max_relative_error(pretrain_on_ranks(2, 0)[0], pretrain_on_ranks(1, 0)[0]), 1e-3)
+      << "BatchNorm over 8 and over 16 images gave the same model";
 }
 
 }  // namespace
