@@ -16,6 +16,7 @@ EventLog::EventLog(const std::filesystem::path& path) : out_(path, std::ios::app
 }
 
 void EventLog::write(const nlohmann::ordered_json& event) {
+  if (!out_.is_open()) return;
   out_ << event.dump() << std::endl;
 }
 

@@ -18,6 +18,8 @@ class EventLog {
  public:
   /// Throws std::runtime_error naming `path` when it cannot be opened.
   explicit EventLog(const std::filesystem::path& path);
+  /// A log that writes nothing (ranks other than 0).
+  EventLog() = default;
   void write(const nlohmann::ordered_json& event);
 
  private:

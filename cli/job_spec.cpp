@@ -233,6 +233,15 @@ void validate(const JobSpec& s, const std::string& where) {
   positive(s.min_samples, "min_samples");
   if (s.eval_every < 0) fail(where, "eval_every", "must be >= 0");
   positive(s.loader_threads, "loader_threads");
+  if (s.bn_group_size < 0) fail(where, "bn_group_size", "must be >= 0 (0: no groups)");
+  if (s.bn_group_size > 0 && !is_classification_kind(s.kind)) {
+    const int64_t batch = s.identities * s.instances;
+    if (batch > s.bn_group_size && batch % s.bn_group_size != 0) {
+      fail(where, "bn_group_size",
+           std::to_string(s.bn_group_size) +
+               " must divide the batch identities x instances = " + std::to_string(batch));
+    }
+  }
   if (s.kind == "mmt" && (s.init_1.empty() != s.init_2.empty())) {
     fail(where, s.init_1.empty() ? "init_1" : "init_2", "must be given with the other init");
   }
@@ -332,6 +341,7 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"min_samples", i64(s.min_samples)},
       {"eval_every", i64(s.eval_every)},
       {"loader_threads", i64(s.loader_threads)},
+      {"bn_group_size", i64(s.bn_group_size)},
       {"batch_size", i64(s.batch_size)},
       {"momentum", f64(s.momentum)},
       {"lr_gamma", f64(s.lr_gamma)},
@@ -373,6 +383,7 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
     if (!given.count("height")) s.height = 32;
     if (!given.count("width")) s.width = 32;
   }
+  if (!given.count("bn_group_size") && s.kind == "pretrain") s.bn_group_size = 0;
   if (!epochs_set) s.epochs = s.kind == "pretrain" ? 80 : 40;
   if (!iters_set) s.iters = s.kind == "pretrain" ? 100 : 400;
   validate(s, where);

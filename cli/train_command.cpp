@@ -28,6 +28,7 @@
 #include "tandem/cli/app.h"
 #include "tandem/cli/job_progress.h"
 #include "tandem/cli/job_spec.h"
+#include "tandem/cli/launcher.h"
 #include "tandem/cli/train_jobs.h"
 #include "tandem/clustering/evaluation.h"
 #include "tandem/clustering/label_agreement.h"
@@ -49,7 +50,20 @@ using methods::models::ReIdentifier;
 struct TrainFlags {
   std::string spec;
   bool quiet = false;
+  /// Local ranks to launch (0: run in this process, as one rank or as the
+  /// rank the torchrun variables name).
+  int nproc = 0;
+  int max_restarts = 3;
+  /// Rendezvous and collectives; rank 0's clustering, which the others wait for.
+  double timeout_seconds = 300;
+  double share_timeout_seconds = 3600;
 };
+
+using Parallel = std::shared_ptr<const worker::DataParallel>;
+
+bool is_leader(const Parallel& parallel) {
+  return !parallel || parallel->rank() == 0;
+}
 
 ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
   namespace m = methods::models;
@@ -91,13 +105,14 @@ struct Evaluation {
   double map = 0, rank1 = 0, rank5 = 0;
 };
 
+/// Every rank embeds its shard of query and gallery (collective).
 Evaluation evaluate(ReIdentifier& model, const Split& query, const Split& gallery,
-                    const JobSpec& spec) {
+                    const JobSpec& spec, const Parallel& parallel = nullptr) {
   const worker::ImageTransform test(worker::TransformOptions::test(spec.height, spec.width));
   const torch::Tensor q =
-      worker::extract_features(model, query.source, test, 64, spec.loader_threads);
-  const torch::Tensor g =
-      worker::extract_features(model, gallery.source, test, 64, spec.loader_threads);
+      worker::extract_features(model, query.source, test, 64, spec.loader_threads, parallel.get());
+  const torch::Tensor g = worker::extract_features(model, gallery.source, test, 64,
+                                                   spec.loader_threads, parallel.get());
   const auto metrics =
       clustering::evaluate_features(q, g, query.pids, query.cameras, gallery.pids, gallery.cameras);
   Evaluation out;
@@ -163,9 +178,13 @@ worker::TransformOptions train_transform(const JobSpec& spec) {
 
 }  // namespace
 
-JobResult pretrain_job(const JobSpec& spec, bool quiet) {
+JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   JobResult result;
   fs::create_directories(spec.output_dir);
+  const bool leader = is_leader(parallel);
+  quiet = quiet || !leader;
+  std::ostream null_stream(nullptr);
+  std::ostream& log = leader ? std::cout : null_stream;
   const auto source = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.source.kind),
                                                 spec.source.root);
   const Split train = split_of(source.train);
@@ -189,7 +208,9 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
   options.train_transform = train_transform(spec);
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
-  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
+  options.bn_group_size = spec.bn_group_size;
+  options.data_parallel = parallel;
+  EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   ReIdentifier initial = make_model(spec, source.num_train_ids);
@@ -199,7 +220,7 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
     const auto report = methods::models::load_weights(*initial, weights);
     TORCH_CHECK(!report.loaded.empty(), spec.init, ": no weight matches the ", spec.backbone,
                 " backbone of the spec (", report.summary(), ")");
-    std::cout << "tandem train: " << spec.init << ": " << report.summary() << std::endl;
+    log << "tandem train: " << spec.init << ": " << report.summary() << std::endl;
   }
   worker::PretrainTrainer trainer(initial, train.source, train.pid_list, train.camera_list,
                                   options);
@@ -214,13 +235,14 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
     worker::load_module_state(*trainer.model(), *state, "model");
     worker::load_adam_state(trainer.optimizer(), *state, "adam");
     first_epoch = static_cast<int64_t>(worker::get_meta(*state, "epoch"));
-    std::cout << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
-              << first_epoch << std::endl;
+    trainer.synchronise();
+    log << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
+        << first_epoch << std::endl;
   }
-  std::cout << "tandem train: pretrain on " << source.root << " (" << source.train.size()
-            << " images, " << source.num_train_ids << " ids), " << spec.epochs << " epochs x "
-            << spec.iters << " iterations, evaluated on "
-            << (target ? "the target " : "the source ") << eval_data.root << std::endl;
+  log << "tandem train: pretrain on " << source.root << " (" << source.train.size() << " images, "
+      << source.num_train_ids << " ids), " << spec.epochs << " epochs x " << spec.iters
+      << " iterations, evaluated on " << (target ? "the target " : "the source ") << eval_data.root
+      << std::endl;
   for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
     const auto stats = trainer.train_epoch(epoch);
     nlohmann::ordered_json event = {{"event", "epoch"},
@@ -238,12 +260,13 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
          << 100 * stats.train_accuracy << "%  " << std::setprecision(0)
          << stats.train_images_per_second << " img/s";
     if (evaluate_now(spec, epoch)) {
-      const Evaluation e = evaluate(trainer.model(), query, gallery, spec);
+      const Evaluation e = evaluate(trainer.model(), query, gallery, spec, parallel);
       result = {e.map, e.rank1};
       event["mAP"] = e.map;
       event["rank1"] = e.rank1;
       line << std::setprecision(1) << "  mAP " << e.map << "  rank-1 " << e.rank1;
     }
+    if (!leader) continue;  // rank 0 writes the output folder
     save_weights(trainer.model(), fs::path(spec.output_dir) / "model.pt");
     worker::StateDict state;
     worker::set_meta(state, "kind", 0);
@@ -254,15 +277,20 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet) {
     events.write(event);
     if (!quiet) std::cout << line.str() << std::endl;
   }
+  if (!leader) return result;
   export_gallery(trainer.model(), eval_data.gallery, spec);
   std::cout << "tandem train: wrote " << (fs::path(spec.output_dir) / "model.pt").string()
             << " and the gallery features of " << eval_data.root << std::endl;
   return result;
 }
 
-JobResult mmt_job(const JobSpec& spec, bool quiet) {
+JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   JobResult result;
   fs::create_directories(spec.output_dir);
+  const bool leader = is_leader(parallel);
+  quiet = quiet || !leader;
+  std::ostream null_stream(nullptr);
+  std::ostream& log = leader ? std::cout : null_stream;
   const auto target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
                                                 spec.target.root);
   const Split train = split_of(target.train), query = split_of(target.query),
@@ -276,7 +304,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
     ReIdentifier model = make_model(seeded, 1);
     if (!init->empty()) {
       const auto report = methods::models::load_weights(*model, methods::load_state_dict(*init));
-      std::cout << "tandem train: " << *init << ": " << report.summary() << std::endl;
+      log << "tandem train: " << *init << ": " << report.summary() << std::endl;
     }
     models.push_back(model);
   }
@@ -333,7 +361,9 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
   options.train_transform = train_transform(spec);
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
-  EventLog events(fs::path(spec.output_dir) / "events.jsonl");
+  options.bn_group_size = spec.bn_group_size;
+  options.data_parallel = parallel;
+  EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
   worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
@@ -354,12 +384,15 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
     first_epoch = static_cast<int64_t>(worker::get_meta(*state, "epoch"));
     *fixed_eps = worker::get_meta(*state, "eps");
     best_map = worker::get_meta(*state, "best_map");
-    std::cout << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
-              << first_epoch << std::endl;
+    trainer.synchronise();
+    log << "tandem train: resuming from " << checkpoint_path(spec).string() << " after epoch "
+        << first_epoch << std::endl;
   }
-  std::cout << "tandem train: mmt on " << target.root << " (" << target.train.size()
-            << " unlabelled images), " << spec.clustering << ", " << spec.epochs << " epochs x "
-            << spec.iters << " iterations" << std::endl;
+  log << "tandem train: mmt on " << target.root << " (" << target.train.size()
+      << " unlabelled images), " << spec.clustering << ", " << spec.epochs << " epochs x "
+      << spec.iters << " iterations";
+  if (parallel) log << ", " << parallel->world_size() << " ranks";
+  log << std::endl;
   for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
     const auto stats = trainer.train_epoch(epoch);
     nlohmann::ordered_json event = {{"event", "epoch"},
@@ -378,6 +411,15 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
                                     {"soft_triplet", stats.losses.soft_triplet},
                                     {"loss", stats.losses.total},
                                     {"images_per_second", stats.train_images_per_second}};
+    if (stats.world_size > 1) {
+      const auto& c = stats.communication;
+      event["world_size"] = stats.world_size;
+      event["communication"] = {{"backward_passes", c.backward_passes},
+                                {"bytes", c.bytes},
+                                {"backward_seconds", c.backward_seconds},
+                                {"communication_seconds", c.communication_seconds},
+                                {"overlapped_seconds", c.overlapped_seconds}};
+    }
     std::ostringstream line;
     line << std::fixed << std::setprecision(3) << "epoch " << epoch + 1 << "/" << spec.epochs
          << "  clusters " << stats.clusters << " (noise " << stats.noise << ", ARI "
@@ -385,11 +427,13 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
          << stats.losses.ce << "  tri " << stats.losses.triplet << "  soft ce "
          << stats.losses.soft_ce << "  soft tri " << stats.losses.soft_triplet << "  "
          << std::setprecision(0) << stats.train_images_per_second << " img/s";
-    save_weights(trainer.teacher(0).module(), fs::path(spec.output_dir) / "teacher_1.pt");
-    save_weights(trainer.teacher(1).module(), fs::path(spec.output_dir) / "teacher_2.pt");
+    if (leader) {
+      save_weights(trainer.teacher(0).module(), fs::path(spec.output_dir) / "teacher_1.pt");
+      save_weights(trainer.teacher(1).module(), fs::path(spec.output_dir) / "teacher_2.pt");
+    }
     if (evaluate_now(spec, epoch)) {
-      const Evaluation e1 = evaluate(trainer.teacher(0).module(), query, gallery, spec);
-      const Evaluation e2 = evaluate(trainer.teacher(1).module(), query, gallery, spec);
+      const Evaluation e1 = evaluate(trainer.teacher(0).module(), query, gallery, spec, parallel);
+      const Evaluation e2 = evaluate(trainer.teacher(1).module(), query, gallery, spec, parallel);
       const bool first = e1.map >= e2.map;
       const Evaluation& best = first ? e1 : e2;
       event["mAP"] = {e1.map, e2.map};
@@ -399,12 +443,15 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
       if (best.map > best_map) {
         best_map = best.map;
         result = {best.map, best.rank1};
-        save_weights(trainer.teacher(first ? 0 : 1).module(),
-                     fs::path(spec.output_dir) / "best.pt");
+        if (leader) {
+          save_weights(trainer.teacher(first ? 0 : 1).module(),
+                       fs::path(spec.output_dir) / "best.pt");
+        }
         event["best"] = true;
         line << "  (best)";
       }
     }
+    if (!leader) continue;  // rank 0 writes the output folder
     worker::StateDict state;
     worker::set_meta(state, "kind", 1);
     worker::set_meta(state, "epoch", static_cast<double>(epoch + 1));
@@ -420,6 +467,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
     events.write(event);
     if (!quiet) std::cout << line.str() << std::endl;
   }
+  if (!leader) return result;
   // Export the best teacher (MMT's model selection) with its gallery features.
   ReIdentifier best(std::dynamic_pointer_cast<methods::models::ReIdentifierImpl>(
       trainer.teacher(0).module()->clone()));
@@ -435,7 +483,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet) {
   return result;
 }
 
-JobResult evaluate_job(const JobSpec& spec, bool quiet) {
+JobResult evaluate_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   fs::create_directories(spec.output_dir);
   const auto target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
                                                 spec.target.root);
@@ -446,8 +494,9 @@ JobResult evaluate_job(const JobSpec& spec, bool quiet) {
   const auto report = methods::models::load_weights(*model, methods::load_state_dict(spec.weights));
   TORCH_CHECK(!report.loaded.empty(), spec.weights, ": no weight matches the ", spec.backbone,
               " backbone of the spec (", report.summary(), ")");
+  const Evaluation e = evaluate(model, query, gallery, spec, parallel);
+  if (!is_leader(parallel)) return {e.map, e.rank1};
   std::cout << "tandem train: " << spec.weights << ": " << report.summary() << std::endl;
-  const Evaluation e = evaluate(model, query, gallery, spec);
   const nlohmann::ordered_json metrics = {{"event", "evaluation"},
                                           {"kind", "evaluate"},
                                           {"weights", spec.weights},
@@ -474,20 +523,66 @@ JobResult evaluate_job(const JobSpec& spec, bool quiet) {
 
 namespace {
 
+std::string seconds_text(double seconds) {
+  std::ostringstream text;
+  text << seconds;
+  return text.str();
+}
+
+/// This process's rank when the torchrun variables say WORLD_SIZE > 1
+/// (null otherwise): rendezvous at MASTER_ADDR:MASTER_PORT, Gloo, two lanes
+/// (MMT's pairs).
+Parallel join_ranks(const TrainFlags& flags) {
+  worker::DistributedOptions base;
+  base.timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_seconds * 1000));
+  const worker::DistributedOptions options = worker::distributed_options_from_process_env(base);
+  if (options.world_size == 1) return nullptr;
+  return worker::make_data_parallel(
+      worker::init_process_group(options), 2,
+      std::chrono::milliseconds(static_cast<int64_t>(flags.share_timeout_seconds * 1000)));
+}
+
 int run_train(const TrainFlags& flags) {
   const JobSpec spec = load_job_spec(flags.spec);
   fs::create_directories(spec.output_dir);
+  if (!(flags.timeout_seconds > 0) || !(flags.share_timeout_seconds > 0)) {
+    std::cerr << "tandem train: --timeout and --share-timeout must be positive" << std::endl;
+    return kExitUsage;
+  }
+  if (flags.nproc > 0) {
+    if (std::getenv("RANK") != nullptr && std::getenv("WORLD_SIZE") != nullptr) {
+      std::cerr << "tandem train: --nproc inside a launched rank (RANK is set): drop one of them"
+                << std::endl;
+      return kExitUsage;
+    }
+    LaunchOptions launch;
+    launch.nproc = flags.nproc;
+    launch.max_restarts = flags.max_restarts;
+    launch.log_dir = fs::path(spec.output_dir) / "ranks";
+    launch.rank_args = {"train",           flags.spec,
+                        "--timeout",       seconds_text(flags.timeout_seconds),
+                        "--share-timeout", seconds_text(flags.share_timeout_seconds)};
+    if (flags.quiet) launch.rank_args.push_back("--quiet");
+    return launch_local_ranks(launch);
+  }
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  }
+  const Parallel parallel = join_ranks(flags);
+  if (parallel && is_classification_kind(spec.kind)) {
+    std::cerr << "tandem train: " << spec.kind << " jobs run on one rank (WORLD_SIZE is "
+              << parallel->world_size() << "); data parallelism covers pretrain, mmt and evaluate"
+              << std::endl;
+    return kExitUsage;
   }
   if (is_classification_kind(spec.kind)) {
     classification_job(spec, flags.quiet);
   } else if (spec.kind == "pretrain") {
-    pretrain_job(spec, flags.quiet);
+    pretrain_job(spec, flags.quiet, parallel);
   } else if (spec.kind == "evaluate") {
-    evaluate_job(spec, flags.quiet);
+    evaluate_job(spec, flags.quiet, parallel);
   } else {
-    mmt_job(spec, flags.quiet);
+    mmt_job(spec, flags.quiet, parallel);
   }
   return kExitOk;
 }
@@ -500,6 +595,24 @@ void add_train_command(CLI::App& app, Action& action) {
       app.add_subcommand("train", "Run a job spec (pretrain, mmt, evaluate, ...) in process");
   command->add_option("spec", flags->spec, "the job spec (YAML or JSON)")->required();
   command->add_flag("--quiet", flags->quiet, "no per-epoch lines (events.jsonl still written)");
+  command
+      ->add_option("--nproc", flags->nproc,
+                   "start N local ranks (Gloo over loopback) and restart them from the last "
+                   "checkpoint when one dies")
+      ->check(CLI::Range(1, 256));
+  command
+      ->add_option("--max-restarts", flags->max_restarts,
+                   "with --nproc: how often the group is restarted after a failed rank")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  command
+      ->add_option("--timeout", flags->timeout_seconds,
+                   "seconds for the rendezvous and for every collective")
+      ->capture_default_str();
+  command
+      ->add_option("--share-timeout", flags->share_timeout_seconds,
+                   "seconds ranks wait for rank 0's clustering")
+      ->capture_default_str();
   command->callback([flags, &action] { action = [flags] { return run_train(*flags); }; });
 }
 

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "tandem/cli/job_spec.h"
+#include "tandem/worker/data_parallel.h"
 
 namespace tandem::cli {
 
@@ -17,11 +19,16 @@ struct JobResult {
 
 /// Runs (or resumes) a pretrain / mmt job: weights, events and checkpoints
 /// in spec.output_dir as `tandem train` writes them. `quiet`: no progress.
-JobResult pretrain_job(const JobSpec& spec, bool quiet);
-JobResult mmt_job(const JobSpec& spec, bool quiet);
+/// With `parallel` (more than one rank; mmt needs two lanes) every rank
+/// calls the job; rank 0 alone prints and writes the output folder.
+JobResult pretrain_job(const JobSpec& spec, bool quiet,
+                       const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
+JobResult mmt_job(const JobSpec& spec, bool quiet,
+                  const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
 /// Evaluates spec.weights on the target's query/gallery (metrics.json,
 /// events.jsonl, the gallery export).
-JobResult evaluate_job(const JobSpec& spec, bool quiet);
+JobResult evaluate_job(const JobSpec& spec, bool quiet,
+                       const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
 
 /// The outcome of a classification job (source_only, self_ensemble, mcc, afn).
 struct ClassificationJobResult {

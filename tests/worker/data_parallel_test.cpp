@@ -198,6 +198,28 @@ TEST(DataParallel, ShareFromRankZeroReportsRankZerosErrorAndTimesOut) {
       << timed_out[1];
 }
 
+TEST(DataParallel, RankThatLeavesMakesThePeersCollectiveFailNotHang) {
+  // Rank 1 joins and goes away (as a killed process would); rank 0's next
+  // collective fails with a message instead of waiting forever.
+  const auto start = std::chrono::steady_clock::now();
+  const auto errors = run_ranks_over_tcp_store(2, [&](int rank, const auto& store) {
+    DistributedOptions options;
+    options.world_size = 2;
+    options.rank = rank;
+    options.timeout = std::chrono::seconds(3);
+    auto parallel = make_data_parallel(init_process_group(store, options), 0);
+    if (rank == 1) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    all_gather_rows(torch::ones({2, 2}), parallel->group());
+  });
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(errors[0].find("all-gather failed (a rank died or timed out?)"), std::string::npos)
+      << errors[0];
+  EXPECT_EQ(errors[1], "");
+  EXPECT_LT(seconds, 20) << "the collective hung";
+}
+
 TEST(DataParallel, LanesAreIndependentGroups) {
   // Two threads per rank, each on its own lane, all-reduce at the same time.
   std::vector<torch::Tensor> sums(4);

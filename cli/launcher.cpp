@@ -1,0 +1,254 @@
+#include "tandem/cli/launcher.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+#include <thread>
+
+namespace tandem::cli {
+namespace {
+namespace fs = std::filesystem;
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int signal) {
+  g_stop_signal.store(signal);
+}
+
+// A port the kernel considers free on loopback right now (the rendezvous
+// binds it a moment later; the window is small and a clash fails loudly).
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    const std::string error = std::strerror(errno);
+    ::close(fd);
+    throw std::runtime_error("cannot find a free loopback port: " + error);
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+std::string describe(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int signal = WTERMSIG(status);
+    return "was killed by signal " + std::to_string(signal) + " (" + ::strsignal(signal) + ")";
+  }
+  return "stopped (status " + std::to_string(status) + ")";
+}
+
+int exit_code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+struct Rank {
+  pid_t pid = -1;
+  bool running = false;
+  int status = 0;
+};
+
+// Starts rank `rank` of `world`: the child sets the torchrun variables, dies
+// with its parent, sends its output to the log (rank > 0) and execs.
+pid_t start_rank(const LaunchOptions& options, const std::string& exe, int rank, int port,
+                 int attempt, int threads) {
+  const fs::path log = options.log_dir / ("rank-" + std::to_string(rank) + ".log");
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid > 0) return pid;
+  // Child: only async-signal-safe work until exec, mostly.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() == 1) ::_exit(127);  // the launcher already died
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  if (rank > 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      ::close(fd);
+    }
+  }
+  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+  ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
+  ::setenv("RANK", std::to_string(rank).c_str(), 1);
+  ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+  ::setenv("TANDEM_RESTART", std::to_string(attempt).c_str(), 1);
+  if (threads > 0) ::setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
+  std::vector<std::string> args = {exe};
+  args.insert(args.end(), options.rank_args.begin(), options.rank_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(exe.c_str(), argv.data());
+  std::fprintf(stderr, "tandem train: cannot start rank %d (%s): %s\n", rank, exe.c_str(),
+               std::strerror(errno));
+  ::_exit(127);
+}
+
+// Reaps any finished rank without blocking; returns its index or -1.
+int reap(std::vector<Rank>& ranks) {
+  int status = 0;
+  const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+  if (pid <= 0) return -1;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    if (ranks[r].pid == pid && ranks[r].running) {
+      ranks[r].running = false;
+      ranks[r].status = status;
+      return static_cast<int>(r);
+    }
+  }
+  return -1;
+}
+
+bool any_running(const std::vector<Rank>& ranks) {
+  for (const auto& r : ranks) {
+    if (r.running) return true;
+  }
+  return false;
+}
+
+// SIGTERM to every running rank, SIGKILL to those still running after the
+// grace period; returns when all are reaped.
+void stop_all(std::vector<Rank>& ranks, std::chrono::milliseconds grace) {
+  for (const auto& r : ranks) {
+    if (r.running) ::kill(r.pid, SIGTERM);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (any_running(ranks)) {
+    if (reap(ranks) >= 0) continue;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      for (const auto& r : ranks) {
+        if (r.running) ::kill(r.pid, SIGKILL);
+      }
+      for (auto& r : ranks) {
+        if (!r.running) continue;
+        int status = 0;
+        ::waitpid(r.pid, &status, 0);
+        r.running = false;
+        r.status = status;
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace
+
+int launch_local_ranks(const LaunchOptions& options) {
+  if (options.nproc < 1) throw std::invalid_argument("--nproc must be >= 1");
+  if (options.max_restarts < 0) throw std::invalid_argument("--max-restarts must be >= 0");
+  fs::create_directories(options.log_dir);
+  const std::string exe = fs::read_symlink("/proc/self/exe").string();
+  // Each rank gets its share of the cores unless the user chose.
+  int threads = 0;
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / options.nproc);
+  }
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  struct sigaction previous_int {
+  }, previous_term{};
+  ::sigaction(SIGINT, &action, &previous_int);
+  ::sigaction(SIGTERM, &action, &previous_term);
+  g_stop_signal.store(0);
+
+  int result = 1;
+  for (int attempt = 0; attempt <= options.max_restarts; ++attempt) {
+    const int port = free_loopback_port();
+    std::vector<Rank> ranks(static_cast<size_t>(options.nproc));
+    for (int r = 0; r < options.nproc; ++r) {
+      ranks[static_cast<size_t>(r)].pid = start_rank(options, exe, r, port, attempt, threads);
+      ranks[static_cast<size_t>(r)].running = true;
+      std::ofstream(options.log_dir / ("rank-" + std::to_string(r) + ".pid"))
+          << ranks[static_cast<size_t>(r)].pid << "\n";
+    }
+    std::cout << "tandem train: " << (attempt == 0 ? "started " : "restarted ") << options.nproc
+              << " ranks on 127.0.0.1:" << port << " (gloo; ranks 1.. log to "
+              << options.log_dir.string() << ")" << std::endl;
+    int failed = -1;
+    while (any_running(ranks)) {
+      if (g_stop_signal.load() != 0) break;
+      const int done = reap(ranks);
+      if (done < 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      const int status = ranks[static_cast<size_t>(done)].status;
+      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        failed = done;
+        break;
+      }
+    }
+    if (g_stop_signal.load() != 0) {
+      std::cerr << "tandem train: interrupted, stopping " << options.nproc << " ranks" << std::endl;
+      stop_all(ranks, options.grace);
+      result = 130;
+      break;
+    }
+    if (failed < 0) {
+      result = 0;
+      break;
+    }
+    // Report the failed rank and any other that ended on its own meanwhile
+    // (a peer's collective fails as soon as a rank dies).
+    result = exit_code_of(ranks[static_cast<size_t>(failed)].status);
+    std::vector<int> ended = {failed};
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int done = reap(ranks); done >= 0; done = reap(ranks)) ended.push_back(done);
+    for (const int r : ended) {
+      const int status = ranks[static_cast<size_t>(r)].status;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+      std::cerr << "tandem train: rank " << r << " " << describe(status)
+                << (r > 0
+                        ? " (its log: " +
+                              (options.log_dir / ("rank-" + std::to_string(r) + ".log")).string() +
+                              ")"
+                        : "")
+                << std::endl;
+    }
+    if (any_running(ranks)) std::cerr << "tandem train: stopping the other ranks" << std::endl;
+    stop_all(ranks, options.grace);
+    if (attempt == options.max_restarts) {
+      std::cerr << "tandem train: giving up after " << options.max_restarts << " restart"
+                << (options.max_restarts == 1 ? "" : "s") << std::endl;
+      break;
+    }
+    std::cerr << "tandem train: restarting all " << options.nproc
+              << " ranks from the last checkpoint (restart " << attempt + 1 << " of "
+              << options.max_restarts << ")" << std::endl;
+  }
+  for (int r = 0; r < options.nproc; ++r) {
+    std::error_code ignored;
+    fs::remove(options.log_dir / ("rank-" + std::to_string(r) + ".pid"), ignored);
+  }
+  ::sigaction(SIGINT, &previous_int, nullptr);
+  ::sigaction(SIGTERM, &previous_term, nullptr);
+  return result;
+}
+
+}  // namespace tandem::cli

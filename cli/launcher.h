@@ -1,0 +1,40 @@
+// `tandem train SPEC --nproc N`: the local launcher (torchrun's role).
+//
+// Starts N ranks of `tandem train SPEC` as child processes on this host
+// with torchrun's environment (MASTER_ADDR=127.0.0.1, a free MASTER_PORT,
+// WORLD_SIZE, RANK, LOCAL_RANK), Gloo over loopback. Rank 0's output is
+// this process's; rank r > 0 writes to LOG_DIR/rank-r.log, and each rank's
+// pid is in LOG_DIR/rank-r.pid while it runs. When a rank fails (non-zero
+// exit, or killed by a signal), the others are stopped (SIGTERM, then
+// SIGKILL after a grace period) and the whole group is started again, up to
+// `max_restarts` times; the job resumes from its last checkpoint. SIGINT or
+// SIGTERM to the launcher stops every rank. Children die with the launcher
+// (PR_SET_PDEATHSIG), so no rank outlives it.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace tandem::cli {
+
+struct LaunchOptions {
+  /// Ranks to start (>= 1).
+  int nproc = 1;
+  /// Group restarts after a failed rank (torchrun: --max-restarts).
+  int max_restarts = 3;
+  /// Arguments after the executable for every rank ("train", SPEC, ...).
+  std::vector<std::string> rank_args;
+  /// Where rank-r.log and rank-r.pid go (created).
+  std::filesystem::path log_dir;
+  /// How long a stopped rank gets between SIGTERM and SIGKILL.
+  std::chrono::milliseconds grace = std::chrono::seconds(10);
+};
+
+/// Runs the group to completion. Returns 0 when every rank of one attempt
+/// exited 0, else the exit code of the last failure (128 + signal for a
+/// rank killed by a signal), or 130 when interrupted.
+int launch_local_ranks(const LaunchOptions& options);
+
+}  // namespace tandem::cli
