@@ -303,6 +303,7 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters,
   TORCH_CHECK(false,
               "GradientReducer: LibTorch 2.x wraps backends in c10d::ProcessGroup; not ported yet");
 #else
+  first_bucket_bytes = std::min(first_bucket_bytes, bucket_bytes);
   const std::vector<bool> sparse(parameters.size(), false);
   auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
       parameters, {static_cast<size_t>(first_bucket_bytes), static_cast<size_t>(bucket_bytes)},

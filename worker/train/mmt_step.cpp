@@ -306,8 +306,8 @@ MmtStep::MmtStep(Model student_1, Model student_2, Teacher& teacher_1, Teacher& 
       TORCH_CHECK(parallel->lanes.size() >= 2, "MmtStep: data parallelism needs two lanes, got ",
                   parallel->lanes.size());
       pair->lane = parallel->lanes[static_cast<size_t>(i)].get();
-      pair->reducer =
-          std::make_unique<GradientReducer>(parameters, parallel->lanes[static_cast<size_t>(i)]);
+      pair->reducer = std::make_unique<GradientReducer>(
+          parameters, parallel->lanes[static_cast<size_t>(i)], options_.gradient_bucket_bytes);
     }
     pair->adam =
         std::make_unique<InPlaceAdam>(std::move(parameters), options_.lr, options_.weight_decay);

@@ -105,6 +105,8 @@ struct MmtStepOptions {
   /// and the gradients are summed over the ranks during the backward pass
   /// (GradientReducer), so every rank makes the same update.
   std::shared_ptr<const DataParallel> data_parallel;
+  /// Gradient bucket size of the all-reduce (DDP's bucket_cap_mb, 25 MiB).
+  int64_t gradient_bucket_bytes = 25 << 20;
 };
 
 class MmtStep {

@@ -204,11 +204,12 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   const int64_t local_batch = batch_size / world;
   std::vector<torch::Tensor> global_labels;
   if (parallel != nullptr) {
-    for (auto& b : batches) {
+    std::vector<int64_t> sequence;
+    for (const auto& b : batches) {
       global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
-      b = std::vector<int64_t>(b.begin() + rank * local_batch,
-                               b.begin() + (rank + 1) * local_batch);
+      sequence.insert(sequence.end(), b.begin(), b.end());
     }
+    batches = rank_batches(sequence, batch_size, rank, world);
   }
   // One Adam per student (the same update as one over both), and the pair
   // threads, made before the loader's threads start.

@@ -140,10 +140,9 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   const int rank = parallel ? parallel->rank() : 0;
   const int64_t local_batch = batch_size / world;
   const auto take_share = [&](std::vector<std::vector<int64_t>>& all) {
-    for (auto& b : all) {
-      b = std::vector<int64_t>(b.begin() + rank * local_batch,
-                               b.begin() + (rank + 1) * local_batch);
-    }
+    std::vector<int64_t> sequence;
+    for (const auto& b : all) sequence.insert(sequence.end(), b.begin(), b.end());
+    all = rank_batches(sequence, batch_size, rank, world);
   };
   std::vector<torch::Tensor> global_labels;
   if (parallel != nullptr) {
