@@ -216,14 +216,22 @@ void write_json(const fs::path& path, const nlohmann::ordered_json& value) {
 
 }  // namespace
 
-ClassificationJobResult classification_job(const JobSpec& spec, bool quiet) {
+ClassificationJobResult classification_job(
+    const JobSpec& spec, bool quiet, const std::shared_ptr<const worker::DataParallel>& parallel) {
   const ClassificationMethod method = worker::parse_classification_method(spec.kind);
   fs::create_directories(spec.output_dir);
   const fs::path out_dir(spec.output_dir);
+  // Rank 0 prints and writes the output folder; the others train along.
+  const bool leader = !parallel || parallel->rank() == 0;
+  quiet = quiet || !leader;
+  std::ostream null_stream(nullptr);
+  std::ostream& log = leader ? std::cout : null_stream;
   const Data data = load_data(spec);
+  worker::ClassificationOptions options = options_of(spec);
+  options.bn_group_size = spec.bn_group_size;
+  options.data_parallel = parallel;
   worker::ClassificationTrainer trainer(method, data.source.images, data.source.labels,
-                                        data.target_train.images, data.num_classes,
-                                        options_of(spec));
+                                        data.target_train.images, data.num_classes, options);
   const fs::path checkpoint = out_dir / "checkpoint.pt";
   int64_t first_epoch = 0;
   if (fs::exists(checkpoint)) {
@@ -231,14 +239,16 @@ ClassificationJobResult classification_job(const JobSpec& spec, bool quiet) {
     TORCH_CHECK(worker::get_meta(state, "kind") == kind_code(method), checkpoint.string(),
                 " is a checkpoint of another job kind; use a new output_dir");
     trainer.load_state(state, "trainer");
+    trainer.synchronise();
     first_epoch = static_cast<int64_t>(worker::get_meta(state, "epoch"));
-    std::cout << "tandem train: resuming from " << checkpoint.string() << " after epoch "
-              << first_epoch << std::endl;
+    log << "tandem train: resuming from " << checkpoint.string() << " after epoch " << first_epoch
+        << std::endl;
   }
-  std::cout << "tandem train: " << spec.kind << " on " << data.description << ", "
-            << data.num_classes << " classes, " << spec.epochs << " epochs x " << spec.iters
-            << " iterations" << std::endl;
-  EventLog events(out_dir / "events.jsonl");
+  log << "tandem train: " << spec.kind << " on " << data.description << ", " << data.num_classes
+      << " classes, " << spec.epochs << " epochs x " << spec.iters << " iterations";
+  if (parallel) log << ", " << parallel->world_size() << " ranks";
+  log << std::endl;
+  EventLog events = leader ? EventLog(out_dir / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
   const worker::ProgressFn on_iteration = [&progress](const worker::IterationProgress& p) {
     progress(p);
@@ -283,6 +293,7 @@ ClassificationJobResult classification_job(const JobSpec& spec, bool quiet) {
         line << " (student " << 100 * student << "%)";
       }
     }
+    if (!leader) continue;
     methods::save_state_dict(methods::models::weights_of(predicting_network(trainer)),
                              (out_dir / "model.pt").string());
     methods::StateDict state;
@@ -299,6 +310,7 @@ ClassificationJobResult classification_job(const JobSpec& spec, bool quiet) {
       trainer.student_accuracy(data.target_test.images, data.target_test.labels);
   result.test_images = data.target_test.labels.size(0);
   result.num_classes = data.num_classes;
+  if (!leader) return result;
   const nlohmann::ordered_json metrics = {
       {"event", "result"},
       {"kind", spec.kind},

@@ -234,12 +234,14 @@ void validate(const JobSpec& s, const std::string& where) {
   if (s.eval_every < 0) fail(where, "eval_every", "must be >= 0");
   positive(s.loader_threads, "loader_threads");
   if (s.bn_group_size < 0) fail(where, "bn_group_size", "must be >= 0 (0: no groups)");
-  if (s.bn_group_size > 0 && !is_classification_kind(s.kind)) {
-    const int64_t batch = s.identities * s.instances;
+  if (s.bn_group_size > 0) {
+    const bool classification = is_classification_kind(s.kind);
+    const int64_t batch = classification ? s.batch_size : s.identities * s.instances;
     if (batch > s.bn_group_size && batch % s.bn_group_size != 0) {
       fail(where, "bn_group_size",
-           std::to_string(s.bn_group_size) +
-               " must divide the batch identities x instances = " + std::to_string(batch));
+           std::to_string(s.bn_group_size) + " must divide the batch (" +
+               (classification ? "batch_size" : "identities x instances") + " = " +
+               std::to_string(batch) + ")");
     }
   }
   if (s.kind == "mmt" && (s.init_1.empty() != s.init_2.empty())) {
@@ -383,7 +385,8 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
     if (!given.count("height")) s.height = 32;
     if (!given.count("width")) s.width = 32;
   }
-  if (!given.count("bn_group_size") && s.kind == "pretrain") s.bn_group_size = 0;
+  // BatchNorm groups by default for mmt only (the reference's setting).
+  if (!given.count("bn_group_size") && s.kind != "mmt") s.bn_group_size = 0;
   if (!epochs_set) s.epochs = s.kind == "pretrain" ? 80 : 40;
   if (!iters_set) s.iters = s.kind == "pretrain" ? 100 : 400;
   validate(s, where);

@@ -104,10 +104,10 @@ struct JobSpec {
   int64_t eval_every = 1;
   /// Loader threads.
   int64_t loader_threads = 2;
-  /// pretrain and mmt: BatchNorm over fixed groups of this many images,
-  /// whatever the number of ranks (the reference's 16 images per GPU on 4
-  /// GPUs), so that results do not depend on the world size; 0: over each
-  /// rank's whole batch. Defaults by kind: mmt 16, pretrain 0.
+  /// BatchNorm over fixed groups of this many images, whatever the number
+  /// of ranks (the reference's 16 images per GPU on 4 GPUs), so that results
+  /// do not depend on the world size; 0: over each rank's whole batch.
+  /// Defaults by kind: mmt 16, every other kind 0.
   int64_t bn_group_size = 16;
 
   // Classification kinds (source_only, self_ensemble, mcc, afn): the fields

@@ -569,14 +569,8 @@ int run_train(const TrainFlags& flags) {
     torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
   const Parallel parallel = join_ranks(flags);
-  if (parallel && is_classification_kind(spec.kind)) {
-    std::cerr << "tandem train: " << spec.kind << " jobs run on one rank (WORLD_SIZE is "
-              << parallel->world_size() << "); data parallelism covers pretrain, mmt and evaluate"
-              << std::endl;
-    return kExitUsage;
-  }
   if (is_classification_kind(spec.kind)) {
-    classification_job(spec, flags.quiet);
+    classification_job(spec, flags.quiet, parallel);
   } else if (spec.kind == "pretrain") {
     pretrain_job(spec, flags.quiet, parallel);
   } else if (spec.kind == "evaluate") {

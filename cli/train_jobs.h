@@ -43,6 +43,8 @@ struct ClassificationJobResult {
 
 /// Runs (or resumes) a classification adaptation job (cli/classification_job.cpp):
 /// model.pt, checkpoint.pt, events.jsonl and metrics.json in spec.output_dir.
-ClassificationJobResult classification_job(const JobSpec& spec, bool quiet);
+ClassificationJobResult classification_job(
+    const JobSpec& spec, bool quiet,
+    const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
 
 }  // namespace tandem::cli

@@ -107,6 +107,38 @@ TEST(Launcher, TwoLocalRanksTrainWhatOneRankTrains) {
   EXPECT_EQ(epochs, 2);
 }
 
+TEST(Launcher, ClassificationJobsOnTwoRanks) {
+  // Self-Ensemble and MCC on two ranks train what one rank trains; AFN runs
+  // (its dropout masks are drawn per share, so it matches in distribution).
+  if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
+    GTEST_SKIP() << "dataset-fashion-mnist is not installed (scripts/setup installs it)";
+  }
+  const fs::path dir = scratch_path("launcher-classification");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const std::string kind : {"self_ensemble", "mcc", "afn"}) {
+    SCOPED_TRACE(kind);
+    for (const std::string world : {"1", "2"}) {
+      const fs::path spec = dir / (kind + "-" + world + ".yaml");
+      write(spec, "kind: " + kind + "\noutput_dir: " + (dir / (kind + "-" + world)).string() +
+                      "\nsource: {kind: fashion_mnist_source, images: 200}\n"
+                      "target: {kind: fashion_mnist_target, images: 200, test_images: 100}\n"
+                      "epochs: 2\niters: 4\nbatch_size: 16\nbackbone_width: 4\n"
+                      "bottleneck_dim: 16\nunsupervised_warmup_iterations: 2\nbn_group_size: 4\n");
+      std::vector<std::string> args = {"train", spec.string(), "--quiet"};
+      if (world == "2") args.insert(args.end(), {"--nproc", "2", "--max-restarts", "0"});
+      auto run = run_tandem(args, "launcher-" + kind + "-" + world);
+      ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+      ASSERT_TRUE(fs::exists(dir / (kind + "-" + world) / "metrics.json"));
+    }
+    const double error =
+        max_relative_error(dir / (kind + "-2") / "model.pt", dir / (kind + "-1") / "model.pt");
+    if (kind != "afn") {
+      EXPECT_LT(error, 1e-4);
+    }
+  }
+}
+
 TEST(Launcher, KilledRankRestartsTheGroupFromTheLastCheckpoint) {
   const fs::path dir = scratch_path("launcher-kill");
   fs::remove_all(dir);

@@ -16,6 +16,7 @@
 #include "tandem/methods/mcc.h"
 #include "tandem/methods/self_ensemble.h"
 #include "tandem/worker/train/checkpoint.h"
+#include "tandem/worker/train/group_batch_norm.h"
 
 namespace tandem::worker {
 namespace fn = methods::functional;
@@ -80,6 +81,8 @@ ClassificationMethod parse_classification_method(const std::string& name) {
 void ClassificationOptions::validate() const {
   TORCH_CHECK(iterations >= 1, "ClassificationOptions.iterations must be >= 1, got ", iterations);
   TORCH_CHECK(batch_size >= 2, "ClassificationOptions.batch_size must be >= 2, got ", batch_size);
+  validate_batch_split("ClassificationOptions", batch_size,
+                       data_parallel ? data_parallel->world_size() : 1, bn_group_size);
   TORCH_CHECK(lr > 0 && std::isfinite(lr), "ClassificationOptions.lr must be positive, got ", lr);
   TORCH_CHECK(momentum >= 0 && momentum < 1,
               "ClassificationOptions.momentum must be in [0, 1), got ", momentum);
@@ -200,6 +203,20 @@ ClassificationTrainer::ClassificationTrainer(ClassificationMethod method,
                                                        .momentum(options_.momentum)
                                                        .weight_decay(options_.weight_decay)
                                                        .nesterov(options_.momentum > 0));
+  if (options_.data_parallel && options_.data_parallel->world_size() > 1) {
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : classifier()->parameters()) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    reducer_ = std::make_unique<GradientReducer>(trainable, options_.data_parallel->main.group);
+  }
+  synchronise();
+}
+
+void ClassificationTrainer::synchronise() {
+  if (!reducer_) return;
+  broadcast_module(*classifier(), options_.data_parallel->group());
+  if (teacher_) broadcast_module(*teacher_->module(), options_.data_parallel->group());
 }
 
 std::shared_ptr<torch::nn::Module> ClassificationTrainer::classifier() const {
@@ -270,6 +287,48 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
   const auto afn_options = methods::AdaptiveFeatureNormOptions(options_.afn_delta);
   const auto balance_options = methods::ClassBalanceLossOptions(num_classes_);
   classifier()->train();
+  // Data parallel: this rank's rows of every global batch, and the gathers.
+  const DataParallel* parallel = reducer_ ? options_.data_parallel.get() : nullptr;
+  const int64_t world = parallel ? parallel->world_size() : 1;
+  const int64_t share = options_.batch_size / world;
+  const int64_t first_row = parallel ? parallel->rank() * share : 0;
+  const auto mine = [&](const torch::Tensor& x) {
+    return parallel ? x.narrow(0, first_row, share) : x;
+  };
+  const auto all = [&](const torch::Tensor& x) {
+    return parallel ? all_gather_rows(x, parallel->group()) : x;
+  };
+  // The network (or the teacher) on images, BatchNorm over fixed groups.
+  const auto grouped =
+      [&](torch::nn::Module& network, const torch::Tensor& x,
+          const std::function<std::tuple<torch::Tensor, torch::Tensor>(const torch::Tensor&)>&
+              run) {
+        const auto out =
+            forward_in_groups(network, x, options_.bn_group_size, [&](const torch::Tensor& group) {
+              auto [y, f] = run(group);
+              return std::vector<torch::Tensor>{y, f};
+            });
+        return std::make_tuple(out[0], out[1]);
+      };
+  const auto net = [&](const torch::Tensor& x) {
+    return grouped(*classifier(), x, [&](const torch::Tensor& g) { return forward(g); });
+  };
+  // Source and target shares in one forward (shared BatchNorm statistics),
+  // split back and gathered per domain.
+  const auto joint = [&](const torch::Tensor& x_s, const torch::Tensor& x_t) {
+    const torch::Tensor s = mine(x_s), t = mine(x_t);
+    torch::Tensor y, f;
+    if (options_.bn_group_size > 0) {
+      // Each domain's share in its own groups, as one rank would group them.
+      auto [ys, fs] = net(s);
+      auto [yt, ft] = net(t);
+      return std::make_tuple(all(ys), all(fs), all(yt), all(ft));
+    }
+    std::tie(y, f) = forward(torch::cat({s, t}));
+    const int64_t n = s.size(0);
+    return std::make_tuple(all(y.narrow(0, 0, n)), all(f.narrow(0, 0, n)), all(y.narrow(0, n, n)),
+                           all(f.narrow(0, n, n)));
+  };
   int64_t correct = 0, seen = 0;
   for (int64_t step = 0; step < count; ++step) {
     stats.lr = options_.lr_at(iteration_);
@@ -286,20 +345,28 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
     torch::Tensor y_s, f_s, f_t, unsupervised = torch::zeros({});
     switch (method_) {
       case ClassificationMethod::kSourceOnly: {
-        std::tie(y_s, f_s) = forward(x_s);
+        std::tie(y_s, f_s) = net(mine(x_s));
+        y_s = all(y_s);
+        f_s = all(f_s);
         break;
       }
       case ClassificationMethod::kSelfEnsemble: {
         // Separate source and target forwards (per-domain batch statistics, as
         // in the example and French et al.).
-        std::tie(y_s, f_s) = forward(x_s);
+        std::tie(y_s, f_s) = net(mine(x_s));
+        y_s = all(y_s);
+        f_s = all(f_s);
         torch::Tensor y_t;
-        std::tie(y_t, f_t) = forward(augment(x_t_clean));
+        std::tie(y_t, f_t) = net(mine(augment(x_t_clean)));
+        y_t = all(y_t);
+        f_t = all(f_t);
         const torch::Tensor p_t = torch::softmax(y_t, 1);
         torch::Tensor p_teacher;
         {
           torch::NoGradGuard no_grad;
-          p_teacher = torch::softmax(std::get<0>((*teacher_)(x_t_clean)), 1);
+          const auto teacher_out = grouped(*teacher_->module(), mine(x_t_clean),
+                                           [&](const torch::Tensor& g) { return (*teacher_)(g); });
+          p_teacher = torch::softmax(all(std::get<0>(teacher_out)), 1);
         }
         const torch::Tensor mask =
             (std::get<0>(p_teacher.max(1)) > options_.self_ensemble_confidence_threshold)
@@ -312,22 +379,16 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
         break;
       }
       case ClassificationMethod::kMcc: {
-        const auto [y, f] = forward(torch::cat({x_s, augment(x_t_clean)}));
-        y_s = y.narrow(0, 0, b);
-        f_s = f.narrow(0, 0, b);
-        f_t = f.narrow(0, b, b);
-        unsupervised = options_.mcc_trade_off *
-                       fn::minimum_class_confusion_loss(y.narrow(0, b, b), mcc_options);
+        torch::Tensor y_t;
+        std::tie(y_s, f_s, y_t, f_t) = joint(x_s, augment(x_t_clean));
+        unsupervised = options_.mcc_trade_off * fn::minimum_class_confusion_loss(y_t, mcc_options);
         break;
       }
       case ClassificationMethod::kAfn: {
-        const auto [y, f] = forward(torch::cat({x_s, augment(x_t_clean)}));
-        y_s = y.narrow(0, 0, b);
-        f_s = f.narrow(0, 0, b);
-        f_t = f.narrow(0, b, b);
-        unsupervised =
-            options_.afn_trade_off * (fn::adaptive_feature_norm(f.narrow(0, 0, b), afn_options) +
-                                      fn::adaptive_feature_norm(f.narrow(0, b, b), afn_options));
+        torch::Tensor y_t;
+        std::tie(y_s, f_s, y_t, f_t) = joint(x_s, augment(x_t_clean));
+        unsupervised = options_.afn_trade_off * (fn::adaptive_feature_norm(f_s, afn_options) +
+                                                 fn::adaptive_feature_norm(f_t, afn_options));
         break;
       }
     }
@@ -335,7 +396,9 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
     const torch::Tensor ce = F::cross_entropy(y_s, y_true);
     const torch::Tensor total = ce + unsupervised;
     optimizer_->zero_grad();
+    if (reducer_) reducer_->prepare_for_backward();
     total.backward();
+    if (reducer_) reducer_->backward_done();
     optimizer_->step();
     if (teacher_) teacher_->update();
     ++iteration_;
@@ -369,6 +432,11 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
     stats.source_feature_norm /= k;
     stats.target_feature_norm /= k;
     stats.source_batch_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+  }
+  // BatchNorm statistics moved with each rank's own images (data_parallel.h).
+  if (parallel != nullptr) {
+    average_buffers(*classifier(), parallel->group());
+    if (teacher_) average_buffers(*teacher_->module(), parallel->group());
   }
   return stats;
 }

@@ -40,6 +40,7 @@
 #include "tandem/methods/ema_teacher.h"
 #include "tandem/methods/models/resnet.h"
 #include "tandem/methods/serialization.h"
+#include "tandem/worker/data_parallel.h"
 #include "tandem/worker/train/progress.h"
 
 namespace tandem::worker {
@@ -117,6 +118,19 @@ struct ClassificationOptions {
   /// Images per forward pass when evaluating.
   int64_t eval_batch_size = 500;
 
+  /// BatchNorm over fixed groups of this many images of each domain's batch
+  /// (worker/train/group_batch_norm.h); 0: over every image of a forward.
+  int64_t bn_group_size = 0;
+  /// Data-parallel ranks (make_data_parallel; no lanes needed); null: this
+  /// process alone. Every rank draws the same global batches and
+  /// augmentations (the same generator), forwards its contiguous share of
+  /// the source and of the target batch, and computes the losses of the whole
+  /// global batch from the gathered outputs; gradients are summed by a
+  /// GradientReducer, BatchNorm statistics averaged after every train() call.
+  /// AFN's dropout masks are drawn per share, so AFN matches one rank in
+  /// distribution, not bit for bit.
+  std::shared_ptr<const DataParallel> data_parallel;
+
   /// Throws c10::Error naming the first invalid field.
   void validate() const;
   /// The learning rate after `iteration` steps.
@@ -192,6 +206,10 @@ class ClassificationTrainer {
   /// c10::Error naming it.
   void load_state(const methods::StateDict& state, const std::string& prefix);
 
+  /// Copies the classifier (and the teacher) from rank 0 to every rank (done
+  /// at construction; call again after load_state). Collective.
+  void synchronise();
+
   ClassificationMethod method() const { return method_; }
   int64_t iteration() const { return iteration_; }
   /// The trained network: a SmallImageClassifier, or an AfnImageClassifier for AFN.
@@ -219,6 +237,7 @@ class ClassificationTrainer {
   methods::AfnImageClassifier afn_{nullptr};
   std::optional<methods::EmaTeacher<SmallImageClassifier>> teacher_;
   std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::unique_ptr<GradientReducer> reducer_;
 };
 
 struct ClassificationResult {

@@ -66,19 +66,20 @@ void validate_batch_split(const char* owner, int64_t batch, int64_t world_size,
   }
 }
 
-methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& model,
-                                              const torch::Tensor& x, int64_t group_size) {
+std::vector<torch::Tensor> forward_in_groups(
+    torch::nn::Module& module, const torch::Tensor& x, int64_t group_size,
+    const std::function<std::vector<torch::Tensor>(const torch::Tensor&)>& forward) {
   const int64_t n = x.size(0);
-  if (!model->is_training() || group_size <= 0 || group_size >= n) return model->forward(x);
+  if (!module.is_training() || group_size <= 0 || group_size >= n) return forward(x);
   TORCH_CHECK(n % group_size == 0, "bn_group_size ", group_size,
               " must divide the images each rank forwards (", n,
-              "): choose identities x instances / world_size as a multiple of it");
+              "): choose the batch / world_size as a multiple of it");
   std::vector<GroupedLayer> layers;
   {
     const torch::NoGradGuard no_grad;
-    for (const auto& module : model->modules(/*include_self=*/false)) {
-      if (!collect<torch::nn::BatchNorm2dImpl>(module, layers)) {
-        collect<torch::nn::BatchNorm1dImpl>(module, layers);
+    for (const auto& child : module.modules(/*include_self=*/false)) {
+      if (!collect<torch::nn::BatchNorm2dImpl>(child, layers)) {
+        collect<torch::nn::BatchNorm1dImpl>(child, layers);
       }
     }
   }
@@ -94,7 +95,7 @@ methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& mod
     }
   } restore{layers};
 
-  std::vector<torch::Tensor> logits, features, neck;
+  std::vector<std::vector<torch::Tensor>> parts;
   for (const torch::Tensor& group : x.split(group_size)) {
     {
       const torch::NoGradGuard no_grad;
@@ -103,10 +104,9 @@ methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& mod
         *layer.var_slot = torch::zeros_like(layer.running_var);
       }
     }
-    methods::models::ReIdOutput out = model->forward(group);
-    logits.push_back(out.logits);
-    features.push_back(out.features);
-    neck.push_back(out.neck);
+    std::vector<torch::Tensor> out = forward(group);
+    if (parts.empty()) parts.resize(out.size());
+    for (size_t i = 0; i < out.size(); ++i) parts[i].push_back(std::move(out[i]));
     const torch::NoGradGuard no_grad;
     for (auto& layer : layers) {
       layer.mean_sum.add_(*layer.mean_slot);
@@ -124,11 +124,19 @@ methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& mod
     if (layer.num_batches_tracked.defined())
       layer.num_batches_tracked.fill_(layer.batches_before + 1);
   }
-  methods::models::ReIdOutput out;
-  if (logits.front().defined()) out.logits = torch::cat(logits);
-  out.features = torch::cat(features);
-  out.neck = torch::cat(neck);
+  std::vector<torch::Tensor> out;
+  for (auto& part : parts)
+    out.push_back(part.front().defined() ? torch::cat(part) : torch::Tensor());
   return out;
+}
+
+methods::models::ReIdOutput forward_in_groups(methods::models::ReIdentifier& model,
+                                              const torch::Tensor& x, int64_t group_size) {
+  const auto out = forward_in_groups(*model, x, group_size, [&](const torch::Tensor& group) {
+    const methods::models::ReIdOutput o = model->forward(group);
+    return std::vector<torch::Tensor>{o.logits, o.features, o.neck};
+  });
+  return {out[0], out[1], out[2]};
 }
 
 }  // namespace tandem::worker

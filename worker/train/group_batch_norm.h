@@ -18,12 +18,24 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include "tandem/methods/models/reidentifier.h"
 
 namespace tandem::worker {
+
+/// `forward(x)` of a network `module` (its outputs: one row per image, or
+/// undefined) on consecutive groups of `group_size` images of `x`, with
+/// every BatchNorm layer of `module` handled as described above; outputs
+/// concatenated in input order. In eval mode, or with group_size 0 or >=
+/// N, one plain call. N must be a multiple of group_size otherwise.
+std::vector<torch::Tensor> forward_in_groups(
+    torch::nn::Module& module, const torch::Tensor& x, int64_t group_size,
+    const std::function<std::vector<torch::Tensor>(const torch::Tensor&)>& forward);
 
 /// `model` on `x` (N images) in groups of `group_size` images: in training
 /// mode with 0 < group_size < N, N must be a multiple of group_size (an
