@@ -1,13 +1,12 @@
 #include "tandem/cli/launcher.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -26,26 +25,6 @@ std::atomic<int> g_stop_signal{0};
 
 extern "C" void on_stop_signal(int signal) {
   g_stop_signal.store(signal);
-}
-
-// A port the kernel considers free on loopback right now (the rendezvous
-// binds it a moment later; the window is small and a clash fails loudly).
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof(address);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    const std::string error = std::strerror(errno);
-    ::close(fd);
-    throw std::runtime_error("cannot find a free loopback port: " + error);
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 std::string describe(int status) {
@@ -95,6 +74,7 @@ pid_t start_rank(const LaunchOptions& options, const std::string& exe, int rank,
   ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
   ::setenv("RANK", std::to_string(rank).c_str(), 1);
   ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);  // the launcher serves the store
   ::setenv("TANDEM_RESTART", std::to_string(attempt).c_str(), 1);
   if (threads > 0) ::setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
   std::vector<std::string> args = {exe};
@@ -179,7 +159,15 @@ int launch_local_ranks(const LaunchOptions& options) {
 
   int result = 1;
   for (int attempt = 0; attempt <= options.max_restarts; ++attempt) {
-    const int port = free_loopback_port();
+    // This attempt's rendezvous store, served here on a port the kernel
+    // picks: every rank connects to it, and a restart gets a fresh one.
+    c10d::TCPStoreOptions store_options;
+    store_options.port = 0;
+    store_options.isServer = true;
+    store_options.numWorkers = options.nproc + 1;
+    store_options.waitWorkers = false;
+    c10d::TCPStore store("127.0.0.1", store_options);
+    const int port = store.getPort();
     std::vector<Rank> ranks(static_cast<size_t>(options.nproc));
     for (int r = 0; r < options.nproc; ++r) {
       ranks[static_cast<size_t>(r)].pid = start_rank(options, exe, r, port, attempt, threads);

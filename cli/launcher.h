@@ -1,8 +1,10 @@
 // `tandem train SPEC --nproc N`: the local launcher (torchrun's role).
 //
 // Starts N ranks of `tandem train SPEC` as child processes on this host
-// with torchrun's environment (MASTER_ADDR=127.0.0.1, a free MASTER_PORT,
-// WORLD_SIZE, RANK, LOCAL_RANK), Gloo over loopback. Rank 0's output is
+// with torchrun's environment (MASTER_ADDR=127.0.0.1, MASTER_PORT, WORLD_SIZE,
+// RANK, LOCAL_RANK), Gloo over loopback. Like torchrun's agent, the launcher
+// serves the rendezvous TCPStore itself (TORCHELASTIC_USE_AGENT_STORE=True),
+// a fresh one for every attempt. Rank 0's output is
 // this process's; rank r > 0 writes to LOG_DIR/rank-r.log, and each rank's
 // pid is in LOG_DIR/rank-r.pid while it runs. When a rank fails (non-zero
 // exit, or killed by a signal), the others are stopped (SIGTERM, then

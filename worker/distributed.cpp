@@ -76,13 +76,19 @@ DistributedOptions distributed_options_from_env(const std::map<std::string, std:
   if (const auto* v = lookup("LOCAL_RANK")) {
     base.local_rank = parse_int_variable("LOCAL_RANK", *v, 0, kMaxInt);
   }
+  if (const auto* v = lookup("TORCHELASTIC_USE_AGENT_STORE")) {
+    TORCH_CHECK(*v == "True" || *v == "False" || *v == "1" || *v == "0",
+                "TORCHELASTIC_USE_AGENT_STORE must be True or False, got '", *v, "'");
+    base.agent_store = *v == "True" || *v == "1";
+  }
   validate(base);
   return base;
 }
 
 DistributedOptions distributed_options_from_process_env(DistributedOptions base) {
   std::map<std::string, std::string> env;
-  for (const char* name : {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"}) {
+  for (const char* name : {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+                           "TORCHELASTIC_USE_AGENT_STORE"}) {
     if (const char* value = std::getenv(name)) env.emplace(name, value);
   }
   return distributed_options_from_env(env, std::move(base));
@@ -108,7 +114,7 @@ ProcessGroupHandle init_process_group(const DistributedOptions& options) {
   validate(options);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(options.master_port);
-  store_options.isServer = options.rank == 0;
+  store_options.isServer = options.rank == 0 && !options.agent_store;
   store_options.numWorkers = static_cast<std::size_t>(options.world_size);
   store_options.waitWorkers = true;
   store_options.timeout = options.timeout;

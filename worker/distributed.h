@@ -52,9 +52,14 @@ struct DistributedOptions {
   std::string gloo_hostname;
   /// Limit for the rendezvous and for every collective and store wait.
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
+  /// The launcher serves the TCPStore and every rank, rank 0 too, connects
+  /// to it (torchrun: TORCHELASTIC_USE_AGENT_STORE=True); so no rank races
+  /// another program for the port, and each restart gets a fresh store.
+  bool agent_store = false;
 };
 
-/// Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK from
+/// Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK and
+/// TORCHELASTIC_USE_AGENT_STORE (True/False) from
 /// `env` over the defaults in `base`. A malformed or out-of-range value fails
 /// with a c10::Error naming the variable.
 DistributedOptions distributed_options_from_env(const std::map<std::string, std::string>& env,

@@ -28,7 +28,9 @@ TEST(DistributedOptions, ReadsTorchrunVariables) {
                                                      {"MASTER_PORT", "29600"},
                                                      {"WORLD_SIZE", "4"},
                                                      {"RANK", "3"},
-                                                     {"LOCAL_RANK", "1"}});
+                                                     {"LOCAL_RANK", "1"},
+                                                     {"TORCHELASTIC_USE_AGENT_STORE", "True"}});
+  EXPECT_TRUE(options.agent_store);
   EXPECT_EQ(options.master_addr, "10.0.0.7");
   EXPECT_EQ(options.master_port, 29600);
   EXPECT_EQ(options.world_size, 4);
@@ -43,9 +45,14 @@ TEST(DistributedOptions, DefaultsAreASingleLocalRank) {
   EXPECT_EQ(options.world_size, 1);
   EXPECT_EQ(options.rank, 0);
   EXPECT_EQ(options.backend, Backend::kGloo);
+  EXPECT_FALSE(options.agent_store);
 }
 
 TEST(DistributedOptions, BadValuesNameTheVariable) {
+  EXPECT_NE(error_of([] {
+              distributed_options_from_env({{"TORCHELASTIC_USE_AGENT_STORE", "yes"}});
+            }).find("TORCHELASTIC_USE_AGENT_STORE must be True or False, got 'yes'"),
+            std::string::npos);
   EXPECT_NE(error_of([] {
               distributed_options_from_env({{"WORLD_SIZE", "two"}});
             }).find("WORLD_SIZE must be an integer, got 'two'"),
