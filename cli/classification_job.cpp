@@ -228,7 +228,7 @@ ClassificationJobResult classification_job(
   std::ostream& log = leader ? std::cout : null_stream;
   const Data data = load_data(spec);
   worker::ClassificationOptions options = options_of(spec);
-  options.bn_group_size = spec.bn_group_size;
+  options.bn_group_size = resolved_bn_group_size(spec);
   options.data_parallel = parallel;
   worker::ClassificationTrainer trainer(method, data.source.images, data.source.labels,
                                         data.target_train.images, data.num_classes, options);

@@ -233,13 +233,14 @@ void validate(const JobSpec& s, const std::string& where) {
   positive(s.min_samples, "min_samples");
   if (s.eval_every < 0) fail(where, "eval_every", "must be >= 0");
   positive(s.loader_threads, "loader_threads");
-  if (s.bn_group_size < 0) fail(where, "bn_group_size", "must be >= 0 (0: no groups)");
-  if (s.bn_group_size > 0) {
+  if (s.bn_group_size < -1) fail(where, "bn_group_size", "must be >= 0 (0: no groups)");
+  if (resolved_bn_group_size(s) > 0) {
     const bool classification = is_classification_kind(s.kind);
     const int64_t batch = classification ? s.batch_size : s.identities * s.instances;
-    if (batch > s.bn_group_size && batch % s.bn_group_size != 0) {
+    const int64_t group = resolved_bn_group_size(s);
+    if (batch > group && batch % group != 0) {
       fail(where, "bn_group_size",
-           std::to_string(s.bn_group_size) + " must divide the batch (" +
+           std::to_string(group) + " must divide the batch (" +
                (classification ? "batch_size" : "identities x instances") + " = " +
                std::to_string(batch) + ")");
     }
@@ -250,6 +251,11 @@ void validate(const JobSpec& s, const std::string& where) {
 }
 
 }  // namespace
+
+int64_t resolved_bn_group_size(const JobSpec& spec) {
+  if (spec.bn_group_size >= 0) return spec.bn_group_size;
+  return spec.kind == "mmt" ? 16 : 0;  // the reference's 16 images per GPU
+}
 
 bool is_classification_kind(const std::string& kind) {
   return kind == "source_only" || kind == "self_ensemble" || kind == "mcc" || kind == "afn";
@@ -385,8 +391,7 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
     if (!given.count("height")) s.height = 32;
     if (!given.count("width")) s.width = 32;
   }
-  // BatchNorm groups by default for mmt only (the reference's setting).
-  if (!given.count("bn_group_size") && s.kind != "mmt") s.bn_group_size = 0;
+  s.bn_group_size = resolved_bn_group_size(s);
   if (!epochs_set) s.epochs = s.kind == "pretrain" ? 80 : 40;
   if (!iters_set) s.iters = s.kind == "pretrain" ? 100 : 400;
   validate(s, where);

@@ -107,8 +107,9 @@ struct JobSpec {
   /// BatchNorm over fixed groups of this many images, whatever the number
   /// of ranks (the reference's 16 images per GPU on 4 GPUs), so that results
   /// do not depend on the world size; 0: over each rank's whole batch.
-  /// Defaults by kind: mmt 16, every other kind 0.
-  int64_t bn_group_size = 16;
+  /// Defaults by kind: mmt 16, every other kind 0; -1 (what a spec built in
+  /// code starts with) means that default (resolved_bn_group_size).
+  int64_t bn_group_size = -1;
 
   // Classification kinds (source_only, self_ensemble, mcc, afn): the fields
   // of worker::ClassificationOptions under the same names, with its defaults
@@ -136,6 +137,9 @@ struct JobSpec {
   double afn_trade_off = 0.05;
   double afn_dropout = 0.5;
 };
+
+/// spec.bn_group_size, or its kind's default when it is -1 (mmt 16, else 0).
+int64_t resolved_bn_group_size(const JobSpec& spec);
 
 /// True for source_only, self_ensemble, mcc and afn.
 bool is_classification_kind(const std::string& kind);

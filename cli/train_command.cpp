@@ -208,7 +208,7 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
   options.train_transform = train_transform(spec);
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
-  options.bn_group_size = spec.bn_group_size;
+  options.bn_group_size = resolved_bn_group_size(spec);
   options.data_parallel = parallel;
   EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
@@ -361,7 +361,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   options.train_transform = train_transform(spec);
   options.loader_threads = spec.loader_threads;
   options.seed = spec.seed;
-  options.bn_group_size = spec.bn_group_size;
+  options.bn_group_size = resolved_bn_group_size(spec);
   options.data_parallel = parallel;
   EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);

@@ -182,6 +182,15 @@ torch::Tensor all_gather_shards(const torch::Tensor& local, CollectiveGroup& gro
   return torch::cat(kept);
 }
 
+void check_whole_share(const char* owner, int rank, int64_t batch_index, int64_t expected_index,
+                       int64_t skipped, int64_t share) {
+  TORCH_CHECK(skipped == 0 && batch_index == expected_index, owner, ": rank ", rank,
+              " could not read ", skipped > 0 ? skipped : share, " image(s) of batch ",
+              expected_index,
+              " (see the log above); data-parallel training needs every image readable: fix or ",
+              "remove them");
+}
+
 std::vector<torch::Tensor> share_from_rank0(
     const DataParallel& parallel, const std::string& key,
     const std::function<std::vector<torch::Tensor>()>& produce) {

@@ -103,6 +103,14 @@ std::vector<torch::Tensor> share_from_rank0(
     const DataParallel& parallel, const std::string& key,
     const std::function<std::vector<torch::Tensor>()>& produce);
 
+/// Throws unless a rank's loaded batch is its whole share: the gathers need
+/// equal shares on every rank, so an unreadable image (which one rank alone
+/// would skip) stops data-parallel training with a message naming the
+/// batch. `batch_index`/`skipped` are the loader's, `expected_index` the
+/// batch the trainer waits for, `share` the images of a whole share.
+void check_whole_share(const char* owner, int rank, int64_t batch_index, int64_t expected_index,
+                       int64_t skipped, int64_t share);
+
 /// Communication of one GradientReducer, summed over the backward passes
 /// since the last reset.
 struct CommunicationStats {

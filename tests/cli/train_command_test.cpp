@@ -81,6 +81,27 @@ void write(const fs::path& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
+TEST(JobSpec, BatchNormGroupsByKind) {
+  // MMT normalises over groups of 16 by default (the reference's images per
+  // GPU); every other kind over the whole batch; a spec built in code (-1)
+  // gets the same defaults.
+  const JobSpec mmt = parse_job_spec(
+      "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n", "job.yaml");
+  EXPECT_EQ(mmt.bn_group_size, 16);
+  const JobSpec pretrain = parse_job_spec(
+      "kind: pretrain\noutput_dir: out\nsource: {kind: market1501, root: /data}\n", "job.yaml");
+  EXPECT_EQ(pretrain.bn_group_size, 0);
+  JobSpec in_code;
+  in_code.kind = "mmt";
+  EXPECT_EQ(resolved_bn_group_size(in_code), 16);
+  in_code.kind = "pretrain";
+  EXPECT_EQ(resolved_bn_group_size(in_code), 0);
+  EXPECT_NE(error_of("kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n"
+                     "identities: 6\ninstances: 4\n")
+                .find("spec.bn_group_size 16 must divide the batch (identities x instances = 24)"),
+            std::string::npos);
+}
+
 /// Renders two tiny synthetic domains, pre-trains on one, adapts to the other
 /// with MMT (k-means and DBSCAN), all through the real binary.
 TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {

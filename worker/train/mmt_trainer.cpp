@@ -246,13 +246,8 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
     if (parallel == nullptr) {
       y = labels.index_select(0, batch->indices);
     } else {
-      // Equal shares on every rank, or the gathers would not line up.
-      TORCH_CHECK(batch->skipped == 0 && batch->batch_index == stats.iterations,
-                  "MmtTrainer: rank ", rank, " could not read ",
-                  batch->skipped > 0 ? batch->skipped : local_batch, " image(s) of batch ",
-                  stats.iterations,
-                  " (see the log above); data-parallel training needs every image readable: ",
-                  "fix or remove them");
+      check_whole_share("MmtTrainer", rank, batch->batch_index, stats.iterations, batch->skipped,
+                        local_batch);
       y = global_labels.at(static_cast<size_t>(batch->batch_index));
     }
     const MmtLosses losses = step.run(batch->views[0], batch->views[1], y);

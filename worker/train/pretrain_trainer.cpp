@@ -182,12 +182,8 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     if (parallel == nullptr) {
       y = labels.index_select(0, batch->indices);
     } else {
-      TORCH_CHECK(batch->skipped == 0 && batch->batch_index == stats.iterations,
-                  "PretrainTrainer: rank ", rank, " could not read ",
-                  batch->skipped > 0 ? batch->skipped : local_batch, " image(s) of batch ",
-                  stats.iterations,
-                  " (see the log above); data-parallel training needs every image readable: ",
-                  "fix or remove them");
+      check_whole_share("PretrainTrainer", rank, batch->batch_index, stats.iterations,
+                        batch->skipped, local_batch);
       y = global_labels.at(static_cast<size_t>(batch->batch_index));
       out.logits = all_gather_rows(out.logits, parallel->group());
       out.features = all_gather_rows(out.features, parallel->group());

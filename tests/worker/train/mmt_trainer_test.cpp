@@ -16,6 +16,7 @@ using methods::models::ReIdentifier;
 using testing::kCameras;
 using testing::kIds;
 using testing::kPerCamera;
+using testing::max_relative_error;
 using testing::tiny_model;
 using testing::tiny_target;
 using testing::TinyTarget;
@@ -182,19 +183,6 @@ TEST(MmtTrainer, ParallelPairsGiveTheSequentialStepsParameters) {
   EXPECT_EQ(stats[0].losses.soft_ce, stats[1].losses.soft_ce);
   EXPECT_EQ(stats[0].losses.soft_triplet, stats[1].losses.soft_triplet);
   EXPECT_EQ(stats[0].losses.total, stats[1].losses.total);
-}
-
-/// Largest ‖a − b‖ / ‖b‖ over the tensors of two states.
-double max_relative_error(const std::vector<torch::Tensor>& a,
-                          const std::vector<torch::Tensor>& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const torch::Tensor x = a[i].to(torch::kFloat64), y = b[i].to(torch::kFloat64);
-    const double norm = y.norm().item<double>();
-    if (norm == 0) continue;
-    worst = std::max(worst, (x - y).norm().item<double>() / norm);
-  }
-  return worst;
 }
 
 /// The four networks' states after two epochs of the same MMT job (global

@@ -10,6 +10,7 @@
 namespace tandem::worker {
 namespace {
 using testing::kIds;
+using testing::max_relative_error;
 using testing::tiny_model;
 using testing::tiny_target;
 
@@ -140,17 +141,6 @@ std::vector<std::vector<torch::Tensor>> pretrain_on_ranks(int world, int64_t bn_
       });
   EXPECT_EQ(errors, std::vector<std::string>(static_cast<size_t>(world)));
   return states;
-}
-
-double max_relative_error(const std::vector<torch::Tensor>& a,
-                          const std::vector<torch::Tensor>& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const torch::Tensor x = a[i].to(torch::kFloat64), y = b[i].to(torch::kFloat64);
-    if (y.norm().item<double>() > 0)
-      worst = std::max(worst, (x - y).norm().item<double>() / y.norm().item<double>());
-  }
-  return worst;
 }
 
 TEST(PretrainTrainer, TwoRanksTrainWhatOneRankTrainsWithBatchNormGroups) {

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -51,6 +52,19 @@ inline TinyTarget tiny_target() {
 inline ReIdentifier tiny_model(uint64_t seed) {
   torch::manual_seed(seed);
   return ReIdentifier(torch::nn::AnyModule(SmallReidNet(SmallReidNetOptions().width(4))), 32, kIds);
+}
+
+/// Largest ‖a − b‖ / ‖b‖ over the tensors of two states (pairs with ‖b‖ = 0
+/// skipped): how far a data-parallel run is from a one-rank run.
+inline double max_relative_error(const std::vector<torch::Tensor>& a,
+                                 const std::vector<torch::Tensor>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const torch::Tensor x = a[i].to(torch::kFloat64), y = b[i].to(torch::kFloat64);
+    const double norm = y.norm().item<double>();
+    if (norm > 0) worst = std::max(worst, (x - y).norm().item<double>() / norm);
+  }
+  return worst;
 }
 
 }  // namespace tandem::worker::testing
