@@ -344,6 +344,7 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"eps", f64(s.eps)},
       {"rho", f64(s.rho)},
       {"eps_every_epoch", boolean(s.eps_every_epoch)},
+      {"camera_standardise", boolean(s.camera_standardise)},
       {"k1", i64(s.k1)},
       {"k2", i64(s.k2)},
       {"min_samples", i64(s.min_samples)},

@@ -97,6 +97,10 @@ struct JobSpec {
   /// dbscan with adaptive eps: recompute it from every epoch's features
   /// (false: MMT's rule, epoch 0 only).
   bool eps_every_epoch = false;
+  /// mmt: cluster the teacher features standardised per target camera
+  /// (clustering::standardise_per_camera; the heads still start from the
+  /// raw features' cluster means). Off: MMT's clustering input as is.
+  bool camera_standardise = false;
   int64_t k1 = 20;
   int64_t k2 = 6;
   int64_t min_samples = 4;

@@ -321,6 +321,8 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
     if (spec.eps > 0) {
       cluster_options.rho = c10::nullopt;
       cluster_options.dbscan.eps = spec.eps;
+    } else {
+      cluster_options.rho = spec.rho;  // MMT's adaptive eps
     }
   }
   // MMT computes the adaptive eps at epoch 0 only and reuses it
@@ -331,14 +333,23 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   // tells a user on a labelled benchmark how good the pseudo labels are.
   auto agreement = std::make_shared<clustering::LabelAgreement>();
   const torch::Tensor true_ids = train.pids;
-  const auto pseudo_labels = [cluster_options, fixed_eps, agreement, true_ids, eps_every_epoch](
-                                 const torch::Tensor& features, int64_t) mutable {
+  // spec.camera_standardise: cluster the features with each camera's style
+  // removed; the heads start from the raw features' cluster means.
+  const torch::Tensor cameras = spec.camera_standardise ? train.cameras : torch::Tensor();
+  const auto pseudo_labels = [cluster_options, fixed_eps, agreement, true_ids, eps_every_epoch,
+                              cameras](const torch::Tensor& features, int64_t) mutable {
     clustering::PseudoLabelOptions options = cluster_options;
     if (*fixed_eps > 0 && !eps_every_epoch) {
       options.rho = c10::nullopt;
       options.dbscan.eps = *fixed_eps;
     }
-    const auto result = clustering::pseudo_labels(features, options);
+    auto result = clustering::pseudo_labels(
+        cameras.defined() ? clustering::standardise_per_camera(features, cameras) : features,
+        options);
+    if (cameras.defined()) {
+      result.centroids =
+          clustering::cluster_means(features, result.labels, result.centroids.size(0));
+    }
     if (options.algorithm == clustering::PseudoLabelOptions::Algorithm::kDbscan)
       *fixed_eps = result.eps;
     *agreement = clustering::label_agreement(result.labels, true_ids);

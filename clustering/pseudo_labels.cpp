@@ -40,6 +40,23 @@ torch::Tensor cluster_means(const torch::Tensor& features, const torch::Tensor& 
   return (sums / counts.clamp_min(1).unsqueeze(1)).to(torch::kFloat32);
 }
 
+torch::Tensor standardise_per_camera(const torch::Tensor& features, const torch::Tensor& cameras) {
+  TORCH_CHECK(features.dim() == 2 && cameras.dim() == 1 && cameras.size(0) == features.size(0),
+              "standardise_per_camera: features (n, d) and cameras (n) must agree, got ",
+              features.sizes(), " and ", cameras.sizes());
+  const torch::Tensor rows = torch::nn::functional::normalize(
+      features.to(torch::kFloat32), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  torch::Tensor out = torch::empty_like(rows);
+  const torch::Tensor ids = std::get<0>(at::_unique(cameras.to(torch::kInt64)));
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    const torch::Tensor mask = cameras.eq(ids[i]);
+    const torch::Tensor own = rows.index({mask});
+    const torch::Tensor centred = own - own.mean(0, /*keepdim=*/true);
+    out.index_put_({mask}, centred / (own.std(0, /*unbiased=*/false, /*keepdim=*/true) + 1e-6));
+  }
+  return out;
+}
+
 PseudoLabels pseudo_labels(const torch::Tensor& features, const PseudoLabelOptions& options) {
   const auto input = to_faiss_input(features, "features");
   PseudoLabels result;

@@ -62,4 +62,14 @@ PseudoLabels pseudo_labels(const torch::Tensor& features, const PseudoLabelOptio
 torch::Tensor cluster_means(const torch::Tensor& features, const torch::Tensor& labels,
                             int64_t clusters);
 
+/// The clustering input with each camera's style removed: rows
+/// L2-normalised, then, per camera (`cameras`, int64 (n)), every dimension
+/// centred on that camera's mean and divided by its standard deviation
+/// (population, + 1e-6). A target image's nearest neighbours are otherwise
+/// mostly the same camera's people, and DBSCAN's clusters stay inside one or
+/// two cameras; the idea of camera-based BatchNorm (Zhuang et al., ECCV
+/// 2020) applied to what clustering sees (docs/training.md, the adaptation
+/// study). (n, d) float32.
+torch::Tensor standardise_per_camera(const torch::Tensor& features, const torch::Tensor& cameras);
+
 }  // namespace tandem::clustering

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "run_tandem.h"
@@ -178,18 +179,24 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   EXPECT_NE(bad_eval.exit_code, 0);
   EXPECT_NE(bad_eval.err.find("evaluate.yaml"), std::string::npos) << bad_eval.err;
 
-  // dbscan-every: the adaptive eps recomputed every epoch (MMT: epoch 0 only).
-  for (const std::string variant : {"kmeans", "dbscan", "dbscan-every"}) {
+  // dbscan-every: the adaptive eps recomputed every epoch (MMT: epoch 0 only);
+  // dbscan-rho: a larger rho gives a larger adaptive eps (spec.rho reaches
+  // the clustering); dbscan-camera: clustering input standardised per camera.
+  std::map<std::string, double> first_eps;
+  for (const std::string variant :
+       {"kmeans", "dbscan", "dbscan-every", "dbscan-rho", "dbscan-camera"}) {
     const std::string clustering = variant == "kmeans" ? "kmeans" : "dbscan";
     const bool every = variant == "dbscan-every";
+    const std::string rho = variant == "dbscan-rho" ? "0.2" : "0.05";
+    const std::string camera = variant == "dbscan-camera" ? "true" : "false";
     const fs::path out = dir / ("mmt-" + variant);
-    write(dir / "mmt.yaml", "kind: mmt\noutput_dir: " + out.string() +
-                                "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
-                                "}\ninit_1: " + (dir / "pre" / "model.pt").string() +
-                                "\ninit_2: " + (dir / "pre" / "model.pt").string() +
-                                "\nepochs: 2\nclustering: " + clustering +
-                                "\nk: 8\nmin_samples: 2\nrho: 0.05\neps_every_epoch: " +
-                                (every ? "true" : "false") + "\n" + common);
+    write(dir / "mmt.yaml",
+          "kind: mmt\noutput_dir: " + out.string() + "\ntarget: {kind: market1501, root: " +
+              (dir / "duke").string() + "}\ninit_1: " + (dir / "pre" / "model.pt").string() +
+              "\ninit_2: " + (dir / "pre" / "model.pt").string() +
+              "\nepochs: 2\nclustering: " + clustering + "\nk: 8\nmin_samples: 2\nrho: " + rho +
+              "\ncamera_standardise: " + camera +
+              "\neps_every_epoch: " + (every ? "true" : "false") + "\n" + common);
     auto mmt = run_tandem({"train", (dir / "mmt.yaml").string()}, "train-mmt-" + variant);
     ASSERT_EQ(mmt.exit_code, 0) << clustering << "\n" << mmt.out << mmt.err;
     EXPECT_NE(mmt.out.find("epoch 2/2  clusters"), std::string::npos) << mmt.out;
@@ -235,10 +242,14 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     if (every) {
       EXPECT_NE(eps[0], eps[1]) << "eps_every_epoch: eps from each epoch's features";
     }
+    first_eps[variant] = eps[0];
     EXPECT_EQ(iterations, 6);
     // Not a terminal: plain progress lines (every tenth of an epoch).
     EXPECT_NE(mmt.out.find("  epoch 1/2 3/3"), std::string::npos) << mmt.out;
   }
+  EXPECT_GT(first_eps["dbscan-rho"], first_eps["dbscan"]) << "spec.rho did not reach DBSCAN";
+  EXPECT_NE(first_eps["dbscan-camera"], first_eps["dbscan"])
+      << "camera_standardise did not change the clustering input";
 
   write(dir / "bad.yaml", "kind: mmt\noutput_dir: x\ntarget: {kind: market1501, root: /nope}\n");
   auto bad = run_tandem({"train", (dir / "bad.yaml").string()}, "train-bad");

@@ -95,6 +95,19 @@ TEST(PseudoLabels, ZeroClustersGivesEmptyCentroids) {
   EXPECT_EQ(result.centroids.size(0), 0);
 }
 
+TEST(StandardisePerCamera, NormalisesRowsThenCentresAndScalesEachCamera) {
+  // Camera 0: rows (3, 4) and (0, 2) -> normalised (0.6, 0.8), (0, 1);
+  // per dimension mean (0.3, 0.9), population std (0.3, 0.1).
+  // Camera 1: a single row -> centred to 0 (std 0, + 1e-6).
+  const torch::Tensor features = torch::tensor({{3.0f, 4.0f}, {0.0f, 2.0f}, {5.0f, 0.0f}});
+  const torch::Tensor cameras = torch::tensor({0, 0, 1}, torch::kInt64);
+  const torch::Tensor out = standardise_per_camera(features, cameras);
+  const float s0 = 0.3f / (0.3f + 1e-6f), s1 = 0.1f / (0.1f + 1e-6f);
+  const torch::Tensor expected = torch::tensor({{s0, -s1}, {-s0, s1}, {0.0f, 0.0f}});
+  EXPECT_TRUE(torch::allclose(out, expected, 1e-4, 1e-5)) << out;
+  EXPECT_THROW(standardise_per_camera(features, torch::tensor({0, 1}, torch::kInt64)), c10::Error);
+}
+
 TEST(ClusterMeans, AveragesMembersAndIgnoresNoise) {
   auto f = torch::tensor({{1.0f, 0.0f}, {3.0f, 0.0f}, {0.0f, 5.0f}, {9.0f, 9.0f}});
   const auto means = cluster_means(f, torch::tensor({0, 0, 1, -1}), 2);
