@@ -9,6 +9,8 @@
 #include <fstream>
 #include <thread>
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
 #include "run_tandem.h"
 #include "tandem/methods/serialization.h"
 
@@ -170,6 +172,53 @@ TEST(Launcher, KilledRankRestartsTheGroupFromTheLastCheckpoint) {
   EXPECT_FALSE(process_alive(rank_0));
   EXPECT_FALSE(process_alive(rank_1));
   EXPECT_FALSE(fs::exists(out / "ranks" / "rank-0.pid"));
+}
+
+TEST(TorchrunStyleRanks, PeerOfAKilledRankExitsWithAClearErrorInsteadOfHanging) {
+  // Two `tandem train` processes started as torchrun would (no launcher):
+  // rank 1 is killed mid-job; rank 0 must fail with a message naming the
+  // cause well within its --timeout, not wait forever.
+  const fs::path dir = scratch_path("torchrun-style");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path spec = mmt_spec(dir, "job", 200, "eval_every: 0\n");
+  int port = 0;
+  {
+    c10d::TCPStoreOptions probe;
+    probe.port = 0;
+    probe.isServer = true;
+    probe.waitWorkers = false;
+    port = c10d::TCPStore("127.0.0.1", probe).getPort();
+  }
+  std::vector<testing::Child> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+    ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+    ::setenv("WORLD_SIZE", "2", 1);
+    ::setenv("RANK", std::to_string(rank).c_str(), 1);
+    ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+    ranks.push_back(spawn_tandem({"train", spec.string(), "--timeout", "30", "--quiet"},
+                                 "torchrun-rank-" + std::to_string(rank)));
+  }
+  for (const char* name : {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"}) {
+    ::unsetenv(name);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(dir / "job" / "checkpoint.pt") &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(fs::exists(dir / "job" / "checkpoint.pt"));
+  ASSERT_EQ(::kill(ranks[1].pid, SIGKILL), 0);
+  wait_for(ranks[1]);
+  const auto start = std::chrono::steady_clock::now();
+  auto survivor = wait_for(ranks[0], std::chrono::seconds(90));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(survivor.exit_code, 1) << "rank 0 should fail, not finish or hang:\n"
+                                   << survivor.out << survivor.err;
+  EXPECT_LT(seconds, 45) << "rank 0 took longer than its timeout to notice";
+  EXPECT_NE(survivor.err.find("data parallel:"), std::string::npos) << survivor.err;
 }
 
 TEST(Launcher, FailingRanksGiveUpAfterMaxRestartsWithTheRanksError) {
