@@ -31,6 +31,21 @@ TEST(BenchAdapt, JsonIsExactlyOneObjectWithTheFourModels) {
   std::filesystem::remove_all(dir);
 }
 
+// The per-camera step (spec.camera_standardise) is the default; --raw-clustering
+// runs both MMT jobs on MMT's input as is, and the bench still prints one object.
+TEST(BenchAdapt, RawClusteringRunsWithoutThePerCameraStep) {
+  const std::string dir = scratch_path("bench-adapt-raw");
+  auto result = run_tandem(
+      {"bench", "adapt", "--seed", "4", "--ids", "24", "--pretrain-epochs", "1", "--mmt-epochs",
+       "1", "--iters", "2", "--raw-clustering", "--json", "--workdir", dir},
+      "bench-adapt-raw");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto json = nlohmann::json::parse(result.out);
+  ASSERT_EQ(json.size(), 4u);
+  EXPECT_TRUE(json.contains("mmt_dbscan"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(BenchAdapt, RefusesOneDomainAsSourceAndTarget) {
   auto result = run_tandem({"bench", "adapt", "--source-domain", "msmt", "--target-domain", "msmt"},
                            "bench-adapt-same");
