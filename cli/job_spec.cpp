@@ -1,5 +1,7 @@
 #include "tandem/cli/job_spec.h"
 
+#include <tandem/v1/job_spec.pb.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
@@ -35,6 +37,14 @@ const std::set<std::string>& reid_dataset_kinds() {
   return kinds;
 }
 
+// The keys of a spec are the field names of the wire schema,
+// proto/tandem/v1/job_spec.proto: a key the proto does not have is refused
+// here, so cli::JobSpec can never grow a field the schema lacks
+// (tests/cli/train_command_test.cpp checks the other direction).
+bool in_schema(const google::protobuf::Descriptor* schema, const std::string& key) {
+  return schema->FindFieldByName(key) != nullptr;
+}
+
 DatasetSpec dataset(const YAML::Node& node, const std::string& where, const std::string& field) {
   if (!node.IsMap()) fail(where, field, "must be a mapping {kind: ..., root: ...}");
   DatasetSpec spec;
@@ -42,6 +52,10 @@ DatasetSpec dataset(const YAML::Node& node, const std::string& where, const std:
   for (const auto& entry : node) {
     const std::string key = entry.first.as<std::string>();
     const std::string name = field + "." + key;
+    if (!in_schema(tandem::v1::DatasetSpec::descriptor(), key)) {
+      fail(where, name,
+           "is not a field (known: kind, root, list, test_list, shift, images, test_images)");
+    }
     if (key == "kind") {
       spec.kind = scalar<std::string>(entry.second, where, name, "a string");
     } else if (key == "root") {
@@ -374,8 +388,13 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
   std::set<std::string> given;
   for (const auto& entry : root) {
     const std::string key = entry.first.as<std::string>();
+    if (!in_schema(tandem::v1::JobSpec::descriptor(), key)) {
+      fail(where, key, "is not a field of a job spec");
+    }
     const auto field = fields.find(key);
-    if (field == fields.end()) fail(where, key, "is not a field of a job spec");
+    if (field == fields.end()) {
+      fail(where, key, "is a field of the service's job spec that tandem train does not read");
+    }
     field->second(entry.second, key);
     given.insert(key);
   }

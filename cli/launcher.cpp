@@ -169,11 +169,16 @@ int launch_local_ranks(const LaunchOptions& options) {
     c10d::TCPStore store("127.0.0.1", store_options);
     const int port = store.getPort();
     std::vector<Rank> ranks(static_cast<size_t>(options.nproc));
-    for (int r = 0; r < options.nproc; ++r) {
-      ranks[static_cast<size_t>(r)].pid = start_rank(options, exe, r, port, attempt, threads);
-      ranks[static_cast<size_t>(r)].running = true;
-      std::ofstream(options.log_dir / ("rank-" + std::to_string(r) + ".pid"))
-          << ranks[static_cast<size_t>(r)].pid << "\n";
+    try {
+      for (int r = 0; r < options.nproc; ++r) {
+        ranks[static_cast<size_t>(r)].pid = start_rank(options, exe, r, port, attempt, threads);
+        ranks[static_cast<size_t>(r)].running = true;
+        std::ofstream(options.log_dir / ("rank-" + std::to_string(r) + ".pid"))
+            << ranks[static_cast<size_t>(r)].pid << "\n";
+      }
+    } catch (...) {
+      stop_all(ranks, options.grace);  // the ranks already started (fork failed)
+      throw;
     }
     std::cout << "tandem train: " << (attempt == 0 ? "started " : "restarted ") << options.nproc
               << " ranks on 127.0.0.1:" << port << " (gloo; ranks 1.. log to "

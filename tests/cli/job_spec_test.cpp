@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <tandem/v1/job_spec.pb.h>
+
 #include "tandem/worker/train/classification_trainer.h"
 
 namespace tandem::cli {
@@ -25,6 +27,53 @@ std::string error_of(const std::string& yaml) {
 
 const std::string kFashion =
     "output_dir: out\nsource: {kind: fashion_mnist_source}\ntarget: {kind: fashion_mnist_target}\n";
+
+// A value of the right type for a field of the wire schema.
+std::string sample_value(const google::protobuf::FieldDescriptor& field) {
+  using F = google::protobuf::FieldDescriptor;
+  if (field.is_repeated()) return "[1]";
+  switch (field.cpp_type()) {
+    case F::CPPTYPE_STRING: return "x";
+    case F::CPPTYPE_BOOL: return "true";
+    case F::CPPTYPE_DOUBLE:
+    case F::CPPTYPE_FLOAT: return "0.5";
+    case F::CPPTYPE_MESSAGE: return "{kind: market1501, root: /data}";
+    default: return "1";
+  }
+}
+
+TEST(JobSpecSchema, EveryFieldOfTheWireSchemaIsReadAndNoOtherKeyIs) {
+  // proto/tandem/v1/job_spec.proto is the schema; parse_job_spec refuses any
+  // key it lacks, and this test fails for a schema field that tandem train
+  // does not read (only world_size is the service's alone).
+  const auto* schema = tandem::v1::JobSpec::descriptor();
+  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n";
+  for (int i = 0; i < schema->field_count(); ++i) {
+    const auto& field = *schema->field(i);
+    if (field.name() == "kind" || field.name() == "output_dir" || field.name() == "target")
+      continue;
+    const std::string error = error_of(base + field.name() + ": " + sample_value(field) + "\n");
+    EXPECT_EQ(error.find("is not a field of a job spec"), std::string::npos) << error;
+    if (field.name() == "world_size") {
+      EXPECT_NE(error.find("spec.world_size is a field of the service's job spec that tandem "
+                           "train does not read"),
+                std::string::npos)
+          << error;
+    } else {
+      EXPECT_EQ(error.find("does not read"), std::string::npos) << field.name() << ": " << error;
+    }
+  }
+  const auto* dataset = tandem::v1::DatasetSpec::descriptor();
+  for (int i = 0; i < dataset->field_count(); ++i) {
+    const std::string error = error_of(
+        "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, "
+        "root: /data, " +
+        dataset->field(i)->name() + ": " + sample_value(*dataset->field(i)) + "}\n");
+    EXPECT_EQ(error.find("is not a field ("), std::string::npos) << error;
+  }
+  EXPECT_NE(error_of(base + "identites: 4\n").find("spec.identites is not a field of a job spec"),
+            std::string::npos);
+}
 
 TEST(ClassificationJobSpec, DefaultsAreTheClassificationTrainers) {
   for (const char* kind : {"source_only", "self_ensemble", "mcc", "afn"}) {
