@@ -65,7 +65,7 @@ Args parse(int argc, char** argv) {
   if (a.backbone != "resnet18" && a.backbone != "resnet50" && a.backbone != "small")
     throw std::invalid_argument("--backbone must be resnet18, resnet50 or small");
   if (a.world < 2) throw std::invalid_argument("--world must be >= 2");
-  if (a.batch % (a.world * 1) != 0 || a.batch % a.ids_per_batch != 0)
+  if (a.batch % a.world != 0 || a.batch % a.ids_per_batch != 0)
     throw std::invalid_argument("--batch must be a multiple of --world and of --ids-per-batch");
   if (a.iters < 1 || a.warmup < 0 || a.bucket_mb < 1)
     throw std::invalid_argument("--iters >= 1, --warmup >= 0, --bucket-mb >= 1");

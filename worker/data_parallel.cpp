@@ -28,7 +28,7 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
   }
 }
 
-// Tensors grouped by dtype, each group flattened into one buffer.
+// Tensors grouped by dtype (each group then travels as one flat buffer).
 std::map<c10::ScalarType, std::vector<torch::Tensor>> by_dtype(
     const std::vector<torch::Tensor>& tensors) {
   std::map<c10::ScalarType, std::vector<torch::Tensor>> groups;
@@ -38,20 +38,10 @@ std::map<c10::ScalarType, std::vector<torch::Tensor>> by_dtype(
   return groups;
 }
 
-torch::Tensor flatten(const std::vector<torch::Tensor>& tensors) {
-  std::vector<torch::Tensor> flat;
-  flat.reserve(tensors.size());
-  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
-  return torch::cat(flat);
-}
-
+// Copies `flat` (at::flatten_dense_tensors of `tensors`) back into them.
 void unflatten_into(const torch::Tensor& flat, const std::vector<torch::Tensor>& tensors) {
-  int64_t offset = 0;
-  for (const auto& t : tensors) {
-    const int64_t n = t.numel();
-    t.detach().copy_(flat.narrow(0, offset, n).view(t.sizes()));
-    offset += n;
-  }
+  const auto parts = at::unflatten_dense_tensors(flat, tensors);
+  for (size_t i = 0; i < tensors.size(); ++i) tensors[i].detach().copy_(parts[i]);
 }
 
 std::vector<torch::Tensor> all_gather_equal(const torch::Tensor& local, CollectiveGroup& group) {
@@ -127,7 +117,7 @@ void broadcast_module(torch::nn::Module& module, CollectiveGroup& group, int roo
   std::vector<torch::Tensor> tensors = module.parameters(/*recurse=*/true);
   for (const auto& b : module.buffers(/*recurse=*/true)) tensors.push_back(b);
   for (const auto& [dtype, members] : by_dtype(tensors)) {
-    std::vector<torch::Tensor> flat{flatten(members)};
+    std::vector<torch::Tensor> flat{at::flatten_dense_tensors(members)};
     c10d::BroadcastOptions options;
     options.rootRank = root;
     wait_for(group.broadcast(flat, options), "broadcast of the parameters");
@@ -144,7 +134,7 @@ void average_buffers(torch::nn::Module& module, CollectiveGroup& group) {
     if (b.is_floating_point()) floating.push_back(b);
   }
   for (const auto& [dtype, members] : by_dtype(floating)) {
-    std::vector<torch::Tensor> flat{flatten(members)};
+    std::vector<torch::Tensor> flat{at::flatten_dense_tensors(members)};
     wait_for(group.allreduce(flat), "all-reduce of the buffers");
     flat[0].div_(world);
     unflatten_into(flat[0], members);

@@ -26,6 +26,7 @@ using testing::run_tandem;
 using testing::scratch_path;
 using testing::spawn_tandem;
 using testing::wait_for;
+using testing::write_file;
 
 bool have_fashion_mnist() {
   return fs::exists(worker::fashion_mnist_path(worker::kFashionMnistDefaultDir,
@@ -38,10 +39,6 @@ bool have_fashion_mnist() {
   if (!have_fashion_mnist())                                                                      \
   GTEST_SKIP() << "dataset-fashion-mnist is not installed in " << worker::kFashionMnistDefaultDir \
                << " (scripts/setup installs it)"
-
-void write(const fs::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
 
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
@@ -76,11 +73,11 @@ TEST(ClassificationJob, SourceOnlyOnTheFashionShiftAndTheSameImagesAsImageLists)
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string common = std::string(kTiny) + "epochs: 2\niters: 50\nlr: 0.05\n";
-  write(dir / "fashion.yaml",
-        "kind: source_only\noutput_dir: " + (dir / "fashion").string() +
-            "\nsource: {kind: fashion_mnist_source, images: 400}\n"
-            "target: {kind: fashion_mnist_target, images: 100, test_images: 200}\n" +
-            common);
+  write_file(dir / "fashion.yaml",
+             "kind: source_only\noutput_dir: " + (dir / "fashion").string() +
+                 "\nsource: {kind: fashion_mnist_source, images: 400}\n"
+                 "target: {kind: fashion_mnist_target, images: 100, test_images: 200}\n" +
+                 common);
   auto run = run_tandem({"train", (dir / "fashion.yaml").string()}, "cls-fashion");
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("epoch 2/2"), std::string::npos) << run.out;
@@ -150,11 +147,12 @@ TEST(ClassificationJob, SourceOnlyOnTheFashionShiftAndTheSameImagesAsImageLists)
     GTEST_SKIP() << "no PNG codec in this build: " << e.what();
   }
   ASSERT_EQ(train.labels.narrow(0, 0, 400).max().item<int64_t>(), 9) << "all ten classes";
-  write(dir / "list.yaml",
-        "kind: source_only\noutput_dir: " + (dir / "list").string() +
-            "\nsource: {kind: image_list, list: " + (dir / "list-source" / "list.txt").string() +
-            "}\ntarget: {kind: image_list, list: " + (dir / "list-target" / "list.txt").string() +
-            ", test_list: " + (dir / "list-test" / "list.txt").string() + "}\n" + common);
+  write_file(
+      dir / "list.yaml",
+      "kind: source_only\noutput_dir: " + (dir / "list").string() +
+          "\nsource: {kind: image_list, list: " + (dir / "list-source" / "list.txt").string() +
+          "}\ntarget: {kind: image_list, list: " + (dir / "list-target" / "list.txt").string() +
+          ", test_list: " + (dir / "list-test" / "list.txt").string() + "}\n" + common);
   auto list_run = run_tandem({"train", (dir / "list.yaml").string()}, "cls-list");
   ASSERT_EQ(list_run.exit_code, 0) << list_run.out << list_run.err;
   expect_same_tensors(dir / "fashion" / "model.pt", dir / "list" / "model.pt");
@@ -162,18 +160,19 @@ TEST(ClassificationJob, SourceOnlyOnTheFashionShiftAndTheSameImagesAsImageLists)
                    accuracy);
 
   // A checkpoint of another kind in the output folder is refused, by name.
-  write(dir / "other.yaml", "kind: mcc\noutput_dir: " + (dir / "fashion").string() +
-                                "\nsource: {kind: fashion_mnist_source, images: 400}\n"
-                                "target: {kind: fashion_mnist_target, images: 100, "
-                                "test_images: 200}\n" +
-                                common);
+  write_file(dir / "other.yaml", "kind: mcc\noutput_dir: " + (dir / "fashion").string() +
+                                     "\nsource: {kind: fashion_mnist_source, images: 400}\n"
+                                     "target: {kind: fashion_mnist_target, images: 100, "
+                                     "test_images: 200}\n" +
+                                     common);
   auto other = run_tandem({"train", (dir / "other.yaml").string()}, "cls-other");
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("is a checkpoint of another job kind"), std::string::npos) << other.err;
   // A bad list names the field.
-  write(dir / "bad.yaml", "kind: afn\noutput_dir: " + (dir / "bad").string() +
-                              "\nsource: {kind: image_list, list: " + (dir / "nope.txt").string() +
-                              "}\ntarget: {kind: fashion_mnist_target}\n");
+  write_file(dir / "bad.yaml",
+             "kind: afn\noutput_dir: " + (dir / "bad").string() +
+                 "\nsource: {kind: image_list, list: " + (dir / "nope.txt").string() +
+                 "}\ntarget: {kind: fashion_mnist_target}\n");
   auto bad = run_tandem({"train", (dir / "bad.yaml").string()}, "cls-bad");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("nope.txt"), std::string::npos) << bad.err;
@@ -191,13 +190,13 @@ TEST(ClassificationJob, KilledJobsResumeBitIdentical) {
   for (const std::string kind : {"self_ensemble", "afn"}) {
     SCOPED_TRACE(kind);
     for (const char* run : {"straight", "killed"}) {
-      write(dir / (kind + "-" + run + ".yaml"),
-            "kind: " + kind + "\noutput_dir: " + (dir / (kind + "-" + run)).string() +
-                "\nsource: {kind: fashion_mnist_source, images: 200}\n"
-                "target: {kind: fashion_mnist_target, images: 200, test_images: 100}\n" +
-                kTiny +
-                "epochs: 4\niters: 20\neval_every: 2\nunsupervised_warmup_iterations: 30\n"
-                "self_ensemble_confidence_threshold: 0.2\n");
+      write_file(dir / (kind + "-" + run + ".yaml"),
+                 "kind: " + kind + "\noutput_dir: " + (dir / (kind + "-" + run)).string() +
+                     "\nsource: {kind: fashion_mnist_source, images: 200}\n"
+                     "target: {kind: fashion_mnist_target, images: 200, test_images: 100}\n" +
+                     kTiny +
+                     "epochs: 4\niters: 20\neval_every: 2\nunsupervised_warmup_iterations: 30\n"
+                     "self_ensemble_confidence_threshold: 0.2\n");
     }
     auto straight =
         run_tandem({"train", (dir / (kind + "-straight.yaml")).string()}, "cls-resume-" + kind);

@@ -22,10 +22,7 @@ using testing::run_tandem;
 using testing::scratch_path;
 using testing::spawn_tandem;
 using testing::wait_for;
-
-void write(const fs::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
+using testing::write_file;
 
 /// A tiny duke-style target (8 train ids) rendered once per test binary.
 fs::path tiny_target() {
@@ -46,13 +43,14 @@ fs::path tiny_target() {
 fs::path mmt_spec(const fs::path& dir, const std::string& name, int epochs,
                   const std::string& extra = "") {
   const fs::path spec = dir / (name + ".yaml");
-  write(spec, "kind: mmt\noutput_dir: " + (dir / name).string() +
-                  "\ntarget: {kind: market1501, root: " + tiny_target().string() +
-                  "}\nbackbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\n"
-                  "identities: 4\ninstances: 4\niters: 3\nepochs: " +
-                  std::to_string(epochs) +
-                  "\nloader_threads: 1\nlr: 0.001\nclustering: kmeans\nk: 8\nbn_group_size: 4\n" +
-                  extra);
+  write_file(spec,
+             "kind: mmt\noutput_dir: " + (dir / name).string() +
+                 "\ntarget: {kind: market1501, root: " + tiny_target().string() +
+                 "}\nbackbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\n"
+                 "identities: 4\ninstances: 4\niters: 3\nepochs: " +
+                 std::to_string(epochs) +
+                 "\nloader_threads: 1\nlr: 0.001\nclustering: kmeans\nk: 8\nbn_group_size: 4\n" +
+                 extra);
   return spec;
 }
 
@@ -122,11 +120,12 @@ TEST(Launcher, ClassificationJobsOnTwoRanks) {
     SCOPED_TRACE(kind);
     for (const std::string world : {"1", "2"}) {
       const fs::path spec = dir / (kind + "-" + world + ".yaml");
-      write(spec, "kind: " + kind + "\noutput_dir: " + (dir / (kind + "-" + world)).string() +
-                      "\nsource: {kind: fashion_mnist_source, images: 200}\n"
-                      "target: {kind: fashion_mnist_target, images: 200, test_images: 100}\n"
-                      "epochs: 2\niters: 4\nbatch_size: 16\nbackbone_width: 4\n"
-                      "bottleneck_dim: 16\nunsupervised_warmup_iterations: 2\nbn_group_size: 4\n");
+      write_file(spec,
+                 "kind: " + kind + "\noutput_dir: " + (dir / (kind + "-" + world)).string() +
+                     "\nsource: {kind: fashion_mnist_source, images: 200}\n"
+                     "target: {kind: fashion_mnist_target, images: 200, test_images: 100}\n"
+                     "epochs: 2\niters: 4\nbatch_size: 16\nbackbone_width: 4\n"
+                     "bottleneck_dim: 16\nunsupervised_warmup_iterations: 2\nbn_group_size: 4\n");
       std::vector<std::string> args = {"train", spec.string(), "--quiet"};
       if (world == "2") args.insert(args.end(), {"--nproc", "2", "--max-restarts", "0"});
       auto run = run_tandem(args, "launcher-" + kind + "-" + world);

@@ -38,6 +38,11 @@ inline std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+/// Writes `text` to `path` (a spec, a list) for a test.
+inline void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
 inline std::string scratch_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() /
           ("tandem-cli-" + std::to_string(::getpid()) + "-" + name))

@@ -20,6 +20,7 @@ using testing::run_tandem;
 using testing::scratch_path;
 using testing::spawn_tandem;
 using testing::wait_for;
+using testing::write_file;
 
 std::string error_of(const std::string& yaml) {
   try {
@@ -78,10 +79,6 @@ TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
   EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
 }
 
-void write(const fs::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
-
 TEST(JobSpec, BatchNormGroupsByKind) {
   // MMT normalises over groups of 16 by default (the reference's images per
   // GPU); every other kind over the whole batch; a spec built in code (-1)
@@ -119,11 +116,11 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   const std::string common =
       "backbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\nidentities: 4\ninstances: 4\n"
       "iters: 3\nloader_threads: 1\nlr: 0.001\n";
-  write(dir / "pretrain.yaml",
-        "kind: pretrain\noutput_dir: " + (dir / "pre").string() +
-            "\nsource: {kind: market1501, root: " + (dir / "market").string() +
-            "}\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
-            "}\nepochs: 2\nwarmup_epochs: 1\n" + common);
+  write_file(dir / "pretrain.yaml",
+             "kind: pretrain\noutput_dir: " + (dir / "pre").string() +
+                 "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+                 "}\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+                 "}\nepochs: 2\nwarmup_epochs: 1\n" + common);
   auto pre = run_tandem({"train", (dir / "pretrain.yaml").string()}, "train-pre");
   ASSERT_EQ(pre.exit_code, 0) << pre.out << pre.err;
   EXPECT_NE(pre.out.find("epoch 2/2"), std::string::npos) << pre.out;
@@ -141,40 +138,40 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   ASSERT_GE(pretrain_map, 0);
 
   // init: a pretrain job starts from another job's weights (the head is new).
-  write(dir / "pretrain-init.yaml",
-        "kind: pretrain\noutput_dir: " + (dir / "pre-init").string() +
-            "\nsource: {kind: market1501, root: " + (dir / "market").string() +
-            "}\ninit: " + (dir / "pre" / "model.pt").string() +
-            "\nepochs: 1\nwarmup_epochs: 0\nmilestones: []\n" + common);
+  write_file(dir / "pretrain-init.yaml",
+             "kind: pretrain\noutput_dir: " + (dir / "pre-init").string() +
+                 "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+                 "}\ninit: " + (dir / "pre" / "model.pt").string() +
+                 "\nepochs: 1\nwarmup_epochs: 0\nmilestones: []\n" + common);
   auto init = run_tandem({"train", (dir / "pretrain-init.yaml").string()}, "train-pre-init");
   ASSERT_EQ(init.exit_code, 0) << init.out << init.err;
   EXPECT_NE(init.out.find("model.pt: 29 loaded, 1 missing (head.weight), 0 unexpected"),
             std::string::npos)
       << init.out;
-  write(dir / "pretrain-bad-init.yaml",
-        "kind: pretrain\noutput_dir: " + (dir / "pre-bad-init").string() +
-            "\nsource: {kind: market1501, root: " + (dir / "market").string() +
-            "}\ninit: " + (dir / "pretrain.yaml").string() + "\nepochs: 1\n" + common);
+  write_file(dir / "pretrain-bad-init.yaml",
+             "kind: pretrain\noutput_dir: " + (dir / "pre-bad-init").string() +
+                 "\nsource: {kind: market1501, root: " + (dir / "market").string() +
+                 "}\ninit: " + (dir / "pretrain.yaml").string() + "\nepochs: 1\n" + common);
   auto bad_init =
       run_tandem({"train", (dir / "pretrain-bad-init.yaml").string()}, "train-pre-bad-init");
   EXPECT_NE(bad_init.exit_code, 0);
   EXPECT_NE(bad_init.err.find("pretrain.yaml"), std::string::npos) << bad_init.err;
 
   // evaluate: the same weights on the same target give the pretrain job's own figure.
-  write(dir / "evaluate.yaml", "kind: evaluate\noutput_dir: " + (dir / "eval").string() +
-                                   "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
-                                   "}\nweights: " + (dir / "pre" / "model.pt").string() + "\n" +
-                                   common);
+  write_file(dir / "evaluate.yaml",
+             "kind: evaluate\noutput_dir: " + (dir / "eval").string() +
+                 "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+                 "}\nweights: " + (dir / "pre" / "model.pt").string() + "\n" + common);
   auto eval = run_tandem({"train", (dir / "evaluate.yaml").string()}, "train-eval");
   ASSERT_EQ(eval.exit_code, 0) << eval.out << eval.err;
   std::ifstream metrics_file(dir / "eval" / "metrics.json");
   const auto metrics = nlohmann::json::parse(metrics_file);
   EXPECT_NEAR(metrics["mAP"].get<double>(), pretrain_map, 1e-9);
   EXPECT_TRUE(fs::exists(dir / "eval" / "gallery_features.pt"));
-  write(dir / "evaluate-bad.yaml",
-        "kind: evaluate\noutput_dir: " + (dir / "eval-bad").string() +
-            "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
-            "}\nweights: " + (dir / "evaluate.yaml").string() + "\n" + common);
+  write_file(dir / "evaluate-bad.yaml",
+             "kind: evaluate\noutput_dir: " + (dir / "eval-bad").string() +
+                 "\ntarget: {kind: market1501, root: " + (dir / "duke").string() +
+                 "}\nweights: " + (dir / "evaluate.yaml").string() + "\n" + common);
   auto bad_eval = run_tandem({"train", (dir / "evaluate-bad.yaml").string()}, "train-eval-bad");
   EXPECT_NE(bad_eval.exit_code, 0);
   EXPECT_NE(bad_eval.err.find("evaluate.yaml"), std::string::npos) << bad_eval.err;
@@ -190,13 +187,13 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     const std::string rho = variant == "dbscan-rho" ? "0.2" : "0.05";
     const std::string camera = variant == "dbscan-camera" ? "true" : "false";
     const fs::path out = dir / ("mmt-" + variant);
-    write(dir / "mmt.yaml",
-          "kind: mmt\noutput_dir: " + out.string() + "\ntarget: {kind: market1501, root: " +
-              (dir / "duke").string() + "}\ninit_1: " + (dir / "pre" / "model.pt").string() +
-              "\ninit_2: " + (dir / "pre" / "model.pt").string() +
-              "\nepochs: 2\nclustering: " + clustering + "\nk: 8\nmin_samples: 2\nrho: " + rho +
-              "\ncamera_standardise: " + camera +
-              "\neps_every_epoch: " + (every ? "true" : "false") + "\n" + common);
+    write_file(dir / "mmt.yaml",
+               "kind: mmt\noutput_dir: " + out.string() + "\ntarget: {kind: market1501, root: " +
+                   (dir / "duke").string() + "}\ninit_1: " + (dir / "pre" / "model.pt").string() +
+                   "\ninit_2: " + (dir / "pre" / "model.pt").string() +
+                   "\nepochs: 2\nclustering: " + clustering +
+                   "\nk: 8\nmin_samples: 2\nrho: " + rho + "\ncamera_standardise: " + camera +
+                   "\neps_every_epoch: " + (every ? "true" : "false") + "\n" + common);
     auto mmt = run_tandem({"train", (dir / "mmt.yaml").string()}, "train-mmt-" + variant);
     ASSERT_EQ(mmt.exit_code, 0) << clustering << "\n" << mmt.out << mmt.err;
     EXPECT_NE(mmt.out.find("epoch 2/2  clusters"), std::string::npos) << mmt.out;
@@ -251,7 +248,8 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   EXPECT_NE(first_eps["dbscan-camera"], first_eps["dbscan"])
       << "camera_standardise did not change the clustering input";
 
-  write(dir / "bad.yaml", "kind: mmt\noutput_dir: x\ntarget: {kind: market1501, root: /nope}\n");
+  write_file(dir / "bad.yaml",
+             "kind: mmt\noutput_dir: x\ntarget: {kind: market1501, root: /nope}\n");
   auto bad = run_tandem({"train", (dir / "bad.yaml").string()}, "train-bad");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("/nope: folder not found"), std::string::npos) << bad.err;
@@ -272,9 +270,9 @@ TEST(TrainCommand, KilledJobsResumeBitIdentical) {
       "instances: 4\niters: 4\nloader_threads: 2\nlr: 0.001\nepochs: 4\neval_every: 0\n";
   const std::string data = "{kind: market1501, root: " + (dir / "data").string() + "}";
   for (const char* run : {"straight", "killed"}) {
-    write(dir / (std::string("pre-") + run + ".yaml"),
-          "kind: pretrain\noutput_dir: " + (dir / (std::string("pre-") + run)).string() +
-              "\nsource: " + data + "\nwarmup_epochs: 2\nmilestones: [3]\n" + common);
+    write_file(dir / (std::string("pre-") + run + ".yaml"),
+               "kind: pretrain\noutput_dir: " + (dir / (std::string("pre-") + run)).string() +
+                   "\nsource: " + data + "\nwarmup_epochs: 2\nmilestones: [3]\n" + common);
   }
   ASSERT_EQ(run_tandem({"train", (dir / "pre-straight.yaml").string()}, "resume-pre").exit_code, 0);
   kill_after_first_checkpoint_then_resume(dir / "pre-killed.yaml", dir / "pre-killed",
@@ -284,10 +282,10 @@ TEST(TrainCommand, KilledJobsResumeBitIdentical) {
 
   const std::string init = (dir / "pre-straight" / "model.pt").string();
   for (const char* run : {"straight", "killed"}) {
-    write(dir / (std::string("mmt-") + run + ".yaml"),
-          "kind: mmt\noutput_dir: " + (dir / (std::string("mmt-") + run)).string() +
-              "\ntarget: " + data + "\ninit_1: " + init + "\ninit_2: " + init +
-              "\nclustering: dbscan\nmin_samples: 2\nrho: 0.05\n" + common);
+    write_file(dir / (std::string("mmt-") + run + ".yaml"),
+               "kind: mmt\noutput_dir: " + (dir / (std::string("mmt-") + run)).string() +
+                   "\ntarget: " + data + "\ninit_1: " + init + "\ninit_2: " + init +
+                   "\nclustering: dbscan\nmin_samples: 2\nrho: 0.05\n" + common);
   }
   ASSERT_EQ(run_tandem({"train", (dir / "mmt-straight.yaml").string()}, "resume-mmt").exit_code, 0);
   kill_after_first_checkpoint_then_resume(dir / "mmt-killed.yaml", dir / "mmt-killed",

@@ -4,13 +4,19 @@
 #pragma once
 
 #include <c10/util/Exception.h>
+#include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <memory>
 
 #include <exception>
 #include <functional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tandem/worker/data_parallel.h"
 
 namespace tandem::worker::testing {
 
@@ -46,6 +52,27 @@ namespace tandem::worker::testing {
   guarded(0, server);
   for (auto& thread : threads) thread.join();
   return errors;
+}
+
+/// body(rank, parallel) as one rank (world 1: parallel is null, this
+/// thread) or as `world` ranks with `lanes` lanes each (threads over loopback
+/// Gloo, 60 s timeouts); a rank's error fails the test.
+inline void run_data_parallel(
+    int world, int lanes,
+    const std::function<void(int, const std::shared_ptr<DataParallel>&)>& body) {
+  if (world == 1) {
+    body(0, nullptr);
+    return;
+  }
+  const auto errors =
+      run_ranks_over_tcp_store(world, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
+        DistributedOptions options;
+        options.world_size = world;
+        options.rank = rank;
+        options.timeout = std::chrono::seconds(60);
+        body(rank, make_data_parallel(init_process_group(store, options), lanes));
+      });
+  EXPECT_EQ(errors, std::vector<std::string>(static_cast<size_t>(world)));
 }
 
 }  // namespace tandem::worker::testing

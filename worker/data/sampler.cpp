@@ -98,6 +98,20 @@ std::vector<std::vector<int64_t>> rank_batches(const std::vector<int64_t>& indic
   return out;
 }
 
+std::vector<std::vector<int64_t>> rank_shares(const std::vector<std::vector<int64_t>>& batches,
+                                              int64_t rank, int64_t world_size) {
+  if (batches.empty()) return {};
+  const auto size = static_cast<int64_t>(batches.front().size());
+  std::vector<int64_t> sequence;
+  sequence.reserve(batches.size() * batches.front().size());
+  for (const auto& b : batches) {
+    TORCH_CHECK(static_cast<int64_t>(b.size()) == size, "rank_shares: batches of ", size, " and ",
+                b.size(), " images");
+    sequence.insert(sequence.end(), b.begin(), b.end());
+  }
+  return rank_batches(sequence, size, rank, world_size);
+}
+
 std::vector<std::vector<int64_t>> sampler_batches(const RandomMultipleGallerySampler& sampler,
                                                   int64_t batch_size, int64_t count) {
   TORCH_CHECK(batch_size >= 1, "sampler_batches: batch_size must be >= 1, got ", batch_size);

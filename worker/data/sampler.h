@@ -54,6 +54,12 @@ std::vector<std::vector<int64_t>> rank_batches(const std::vector<int64_t>& indic
                                                int64_t global_batch, int64_t rank,
                                                int64_t world_size);
 
+/// rank_batches for batches already cut: every batch of `batches` (all of
+/// one size, a positive multiple of `world_size`) becomes rank `rank`'s
+/// contiguous share of it.
+std::vector<std::vector<int64_t>> rank_shares(const std::vector<std::vector<int64_t>>& batches,
+                                              int64_t rank, int64_t world_size);
+
 /// `count` batches of `batch_size` drawn from successive passes of `sampler`
 /// (pass r = epoch_indices(r)), as a training epoch that iterates a
 /// drop_last loader over and over: each pass is cut into full batches and its

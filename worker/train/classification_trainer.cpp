@@ -313,18 +313,23 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
   const auto net = [&](const torch::Tensor& x) {
     return grouped(*classifier(), x, [&](const torch::Tensor& g) { return forward(g); });
   };
+  // This rank's share of a global batch through the network, the outputs
+  // (logits, features) of the whole batch gathered.
+  const auto shared = [&](const torch::Tensor& x) {
+    auto [y, f] = net(mine(x));
+    return std::make_tuple(all(y), all(f));
+  };
   // Source and target shares in one forward (shared BatchNorm statistics),
   // split back and gathered per domain.
   const auto joint = [&](const torch::Tensor& x_s, const torch::Tensor& x_t) {
-    const torch::Tensor s = mine(x_s), t = mine(x_t);
-    torch::Tensor y, f;
     if (options_.bn_group_size > 0) {
       // Each domain's share in its own groups, as one rank would group them.
-      auto [ys, fs] = net(s);
-      auto [yt, ft] = net(t);
-      return std::make_tuple(all(ys), all(fs), all(yt), all(ft));
+      auto [ys, fs] = shared(x_s);
+      auto [yt, ft] = shared(x_t);
+      return std::make_tuple(ys, fs, yt, ft);
     }
-    std::tie(y, f) = forward(torch::cat({s, t}));
+    const torch::Tensor s = mine(x_s), t = mine(x_t);
+    const auto [y, f] = forward(torch::cat({s, t}));
     const int64_t n = s.size(0);
     return std::make_tuple(all(y.narrow(0, 0, n)), all(f.narrow(0, 0, n)), all(y.narrow(0, n, n)),
                            all(f.narrow(0, n, n)));
@@ -345,21 +350,15 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
     torch::Tensor y_s, f_s, f_t, unsupervised = torch::zeros({});
     switch (method_) {
       case ClassificationMethod::kSourceOnly: {
-        std::tie(y_s, f_s) = net(mine(x_s));
-        y_s = all(y_s);
-        f_s = all(f_s);
+        std::tie(y_s, f_s) = shared(x_s);
         break;
       }
       case ClassificationMethod::kSelfEnsemble: {
         // Separate source and target forwards (per-domain batch statistics, as
         // in the example and French et al.).
-        std::tie(y_s, f_s) = net(mine(x_s));
-        y_s = all(y_s);
-        f_s = all(f_s);
+        std::tie(y_s, f_s) = shared(x_s);
         torch::Tensor y_t;
-        std::tie(y_t, f_t) = net(mine(augment(x_t_clean)));
-        y_t = all(y_t);
-        f_t = all(f_t);
+        std::tie(y_t, f_t) = shared(augment(x_t_clean));
         const torch::Tensor p_t = torch::softmax(y_t, 1);
         torch::Tensor p_teacher;
         {

@@ -204,12 +204,9 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   const int64_t local_batch = batch_size / world;
   std::vector<torch::Tensor> global_labels;
   if (parallel != nullptr) {
-    std::vector<int64_t> sequence;
-    for (const auto& b : batches) {
+    for (const auto& b : batches)
       global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
-      sequence.insert(sequence.end(), b.begin(), b.end());
-    }
-    batches = rank_batches(sequence, batch_size, rank, world);
+    batches = rank_shares(batches, rank, world);
   }
   // One Adam per student (the same update as one over both), and the pair
   // threads, made before the loader's threads start.

@@ -139,16 +139,11 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   const int world = parallel ? parallel->world_size() : 1;
   const int rank = parallel ? parallel->rank() : 0;
   const int64_t local_batch = batch_size / world;
-  const auto take_share = [&](std::vector<std::vector<int64_t>>& all) {
-    std::vector<int64_t> sequence;
-    for (const auto& b : all) sequence.insert(sequence.end(), b.begin(), b.end());
-    all = rank_batches(sequence, batch_size, rank, world);
-  };
   std::vector<torch::Tensor> global_labels;
   if (parallel != nullptr) {
     for (const auto& b : batches)
       global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
-    take_share(batches);
+    batches = rank_shares(batches, rank, world);
   }
   LoaderOptions loader_options;
   loader_options.num_threads = options_.loader_threads;
@@ -165,7 +160,7 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     auto target_batches =
         shuffled_batches(target_bn_->size(), batch_size, options_.iters,
                          derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 3}));
-    if (parallel != nullptr) take_share(target_batches);
+    if (parallel != nullptr) target_batches = rank_shares(target_batches, rank, world);
     target_loader->start_epoch(epoch, std::move(target_batches));
   }
 

@@ -234,5 +234,12 @@ TEST(Rng, BelowIsUniformAndSeedsAreIndependentStreams) {
   }
 }
 
+TEST(RankShares, EachBatchCutToTheRanksContiguousShare) {
+  const std::vector<std::vector<int64_t>> batches = {{0, 1, 2, 3}, {4, 5, 6, 7}};
+  EXPECT_EQ(rank_shares(batches, 1, 2), (std::vector<std::vector<int64_t>>{{2, 3}, {6, 7}}));
+  EXPECT_EQ(rank_shares(batches, 0, 1), batches);
+  EXPECT_THROW(rank_shares({{0, 1, 2, 3}, {4, 5}}, 0, 2), c10::Error);
+}
+
 }  // namespace
 }  // namespace tandem::worker

@@ -215,19 +215,7 @@ std::vector<std::array<std::vector<torch::Tensor>, 4>> train_on_ranks(int world,
           state_of(*trainer.teacher(which).module());
     }
   };
-  if (world == 1) {
-    body(0, nullptr);
-    return states;
-  }
-  const auto errors = testing::run_ranks_over_tcp_store(
-      world, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
-        DistributedOptions options;
-        options.world_size = world;
-        options.rank = rank;
-        options.timeout = std::chrono::seconds(60);
-        body(rank, make_data_parallel(init_process_group(store, options), 2));
-      });
-  EXPECT_EQ(errors, std::vector<std::string>(static_cast<size_t>(world)));
+  testing::run_data_parallel(world, 2, body);
   return states;
 }
 

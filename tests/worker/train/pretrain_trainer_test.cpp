@@ -127,19 +127,7 @@ std::vector<std::vector<torch::Tensor>> pretrain_on_ranks(int world, int64_t bn_
     for (const auto& p : trainer.model()->parameters()) state.push_back(p.detach().clone());
     for (const auto& b : trainer.model()->buffers()) state.push_back(b.detach().clone());
   };
-  if (world == 1) {
-    body(0, nullptr);
-    return states;
-  }
-  const auto errors = testing::run_ranks_over_tcp_store(
-      world, [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
-        DistributedOptions options;
-        options.world_size = world;
-        options.rank = rank;
-        options.timeout = std::chrono::seconds(60);
-        body(rank, make_data_parallel(init_process_group(store, options), 0));
-      });
-  EXPECT_EQ(errors, std::vector<std::string>(static_cast<size_t>(world)));
+  testing::run_data_parallel(world, 0, body);
   return states;
 }
 
