@@ -4,9 +4,11 @@
 // clusters, throughput, mAP / rank-1), appends one JSON object per epoch to
 // OUTPUT_DIR/events.jsonl, and writes weights atomically (state dicts Python
 // loads): pretrain → model.pt; mmt → teacher_1.pt, teacher_2.pt and best.pt
-// (the better teacher at its best evaluation), then the gallery features of
-// the final model (pretrain) or of best.pt (mmt) in gallery_features.pt with
-// their paths in gallery.txt, for the ranking service. After every epoch the full
+// (the better teacher at its best evaluation), then the ranking export of
+// the final model (pretrain) or of best.pt (mmt): gallery and query
+// features (gallery_features.pt, query_features.pt) with their paths
+// (gallery.txt, query.txt) and ranking.json naming the weights and the
+// model, for the ranking service. After every epoch the full
 // state goes to OUTPUT_DIR/checkpoint.pt (atomically); running the same spec
 // again resumes after the last finished epoch, bit-identical to a run that
 // was never interrupted (all randomness is derived from (seed, epoch)).
@@ -65,6 +67,8 @@ bool is_leader(const Parallel& parallel) {
   return !parallel || parallel->rank() == 0;
 }
 
+}  // namespace
+
 ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
   namespace m = methods::models;
   torch::manual_seed(spec.seed);
@@ -80,6 +84,8 @@ ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
   const int64_t features = net->out_features();
   return ReIdentifier(torch::nn::AnyModule(net), features, classes);
 }
+
+namespace {
 
 struct Split {
   std::shared_ptr<const worker::ImageSource> source;
@@ -146,27 +152,66 @@ std::optional<worker::StateDict> resume_state(const JobSpec& spec, double kind_c
   return state;
 }
 
-/// Export for the ranking service: the gallery's L2-normalised features of
-/// `model` with their ids and cameras (OUTPUT_DIR/gallery_features.pt, a
-/// torch.save dict) and its image paths, one per line, in the same order
-/// (OUTPUT_DIR/gallery.txt).
-void export_gallery(ReIdentifier& model, const std::vector<worker::ReidSample>& gallery,
-                    const JobSpec& spec) {
-  const Split split = split_of(gallery);
+/// Writes `text` to `path` atomically (temp file + rename).
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  {
+    std::ofstream out(path.string() + ".tmp");
+    out << text;
+    if (!out.flush()) throw std::runtime_error(path.string() + ": write failed");
+  }
+  fs::rename(path.string() + ".tmp", path);
+}
+
+/// One split of the ranking export: the L2-normalised features of `model`
+/// with their ids and cameras (OUTPUT_DIR/<name>_features.pt, a torch.save
+/// dict features/pids/cameras) and the image paths, one per line, in the
+/// same order (OUTPUT_DIR/<name>.txt).
+void export_split(ReIdentifier& model, const std::vector<worker::ReidSample>& samples,
+                  const JobSpec& spec, const std::string& name) {
+  const Split split = split_of(samples);
   const worker::ImageTransform test(worker::TransformOptions::test(spec.height, spec.width));
   worker::StateDict state;
   state.insert("features",
                worker::extract_features(model, split.source, test, 64, spec.loader_threads));
   state.insert("pids", split.pids);
   state.insert("cameras", split.cameras);
-  methods::save_state_dict(state, (fs::path(spec.output_dir) / "gallery_features.pt").string());
-  const fs::path list = fs::path(spec.output_dir) / "gallery.txt";
-  {
-    std::ofstream out(list.string() + ".tmp");
-    for (const auto& sample : gallery) out << sample.path << "\n";
-    if (!out.flush()) throw std::runtime_error(list.string() + ": write failed");
-  }
-  fs::rename(list.string() + ".tmp", list);
+  methods::save_state_dict(state, (fs::path(spec.output_dir) / (name + "_features.pt")).string());
+  std::string list;
+  for (const auto& sample : samples) list += sample.path + "\n";
+  write_text_atomically(fs::path(spec.output_dir) / (name + ".txt"), list);
+}
+
+/// Export for the ranking service (server/ranking_index.h,
+/// cli/image_embedder.h): the gallery (gallery_features.pt, gallery.txt) and
+/// the query set (query_features.pt, query.txt) of `data` embedded with
+/// `model`, then OUTPUT_DIR/ranking.json naming `weights` (the file `model`'s
+/// weights are, relative to OUTPUT_DIR when inside it) and what rebuilds the
+/// model (backbone, widths, seed, input size). ranking.json is removed first
+/// and written last: it marks a complete export.
+void export_ranking(ReIdentifier& model, const worker::ReidDataset& data, const JobSpec& spec,
+                    const fs::path& weights) {
+  const fs::path marker = fs::path(spec.output_dir) / "ranking.json";
+  fs::remove(marker);
+  export_split(model, data.gallery, spec, "gallery");
+  export_split(model, data.query, spec, "query");
+  const fs::path dir = fs::absolute(spec.output_dir).lexically_normal();
+  const fs::path absolute = fs::absolute(weights).lexically_normal();
+  const fs::path relative = absolute.lexically_relative(dir);
+  const bool inside = !relative.empty() && *relative.begin() != "..";
+  const nlohmann::ordered_json ranking = {{"kind", spec.kind},
+                                          {"dataset", data.root},
+                                          {"weights", (inside ? relative : absolute).string()},
+                                          {"backbone", spec.backbone},
+                                          {"backbone_width", spec.backbone_width},
+                                          {"backbone_depth", spec.backbone_depth},
+                                          {"seed", spec.seed},
+                                          {"height", spec.height},
+                                          {"width", spec.width},
+                                          {"gallery", "gallery_features.pt"},
+                                          {"gallery_paths", "gallery.txt"},
+                                          {"query", "query_features.pt"},
+                                          {"query_paths", "query.txt"}};
+  write_text_atomically(marker, ranking.dump(2) + "\n");
 }
 
 worker::TransformOptions train_transform(const JobSpec& spec) {
@@ -278,9 +323,11 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
     if (!quiet) std::cout << line.str() << std::endl;
   }
   if (!leader) return result;
-  export_gallery(trainer.model(), eval_data.gallery, spec);
+  // The target's query/gallery, or the source's when the job has no target
+  // (what it was evaluated on).
+  export_ranking(trainer.model(), eval_data, spec, fs::path(spec.output_dir) / "model.pt");
   std::cout << "tandem train: wrote " << (fs::path(spec.output_dir) / "model.pt").string()
-            << " and the gallery features of " << eval_data.root << std::endl;
+            << " and the ranking export of " << eval_data.root << std::endl;
   return result;
 }
 
@@ -488,9 +535,11 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
     best->reset_classifier(torch::zeros_like(worker::state_entry(saved, "head.weight")));
     methods::models::load_weights(*best, saved);
   }
-  export_gallery(best, target.gallery, spec);
+  // best.pt; teacher_1.pt (the teacher exported) should there be no best.pt.
+  export_ranking(best, target, spec,
+                 fs::exists(best_path) ? best_path : fs::path(spec.output_dir) / "teacher_1.pt");
   std::cout << "tandem train: best mAP " << std::fixed << std::setprecision(1) << best_map
-            << ", weights and gallery features in " << spec.output_dir << std::endl;
+            << ", weights and the ranking export in " << spec.output_dir << std::endl;
   return result;
 }
 
@@ -523,7 +572,7 @@ JobResult evaluate_job(const JobSpec& spec, bool quiet, const Parallel& parallel
     if (!out.flush()) throw std::runtime_error(metrics_path.string() + ": write failed");
   }
   fs::rename(metrics_path.string() + ".tmp", metrics_path);
-  export_gallery(model, target.gallery, spec);
+  export_ranking(model, target, spec, spec.weights);
   if (!quiet) {
     std::cout << "tandem train: " << target.root << ": mAP " << std::fixed << std::setprecision(1)
               << e.map << "  rank-1 " << e.rank1 << "  rank-5 " << e.rank5 << " ("

@@ -6,9 +6,16 @@
 #include <memory>
 
 #include "tandem/cli/job_spec.h"
+#include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data_parallel.h"
 
 namespace tandem::cli {
+
+/// The re-ID model of spec.backbone (backbone_width, backbone_depth for
+/// small) with a head of `classes` rows, initialised from torch's global
+/// generator seeded with spec.seed: the model every re-ID job builds (and
+/// the ranking service rebuilds from ranking.json, cli/image_embedder.h).
+methods::models::ReIdentifier make_model(const JobSpec& spec, int64_t classes);
 
 /// Target metrics of a finished job, in percent: pretrain's last evaluation,
 /// mmt's best (MMT's model selection).
