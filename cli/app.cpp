@@ -28,6 +28,8 @@ int run(const std::vector<std::string>& args) {
   add_train_command(app, action);
   add_bench_command(app, action);
   add_synth_command(app, action);
+  add_worker_command(app, action);
+  add_client_commands(app, action);
   add_health_command(app, action);
   add_demo_command(app, action);
 

@@ -36,5 +36,8 @@ void add_dataset_command(CLI::App& app, Action& action);
 void add_train_command(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
 void add_synth_command(CLI::App& app, Action& action);
+void add_worker_command(CLI::App& app, Action& action);
+/// submit, status, watch, cancel, rank: clients of the tandem.v1.Tandem service.
+void add_client_commands(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

@@ -1,206 +1,375 @@
-// `tandem demo`: runs the main job on the embedded default, with no server
-// or GPU needed. In this version the MMT trainer is not part of the build
-// yet, so the demo runs the largest end-to-end path that exists, one real
-// component after another, and says what it ran.
-#include <torch/torch.h>
+// `tandem demo`: the main job on the embedded default. Starts a server, a
+// clustering service and two workers as local processes on loopback (Gloo),
+// renders two synthetic pedestrian domains (a market-style source, a
+// duke-style target; reused by later runs), and then acts as a user would,
+// through the real CLI: submits two `pretrain` jobs on the source (one per
+// worker, at once: MMT's two source models), then one `mmt` job on both
+// workers (two data-parallel ranks, DBSCAN pseudo labels from the clustering
+// service), watching each; prints the target's mAP and rank-1 before and
+// after adaptation, and answers a ranking query with the top 5 marked right
+// or wrong. Ctrl-C (or any failure) stops every child process.
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <CLI/CLI.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tandem/cli/app.h"
-#include "tandem/clustering/kmeans.h"
-#include "tandem/methods/reid_loss.h"
-#include "tandem/server/grpc_server.h"
+#include "tandem/cli/launcher.h"
 #include "tandem/server/health_client.h"
-#include "tandem/server/job_store.h"
-#include "tandem/worker/distributed.h"
+#include "tandem/v1/tandem.grpc.pb.h"
+#include "tandem/worker/data/reid_dataset.h"
 
 namespace tandem::cli {
 namespace {
 
+namespace fs = std::filesystem;
+namespace v1 = tandem::v1;
+
+std::atomic<int> g_demo_signal{0};
+extern "C" void on_demo_signal(int signal) {
+  g_demo_signal.store(signal);
+}
+
 struct DemoFlags {
   std::string workdir;
-  int64_t identities = 8;
-  int64_t images_per_identity = 64;
-  int seed = 0;
+  int64_t ids = 200;
+  uint64_t seed = 1;
+  int64_t pretrain_epochs = 30;
+  int64_t mmt_epochs = 30;
+  int64_t iters = 30;
+  int port = 50151;
 };
 
-// Runs one step, printing its name, outcome and wall time; a step that throws
-// or returns false fails the demo.
-bool step(const std::string& name, const std::function<std::string()>& body) {
-  std::cout << "  " << std::left << std::setw(44) << name << std::flush;
-  const auto start = std::chrono::steady_clock::now();
-  try {
-    const std::string outcome = body();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "ok   " << std::fixed << std::setprecision(2) << seconds << " s  " << outcome
-              << std::endl;
-    return true;
-  } catch (const c10::Error& error) {
-    std::cout << "FAILED: " << error.what_without_backtrace() << std::endl;
-  } catch (const std::exception& error) {
-    std::cout << "FAILED: " << error.what() << std::endl;
+/// The children the demo started, stopped on every way out.
+class Children {
+ public:
+  ~Children() { stop_all(); }
+  pid_t start(const ChildProcess& child) {
+    const pid_t pid = spawn_child(child);
+    pids_.push_back(pid);
+    return pid;
   }
-  return false;
+  void stop_all() {
+    for (const pid_t pid : pids_) ::kill(pid, SIGTERM);
+    for (const pid_t pid : pids_) {
+      int status = 0;
+      for (int i = 0; i < 200 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (::waitpid(pid, &status, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+      }
+    }
+    pids_.clear();
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+/// A loopback port nobody listens on now (--port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  static_cast<void>(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)));
+  socklen_t length = sizeof(address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
 }
 
-// Synthetic "identities": Gaussian blobs around random unit centres, the
-// shape of L2-normalised re-ID features.
-std::pair<torch::Tensor, torch::Tensor> synthetic_features(const DemoFlags& flags, int64_t dim) {
-  torch::manual_seed(flags.seed);
-  auto centres = torch::nn::functional::normalize(
-      torch::randn({flags.identities, dim}), torch::nn::functional::NormalizeFuncOptions().dim(1));
-  auto labels = torch::arange(flags.identities).repeat_interleave(flags.images_per_identity);
-  auto features = centres.index_select(0, labels) + 0.05 * torch::randn({labels.size(0), dim});
-  return {features.contiguous(), labels};
+/// Runs `tandem args...` in the foreground (its output is the demo's);
+/// returns its exit code (130 after Ctrl-C).
+int run_cli(const std::vector<std::string>& args) {
+  ChildProcess child;
+  child.exe = self_executable();
+  child.args = args;
+  const pid_t pid = spawn_child(child);
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (g_demo_signal.load() != 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, &status, 0);
+      return 130;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return exit_code_of_status(status);
 }
 
-// Fraction of points whose cluster's majority identity is their own.
-double cluster_purity(const torch::Tensor& clusters, const torch::Tensor& identities, int64_t k,
-                      int64_t num_identities) {
-  auto counts = torch::zeros({k, num_identities}, torch::kInt64);
-  counts.index_put_({clusters, identities}, torch::ones_like(clusters), /*accumulate=*/true);
-  return counts.amax(1).sum().item<double>() / static_cast<double>(clusters.size(0));
+/// `tandem synth` of one domain unless an earlier run rendered it.
+bool render(const DemoFlags& flags, const fs::path& dir, const std::string& domain) {
+  const fs::path done = dir / ".rendered";
+  const std::string stamp = domain + " ids " + std::to_string(flags.ids) + " seed " +
+                            std::to_string(flags.seed) + " 64x32\n";
+  {
+    std::ifstream in(done);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (text.str() == stamp) {
+      std::cout << "  " << domain << ": reusing " << dir.string() << std::endl;
+      return true;
+    }
+  }
+  fs::remove_all(dir);
+  std::cout << "  " << domain << ": rendering " << flags.ids << " identities into " << dir.string()
+            << std::endl;
+  if (run_cli({"synth", "--out", dir.string(), "--domain", domain, "--ids",
+               std::to_string(flags.ids), "--seed", std::to_string(flags.seed), "--height", "64",
+               "--width", "32", "--quiet"}) != 0)
+    return false;
+  std::ofstream(done) << stamp;
+  return true;
+}
+
+std::string common_spec(const DemoFlags& flags) {
+  return "backbone: small\nbackbone_width: 16\nbackbone_depth: 2\nheight: 64\nwidth: 32\n"
+         "identities: 8\ninstances: 4\nloader_threads: 1\niters: " +
+         std::to_string(flags.iters) + "\n";
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+/// The job the server gave `id`, or an empty one.
+v1::Job get_job(v1::Tandem::Stub& stub, const std::string& id) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::GetJobRequest request;
+  request.set_id(id);
+  v1::Job job;
+  (void)stub.GetJob(&context, request, &job);
+  return job;
+}
+
+/// Submits a spec file; returns the job id ("" on failure).
+std::string submit(v1::Tandem::Stub& stub, const std::string& address, const fs::path& spec,
+                   const fs::path& workdir) {
+  const fs::path id_file = workdir / (spec.stem().string() + ".id");
+  // `tandem submit --json` prints the Job; keep its id.
+  ChildProcess child;
+  child.exe = self_executable();
+  child.args = {"submit", spec.string(), "--json", "--server", address};
+  child.log = id_file;
+  fs::remove(id_file);
+  const pid_t pid = spawn_child(child);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::ifstream in(id_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string reply = text.str();
+  const auto job = nlohmann::json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
+  if (exit_code_of_status(status) != 0 || !job.is_object() || !job.contains("id")) {
+    std::cerr << "tandem demo: submitting " << spec.string() << " failed:\n" << reply;
+    return "";
+  }
+  const std::string id = job["id"].get<std::string>();
+  std::cout << "  submitted " << spec.filename().string() << " as job " << id << std::endl;
+  (void)stub;
+  return id;
+}
+
+std::string percent(double value) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << value;
+  return out.str();
 }
 
 int run_demo(const DemoFlags& flags) {
-  namespace fs = std::filesystem;
+  const auto started = std::chrono::steady_clock::now();
   fs::path workdir = flags.workdir;
   if (workdir.empty()) {
-    std::string pattern = (fs::temp_directory_path() / "tandem-demo-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      std::cerr << "tandem demo: cannot create a temporary directory\n";
+    const char* cache = std::getenv("XDG_CACHE_HOME");
+    const char* home = std::getenv("HOME");
+    workdir = cache != nullptr  ? fs::path(cache) / "tandem" / "demo"
+              : home != nullptr ? fs::path(home) / ".cache" / "tandem" / "demo"
+                                : fs::temp_directory_path() / "tandem-demo";
+  }
+  workdir = fs::absolute(workdir);
+  fs::create_directories(workdir / "logs");
+  struct sigaction action {};
+  action.sa_handler = on_demo_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+
+  std::cout << "tandem demo " << version()
+            << ": the embedded default (server, clustering service and two workers as local "
+               "processes, CPU, Gloo over loopback)\nwork directory "
+            << workdir.string() << "\n\n1. Two synthetic camera networks" << std::endl;
+  const fs::path source = workdir / "data" / "market", target = workdir / "data" / "duke";
+  if (!render(flags, source, "market") || !render(flags, target, "duke")) return kExitFailure;
+  if (g_demo_signal.load() != 0) return 130;
+
+  // A fresh deployment every run: new job store and job folders.
+  for (const char* stale : {"tandem.db", "tandem.db-wal", "tandem.db-shm"})
+    fs::remove(workdir / stale);
+  fs::remove_all(workdir / "jobs");
+  const int port = flags.port > 0 ? flags.port : free_port();
+  const int clustering_port = flags.port > 0 ? flags.port + 1 : free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::string clustering = "127.0.0.1:" + std::to_string(clustering_port);
+  Children children;
+  const auto background = [&](const std::string& name, std::vector<std::string> args) {
+    ChildProcess child;
+    child.exe = self_executable();
+    child.args = std::move(args);
+    child.log = workdir / "logs" / (name + ".log");
+    fs::remove(child.log);
+    children.start(child);
+  };
+  std::cout << "\n2. Services (logs in " << (workdir / "logs").string() << ")" << std::endl;
+  background("cluster", {"cluster", "--listen", clustering});
+  background("server", {"server", "--listen", address, "--db", (workdir / "tandem.db").string(),
+                        "--jobs-dir", (workdir / "jobs").string(), "--clustering", clustering});
+  for (const auto& target_address : {clustering, address}) {
+    const auto ready = server::wait_until_serving(target_address, std::chrono::seconds(30));
+    if (!ready.ok()) {
+      std::cerr << "tandem demo: " << target_address << " did not come up: " << ready.message()
+                << " (is the port in use? try --port)" << std::endl;
       return kExitFailure;
     }
-    workdir = pattern;
   }
-  fs::create_directories(workdir);
+  for (int w = 0; w < 2; ++w) {
+    background("worker-" + std::to_string(w), {"worker", "--server", address, "--name",
+                                               "worker-" + std::to_string(w), "--threads", "1"});
+  }
+  std::cout << "  tandem server on " << address << ", tandem cluster on " << clustering
+            << ", 2 tandem workers" << std::endl;
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = v1::Tandem::NewStub(channel);
 
-  std::cout << "tandem demo " << version() << " (embedded default: one process, CPU, Gloo)\n"
-            << "The MMT training demo is not part of this version yet; running the largest\n"
-            << "end-to-end path that exists: synthetic re-ID features through LibTorch, a\n"
-            << "2-rank Gloo process group, FAISS k-means pseudo labels, the SQLite job store\n"
-            << "and the gRPC health service. Work directory: " << workdir.string() << "\n\n";
+  // 3. Two source models, one per worker, at the same time.
+  std::cout << "\n3. Pre-training two source models (MMT's two peers), one per worker" << std::endl;
+  std::vector<std::string> pretrain_ids;
+  for (int s = 0; s < 2; ++s) {
+    const fs::path spec = workdir / ("pretrain-" + std::to_string(s + 1) + ".yaml");
+    write_text(
+        spec,
+        "kind: pretrain\nseed: " + std::to_string(flags.seed + s) +
+            "\nsource: {kind: market1501, root: " + source.string() +
+            "}\ntarget: {kind: market1501, root: " + target.string() + "}\n" + common_spec(flags) +
+            "lr: 0.003\nepochs: " + std::to_string(flags.pretrain_epochs) + "\nwarmup_epochs: " +
+            std::to_string(std::max<int64_t>(1, flags.pretrain_epochs / 20)) + "\nmilestones: [" +
+            std::to_string(flags.pretrain_epochs * 3 / 4) + "]\neval_every: 0\n");
+    pretrain_ids.push_back(submit(*stub, address, spec, workdir));
+    if (pretrain_ids.back().empty()) return kExitFailure;
+  }
+  for (const auto& id : pretrain_ids) {
+    if (run_cli({"watch", id, "--server", address}) != 0) {
+      std::cerr << "tandem demo: job " << id << " did not succeed" << std::endl;
+      return g_demo_signal.load() != 0 ? 130 : kExitFailure;
+    }
+  }
+  const v1::Job before = get_job(*stub, pretrain_ids[0]);
+  if (before.metrics_size() == 0) {
+    std::cerr << "tandem demo: job " << pretrain_ids[0] << " has no target metrics" << std::endl;
+    return kExitFailure;
+  }
 
-  constexpr int64_t kDim = 128;
-  // Named variables, not structured bindings: lambdas below capture them.
-  const auto synthetic = synthetic_features(flags, kDim);
-  const torch::Tensor& features = synthetic.first;
-  const torch::Tensor& identities = synthetic.second;
-  bool ok = true;
+  // 4. MMT on both workers.
+  const auto target_data =
+      worker::load_reid_dataset(worker::ReidDatasetKind::kMarket1501, target.string());
+  // MMT's rho (1.6e-3 on Market-1501's 12,936 images), scaled to the same
+  // neighbours per image on this target (docs/training.md).
+  const double rho =
+      std::min(0.5, 1.6e-3 * 12936.0 / static_cast<double>(target_data.train.size()));
+  std::cout << "\n4. Mutual Mean-Teaching on the unlabelled target: 2 ranks (one per worker), "
+               "DBSCAN pseudo labels from the clustering service"
+            << std::endl;
+  const fs::path mmt_spec = workdir / "mmt.yaml";
+  std::ostringstream rho_text;
+  rho_text << std::setprecision(6) << rho;
+  write_text(mmt_spec, "kind: mmt\nseed: " + std::to_string(flags.seed) +
+                           "\ntarget: {kind: market1501, root: " + target.string() +
+                           "}\ninit_1: " + before.spec().output_dir() + "/model.pt\ninit_2: " +
+                           get_job(*stub, pretrain_ids[1]).spec().output_dir() + "/model.pt\n" +
+                           common_spec(flags) + "epochs: " + std::to_string(flags.mmt_epochs) +
+                           "\nclustering: dbscan\nrho: " + rho_text.str() +
+                           "\ncamera_standardise: true\neval_every: 3\nworld_size: 2\n");
+  const std::string mmt_id = submit(*stub, address, mmt_spec, workdir);
+  if (mmt_id.empty()) return kExitFailure;
+  if (run_cli({"watch", mmt_id, "--server", address}) != 0) {
+    std::cerr << "tandem demo: job " << mmt_id << " did not succeed" << std::endl;
+    return g_demo_signal.load() != 0 ? 130 : kExitFailure;
+  }
+  const v1::Job after = get_job(*stub, mmt_id);
+  v1::Metrics best;
+  for (const auto& m : after.metrics()) {
+    if (m.map() > best.map()) best = m;
+  }
+  const v1::Metrics& direct = before.metrics(before.metrics_size() - 1);
+  std::cout << "\n5. The target camera network (" << target_data.query.size() << " queries, "
+            << target_data.gallery.size() << " gallery images)\n"
+            << "  before adaptation (source model " << pretrain_ids[0] << "):  mAP "
+            << percent(direct.map()) << "  rank-1 " << percent(direct.rank1()) << "\n"
+            << "  after MMT (job " << mmt_id << ", best teacher, epoch " << best.epoch() + 1
+            << "):     mAP " << percent(best.map()) << "  rank-1 " << percent(best.rank1())
+            << std::endl;
 
-  ok &= step("LibTorch: pairwise distances", [&] {
-    auto dist = methods::pairwise_euclidean_distance(features, features);
-    auto same = identities.unsqueeze(1) == identities.unsqueeze(0);
-    const auto intra = dist.masked_select(same).mean().item<double>();
-    const auto inter = dist.masked_select(same.logical_not()).mean().item<double>();
-    std::ostringstream out;
-    out << features.size(0) << " features, mean same-id distance " << std::setprecision(3) << intra
-        << " vs other-id " << inter;
-    TORCH_CHECK(intra < inter, "same-identity distances are not smaller");
-    return out.str();
-  });
-
-  ok &= step("c10d: Gloo all-reduce, 2 ranks, TCPStore", [&] {
-    c10d::TCPStoreOptions server_options;
-    server_options.port = 0;  // any free port
-    server_options.isServer = true;
-    server_options.numWorkers = 2;
-    server_options.waitWorkers = false;
-    auto server_store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", server_options);
-    c10d::TCPStoreOptions client_options;
-    client_options.port = static_cast<std::uint16_t>(server_store->getPort());
-    std::vector<torch::Tensor> sums(2);
-    auto rank_body = [&](int rank, const c10::intrusive_ptr<c10d::Store>& store) {
-      worker::DistributedOptions options;
-      options.world_size = 2;
-      options.rank = rank;
-      options.timeout = std::chrono::seconds(30);
-      auto group = worker::init_process_group(store, options);
-      std::vector<torch::Tensor> tensors{
-          features.index({torch::indexing::Slice(rank, torch::indexing::None, 2)}).sum(0)};
-      group.group->allreduce(tensors)->wait();
-      sums[rank] = tensors[0];
-    };
-    std::thread rank1(
-        [&] { rank_body(1, c10::make_intrusive<c10d::TCPStore>("127.0.0.1", client_options)); });
-    rank_body(0, server_store);
-    rank1.join();
-    const auto expected = features.sum(0);
-    TORCH_CHECK(torch::allclose(sums[0], expected, 1e-4, 1e-4) && torch::equal(sums[0], sums[1]),
-                "all-reduced sums differ from the full sum");
-    return "both ranks hold the full feature sum (port " + std::to_string(server_store->getPort()) +
-           ")";
-  });
-
-  ok &= step("FAISS: k-means pseudo labels", [&] {
-    clustering::KMeansOptions options;
-    options.k = flags.identities;
-    options.seed = 1234;
-    options.nredo = 5;  // random restarts: keep the best of five runs
-    auto result = clustering::kmeans(features, options);
-    const double purity = cluster_purity(result.labels, identities, options.k, flags.identities);
-    std::ostringstream out;
-    out << "K=" << options.k << ", purity " << std::setprecision(3) << purity;
-    TORCH_CHECK(purity > 0.9, "k-means purity ", purity, " is too low");
-    return out.str();
-  });
-
-  ok &= step("SQLite: job store round trip", [&] {
-    const auto db = (workdir / "jobs.db").string();
-    auto store = server::JobStore::Open(db);
-    TORCH_CHECK(store.ok(), std::string(store.status().message()));
-    auto id = (*store)->insert_job("demo", R"({"kind":"demo"})");
-    TORCH_CHECK(id.ok(), std::string(id.status().message()));
-    TORCH_CHECK((*store)->update_state(*id, server::JobState::kSucceeded).ok(), "update failed");
-    store->reset();
-    auto reopened = server::JobStore::Open(db);  // read back from disk
-    TORCH_CHECK(reopened.ok(), std::string(reopened.status().message()));
-    auto job = (*reopened)->get_job(*id);
-    TORCH_CHECK(job.ok(), std::string(job.status().message()));
-    return "job " + std::to_string(*id) + " stored, reopened: " + to_string(job->state);
-  });
-
-  ok &= step("gRPC: health check on loopback", [&] {
-    server::GrpcOptions options;
-    options.address = "127.0.0.1:0";
-    auto grpc_server = server::GrpcServer::Create(options, {});
-    TORCH_CHECK(grpc_server.ok(), std::string(grpc_server.status().message()));
-    auto answer = server::check_health((*grpc_server)->target());
-    TORCH_CHECK(answer.ok(), std::string(answer.status().message()));
-    return std::string((*grpc_server)->target()) + " answers " + to_string(*answer);
-  });
-
-  std::cout << "\n" << (ok ? "demo finished: every step passed" : "demo FAILED") << std::endl;
-  return ok ? kExitOk : kExitFailure;
+  std::cout << "\n6. A ranking query: tandem rank " << mmt_id << " --query 0 --top 5" << std::endl;
+  if (run_cli({"rank", mmt_id, "--query", "0", "--top", "5", "--server", address}) != 0) {
+    return kExitFailure;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::cout << "\ndemo finished in " << std::fixed << std::setprecision(0) << seconds
+            << " s; stopping the services (jobs and models stay in " << workdir.string() << ")"
+            << std::endl;
+  return kExitOk;
 }
 
 }  // namespace
 
 void add_demo_command(CLI::App& app, Action& action) {
   auto flags = std::make_shared<DemoFlags>();
-  auto* command =
-      app.add_subcommand("demo", "Run the main job on the embedded default (no server, CPU)");
+  auto* command = app.add_subcommand(
+      "demo", "Run the main job on the embedded default: server, clustering, 2 workers, CPU");
   command->add_option("--workdir", flags->workdir,
-                      "directory for the demo's files (default: a new temporary one)");
-  command->add_option("--identities", flags->identities, "synthetic identities")
-      ->check(CLI::Range(int64_t{2}, int64_t{10000}))
+                      "data, job store and job folders (default ~/.cache/tandem/demo; the "
+                      "rendered data is reused)");
+  command->add_option("--ids", flags->ids, "identities per synthetic domain")
+      ->check(CLI::Range(int64_t{16}, int64_t{5000}))
+      ->capture_default_str();
+  command->add_option("--seed", flags->seed, "seed of the domains and the training")
+      ->capture_default_str();
+  command->add_option("--pretrain-epochs", flags->pretrain_epochs, "epochs of each source model")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000}))
+      ->capture_default_str();
+  command->add_option("--mmt-epochs", flags->mmt_epochs, "epochs of MMT")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000}))
+      ->capture_default_str();
+  command->add_option("--iters", flags->iters, "iterations per epoch")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}))
       ->capture_default_str();
   command
-      ->add_option("--images-per-identity", flags->images_per_identity,
-                   "synthetic images per identity")
-      ->check(CLI::Range(int64_t{2}, int64_t{10000}))
+      ->add_option("--port", flags->port,
+                   "the server's port (the clustering service's is +1; 0: any free ports)")
+      ->check(CLI::Range(0, 65534))
       ->capture_default_str();
-  command->add_option("--seed", flags->seed, "random seed")->capture_default_str();
   command->callback([flags, &action] { action = [flags] { return run_demo(*flags); }; });
 }
 

@@ -20,6 +20,10 @@ void EventLog::write(const nlohmann::ordered_json& event) {
   out_ << event.dump() << std::endl;
 }
 
+void EventLog::phase(const std::string& name, int64_t epoch) {
+  write({{"event", "phase"}, {"phase", name}, {"epoch", epoch}});
+}
+
 JobProgress::JobProgress(const JobSpec& spec, EventLog& events, bool quiet)
     : spec_(spec), events_(events), quiet_(quiet), terminal_(::isatty(STDOUT_FILENO) == 1) {}
 
@@ -31,6 +35,7 @@ void JobProgress::operator()(const worker::IterationProgress& p) {
                                   {"iterations", p.iterations}};
   for (const auto& [name, value] : p.losses) event[name] = value;
   event["images_per_second"] = p.images_per_second;
+  event["eta_seconds"] = p.eta_seconds;
   events_.write(event);
   if (quiet_) return;
   const int64_t every = std::max<int64_t>(1, p.iterations / 10);

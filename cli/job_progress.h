@@ -21,6 +21,9 @@ class EventLog {
   /// A log that writes nothing (ranks other than 0).
   EventLog() = default;
   void write(const nlohmann::ordered_json& event);
+  /// {"event": "phase", "phase": ..., "epoch": ...}: the epoch entered a
+  /// phase (extract, cluster, train, evaluate, checkpoint).
+  void phase(const std::string& name, int64_t epoch);
 
  private:
   std::ofstream out_;

@@ -48,44 +48,23 @@ struct Rank {
   int status = 0;
 };
 
-// Starts rank `rank` of `world`: the child sets the torchrun variables, dies
-// with its parent, sends its output to the log (rank > 0) and execs.
+// Starts rank `rank` of `world` with the torchrun variables; its output goes
+// to the log (rank > 0).
 pid_t start_rank(const LaunchOptions& options, const std::string& exe, int rank, int port,
                  int attempt, int threads) {
-  const fs::path log = options.log_dir / ("rank-" + std::to_string(rank) + ".log");
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-  if (pid > 0) return pid;
-  // Child: only async-signal-safe work until exec, mostly.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() == 1) ::_exit(127);  // the launcher already died
-  ::signal(SIGINT, SIG_DFL);
-  ::signal(SIGTERM, SIG_DFL);
-  if (rank > 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-      ::close(fd);
-    }
-  }
-  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-  ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-  ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
-  ::setenv("RANK", std::to_string(rank).c_str(), 1);
-  ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
-  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);  // the launcher serves the store
-  ::setenv("TANDEM_RESTART", std::to_string(attempt).c_str(), 1);
-  if (threads > 0) ::setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
-  std::vector<std::string> args = {exe};
-  args.insert(args.end(), options.rank_args.begin(), options.rank_args.end());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  ::execv(exe.c_str(), argv.data());
-  std::fprintf(stderr, "tandem train: cannot start rank %d (%s): %s\n", rank, exe.c_str(),
-               std::strerror(errno));
-  ::_exit(127);
+  ChildProcess child;
+  child.exe = exe;
+  child.args = options.rank_args;
+  if (rank > 0) child.log = options.log_dir / ("rank-" + std::to_string(rank) + ".log");
+  child.env = {{"MASTER_ADDR", "127.0.0.1"},
+               {"MASTER_PORT", std::to_string(port)},
+               {"WORLD_SIZE", std::to_string(options.nproc)},
+               {"RANK", std::to_string(rank)},
+               {"LOCAL_RANK", std::to_string(rank)},
+               {"TORCHELASTIC_USE_AGENT_STORE", "True"},  // the launcher serves the store
+               {"TANDEM_RESTART", std::to_string(attempt)}};
+  if (threads > 0) child.env.emplace_back("OMP_NUM_THREADS", std::to_string(threads));
+  return spawn_child(child);
 }
 
 // Reaps any finished rank without blocking; returns its index or -1.
@@ -138,11 +117,57 @@ void stop_all(std::vector<Rank>& ranks, std::chrono::milliseconds grace) {
 
 }  // namespace
 
+pid_t spawn_child(const ChildProcess& child) {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid > 0) return pid;
+  // Child: only async-signal-safe work until exec, mostly.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() == 1) ::_exit(127);  // the parent already died
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  if (!child.log.empty()) {
+    const int fd = ::open(child.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      ::close(fd);
+    }
+  }
+  for (const auto& [name, value] : child.env) ::setenv(name.c_str(), value.c_str(), 1);
+  std::vector<std::string> args = {child.exe};
+  args.insert(args.end(), child.args.begin(), child.args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(child.exe.c_str(), argv.data());
+  std::fprintf(stderr, "tandem: cannot start %s: %s\n", child.exe.c_str(), std::strerror(errno));
+  ::_exit(127);
+}
+
+std::string self_executable() {
+  std::string path = fs::read_symlink("/proc/self/exe").string();
+  const std::string deleted = " (deleted)";
+  if (path.size() > deleted.size() &&
+      path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0) {
+    path.resize(path.size() - deleted.size());  // rebuilt under us: run the new one
+  }
+  return path;
+}
+
+std::string describe_exit(int status) {
+  return describe(status);
+}
+
+int exit_code_of_status(int status) {
+  return exit_code_of(status);
+}
+
 int launch_local_ranks(const LaunchOptions& options) {
   if (options.nproc < 1) throw std::invalid_argument("--nproc must be >= 1");
   if (options.max_restarts < 0) throw std::invalid_argument("--max-restarts must be >= 0");
   fs::create_directories(options.log_dir);
-  const std::string exe = fs::read_symlink("/proc/self/exe").string();
+  const std::string exe = self_executable();
   // Each rank gets its share of the cores unless the user chose.
   int threads = 0;
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {

@@ -14,9 +14,12 @@
 // (PR_SET_PDEATHSIG), so no rank outlives it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tandem::cli {
@@ -33,6 +36,29 @@ struct LaunchOptions {
   /// How long a stopped rank gets between SIGTERM and SIGKILL.
   std::chrono::milliseconds grace = std::chrono::seconds(10);
 };
+
+/// A child process to start: `exe args...` with extra environment variables,
+/// stdout and stderr appended to `log` (empty: inherited). It dies with its
+/// parent (PR_SET_PDEATHSIG) and gets default SIGINT/SIGTERM handling.
+struct ChildProcess {
+  std::string exe;
+  std::vector<std::string> args;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::filesystem::path log;
+};
+
+/// fork + exec of `child`; returns its pid. Throws std::runtime_error when
+/// fork fails (exec failures exit the child with 127 and a message).
+pid_t spawn_child(const ChildProcess& child);
+
+/// This program's path, to start more of it (/proc/self/exe; when the
+/// binary was replaced while running, the new file at the same path).
+std::string self_executable();
+
+/// "exited with code 3", "was killed by signal 9 (Killed)": a waitpid status.
+std::string describe_exit(int status);
+/// The exit code of a waitpid status (128 + signal for a signal).
+int exit_code_of_status(int status);
 
 /// Runs the group to completion. Returns 0 when every rank of one attempt
 /// exited 0, else the exit code of the last failure (128 + signal for a

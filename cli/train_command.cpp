@@ -32,6 +32,7 @@
 #include "tandem/cli/job_spec.h"
 #include "tandem/cli/launcher.h"
 #include "tandem/cli/train_jobs.h"
+#include "tandem/clustering/clustering_client.h"
 #include "tandem/clustering/evaluation.h"
 #include "tandem/clustering/label_agreement.h"
 #include "tandem/clustering/pseudo_labels.h"
@@ -52,6 +53,8 @@ using methods::models::ReIdentifier;
 struct TrainFlags {
   std::string spec;
   bool quiet = false;
+  /// host:port of `tandem cluster` for mmt's pseudo labels ("" = in process).
+  std::string clustering_service;
   /// Local ranks to launch (0: run in this process, as one rank or as the
   /// rank the torchrun variables name).
   int nproc = 0;
@@ -289,6 +292,7 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
       << " iterations, evaluated on " << (target ? "the target " : "the source ") << eval_data.root
       << std::endl;
   for (int64_t epoch = first_epoch; epoch < spec.epochs; ++epoch) {
+    events.phase("train", epoch);
     const auto stats = trainer.train_epoch(epoch);
     nlohmann::ordered_json event = {{"event", "epoch"},
                                     {"kind", "pretrain"},
@@ -305,13 +309,16 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
          << 100 * stats.train_accuracy << "%  " << std::setprecision(0)
          << stats.train_images_per_second << " img/s";
     if (evaluate_now(spec, epoch)) {
+      events.phase("evaluate", epoch);
       const Evaluation e = evaluate(trainer.model(), query, gallery, spec, parallel);
       result = {e.map, e.rank1};
       event["mAP"] = e.map;
       event["rank1"] = e.rank1;
+      event["rank5"] = e.rank5;
       line << std::setprecision(1) << "  mAP " << e.map << "  rank-1 " << e.rank1;
     }
     if (!leader) continue;  // rank 0 writes the output folder
+    events.phase("checkpoint", epoch);
     save_weights(trainer.model(), fs::path(spec.output_dir) / "model.pt");
     worker::StateDict state;
     worker::set_meta(state, "kind", 0);
@@ -319,6 +326,7 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
     worker::add_module_state(state, "model", *trainer.model());
     worker::add_adam_state(state, "adam", trainer.optimizer());
     methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
+    event["checkpoint"] = checkpoint_path(spec).string();
     events.write(event);
     if (!quiet) std::cout << line.str() << std::endl;
   }
@@ -331,7 +339,8 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
   return result;
 }
 
-JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
+JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
+                  const std::string& clustering_service) {
   JobResult result;
   fs::create_directories(spec.output_dir);
   const bool leader = is_leader(parallel);
@@ -383,16 +392,22 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   // spec.camera_standardise: cluster the features with each camera's style
   // removed; the heads start from the raw features' cluster means.
   const torch::Tensor cameras = spec.camera_standardise ? train.cameras : torch::Tensor();
+  // With a clustering service (`tandem cluster`), rank 0 sends it the
+  // features instead of clustering in this process (the same computation).
+  clustering::ClusteringClientOptions service;
+  service.target = clustering_service;
+  service.job_id = spec.output_dir;
   const auto pseudo_labels = [cluster_options, fixed_eps, agreement, true_ids, eps_every_epoch,
-                              cameras](const torch::Tensor& features, int64_t) mutable {
+                              cameras, service](const torch::Tensor& features, int64_t) mutable {
     clustering::PseudoLabelOptions options = cluster_options;
     if (*fixed_eps > 0 && !eps_every_epoch) {
       options.rho = c10::nullopt;
       options.dbscan.eps = *fixed_eps;
     }
-    auto result = clustering::pseudo_labels(
-        cameras.defined() ? clustering::standardise_per_camera(features, cameras) : features,
-        options);
+    const torch::Tensor input =
+        cameras.defined() ? clustering::standardise_per_camera(features, cameras) : features;
+    auto result = service.target.empty() ? clustering::pseudo_labels(input, options)
+                                         : clustering::cluster_remote(input, options, service);
     if (cameras.defined()) {
       result.centroids =
           clustering::cluster_means(features, result.labels, result.centroids.size(0));
@@ -424,6 +439,9 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
   EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
+  options.on_phase = [&events](const std::string& phase, int64_t epoch) {
+    events.phase(phase, epoch);
+  };
   worker::MmtTrainer trainer(models[0], models[1], train.source, train.camera_list, options,
                              pseudo_labels);
   int64_t first_epoch = 0;
@@ -490,12 +508,14 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
       save_weights(trainer.teacher(1).module(), fs::path(spec.output_dir) / "teacher_2.pt");
     }
     if (evaluate_now(spec, epoch)) {
+      events.phase("evaluate", epoch);
       const Evaluation e1 = evaluate(trainer.teacher(0).module(), query, gallery, spec, parallel);
       const Evaluation e2 = evaluate(trainer.teacher(1).module(), query, gallery, spec, parallel);
       const bool first = e1.map >= e2.map;
       const Evaluation& best = first ? e1 : e2;
       event["mAP"] = {e1.map, e2.map};
       event["rank1"] = {e1.rank1, e2.rank1};
+      event["rank5"] = {e1.rank5, e2.rank5};
       line << std::setprecision(1) << "  mAP " << e1.map << " / " << e2.map << "  rank-1 "
            << e1.rank1 << " / " << e2.rank1;
       if (best.map > best_map) {
@@ -510,6 +530,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
       }
     }
     if (!leader) continue;  // rank 0 writes the output folder
+    events.phase("checkpoint", epoch);
     worker::StateDict state;
     worker::set_meta(state, "kind", 1);
     worker::set_meta(state, "epoch", static_cast<double>(epoch + 1));
@@ -522,6 +543,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
       worker::set_meta(state, "step_" + n, static_cast<double>(trainer.teacher(which).step()));
     }
     methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
+    event["checkpoint"] = checkpoint_path(spec).string();
     events.write(event);
     if (!quiet) std::cout << line.str() << std::endl;
   }
@@ -623,6 +645,10 @@ int run_train(const TrainFlags& flags) {
                         "--timeout",       seconds_text(flags.timeout_seconds),
                         "--share-timeout", seconds_text(flags.share_timeout_seconds)};
     if (flags.quiet) launch.rank_args.push_back("--quiet");
+    if (!flags.clustering_service.empty()) {
+      launch.rank_args.push_back("--clustering-service");
+      launch.rank_args.push_back(flags.clustering_service);
+    }
     return launch_local_ranks(launch);
   }
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
@@ -636,7 +662,7 @@ int run_train(const TrainFlags& flags) {
   } else if (spec.kind == "evaluate") {
     evaluate_job(spec, flags.quiet, parallel);
   } else {
-    mmt_job(spec, flags.quiet, parallel);
+    mmt_job(spec, flags.quiet, parallel, flags.clustering_service);
   }
   return kExitOk;
 }
@@ -667,6 +693,9 @@ void add_train_command(CLI::App& app, Action& action) {
       ->add_option("--share-timeout", flags->share_timeout_seconds,
                    "seconds ranks wait for rank 0's clustering")
       ->capture_default_str();
+  command->add_option("--clustering-service", flags->clustering_service,
+                      "mmt: host:port of a `tandem cluster` service for the pseudo labels "
+                      "(default: cluster in this process)");
   command->callback([flags, &action] { action = [flags] { return run_train(*flags); }; });
 }
 

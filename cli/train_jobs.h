@@ -30,8 +30,11 @@ struct JobResult {
 /// calls the job; rank 0 alone prints and writes the output folder.
 JobResult pretrain_job(const JobSpec& spec, bool quiet,
                        const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
+/// `clustering_service`: host:port of a `tandem cluster` that computes the
+/// pseudo labels ("" = in this process).
 JobResult mmt_job(const JobSpec& spec, bool quiet,
-                  const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
+                  const std::shared_ptr<const worker::DataParallel>& parallel = nullptr,
+                  const std::string& clustering_service = "");
 /// Evaluates spec.weights on the target's query/gallery (metrics.json,
 /// events.jsonl, the gallery export).
 JobResult evaluate_job(const JobSpec& spec, bool quiet,

@@ -73,7 +73,8 @@ absl::Status exec(sqlite3* db, const char* sql) {
   return absl::OkStatus();
 }
 
-constexpr const char* kJobColumns = "id, kind, spec_json, state, error, created_ms, updated_ms";
+constexpr const char* kJobColumns =
+    "id, kind, spec_json, state, error, created_ms, updated_ms, progress_json, attempts";
 
 absl::StatusOr<JobRecord> read_job(const Statement& row) {
   JobRecord job;
@@ -86,6 +87,8 @@ absl::StatusOr<JobRecord> read_job(const Statement& row) {
   job.error = row.column_text(4);
   job.created_ms = row.column_int(5);
   job.updated_ms = row.column_int(6);
+  job.progress_json = row.column_text(7);
+  job.attempts = row.column_int(8);
   return job;
 }
 
@@ -145,18 +148,28 @@ absl::Status JobStore::migrate() {
                                          std::to_string(kSchemaVersion) + ")");
   }
   if (version == kSchemaVersion) return absl::OkStatus();
-  TANDEM_RETURN_IF_ERROR(exec(db_,
-                              "BEGIN IMMEDIATE;"
-                              "CREATE TABLE IF NOT EXISTS jobs ("
-                              "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                              "  kind TEXT NOT NULL,"
-                              "  spec_json TEXT NOT NULL,"
-                              "  state TEXT NOT NULL,"
-                              "  error TEXT NOT NULL DEFAULT '',"
-                              "  created_ms INTEGER NOT NULL,"
-                              "  updated_ms INTEGER NOT NULL);"
-                              "PRAGMA user_version=1;"
-                              "COMMIT;"));
+  if (version < 1) {
+    TANDEM_RETURN_IF_ERROR(exec(db_,
+                                "BEGIN IMMEDIATE;"
+                                "CREATE TABLE IF NOT EXISTS jobs ("
+                                "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                "  kind TEXT NOT NULL,"
+                                "  spec_json TEXT NOT NULL,"
+                                "  state TEXT NOT NULL,"
+                                "  error TEXT NOT NULL DEFAULT '',"
+                                "  created_ms INTEGER NOT NULL,"
+                                "  updated_ms INTEGER NOT NULL);"
+                                "PRAGMA user_version=1;"
+                                "COMMIT;"));
+  }
+  // 1 -> 2: the service's progress of each job.
+  TANDEM_RETURN_IF_ERROR(
+      exec(db_,
+           "BEGIN IMMEDIATE;"
+           "ALTER TABLE jobs ADD COLUMN progress_json TEXT NOT NULL DEFAULT '{}';"
+           "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
+           "PRAGMA user_version=2;"
+           "COMMIT;"));
   return absl::OkStatus();
 }
 
@@ -197,6 +210,27 @@ absl::Status JobStore::update_state(int64_t id, JobState state, const std::strin
     return sqlite_error(db_, "updating job " + std::to_string(id));
   }
   if (sqlite3_changes(db_) == 0) return absl::NotFoundError("no job with id " + std::to_string(id));
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::update_job(const JobRecord& job) {
+  Statement update(db_,
+                   "UPDATE jobs SET spec_json = ?1, state = ?2, error = ?3, progress_json = ?4, "
+                   "attempts = ?5, updated_ms = ?6 WHERE id = ?7");
+  TANDEM_RETURN_IF_ERROR(update.prepared());
+  update.bind(1, job.spec_json);
+  update.bind(2, std::string(to_string(job.state)));
+  update.bind(3, job.error);
+  update.bind(4, job.progress_json);
+  update.bind(5, job.attempts);
+  update.bind(6, now_ms());
+  update.bind(7, job.id);
+  if (update.step() != SQLITE_DONE) {
+    return sqlite_error(db_, "updating job " + std::to_string(job.id));
+  }
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError("no job with id " + std::to_string(job.id));
+  }
   return absl::OkStatus();
 }
 

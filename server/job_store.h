@@ -35,6 +35,12 @@ struct JobRecord {
   /// Unix time in milliseconds.
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
+  /// What the service knows of the job's run as JSON text (phase, epoch,
+  /// iteration, metrics history, workers, checkpoint, start and end times):
+  /// tandem.v1.Job's progress fields, written as they change.
+  std::string progress_json = "{}";
+  /// How often the job's group was started (first start and restarts).
+  int64_t attempts = 0;
 };
 
 class JobStore {
@@ -54,11 +60,15 @@ class JobStore {
   absl::StatusOr<JobRecord> get_job(int64_t id);
   /// Changes state (and error text); NOT_FOUND for an unknown id.
   absl::Status update_state(int64_t id, JobState state, const std::string& error = "");
+  /// Writes every mutable field of `job` (spec, state, error, progress,
+  /// attempts) in one transaction; NOT_FOUND for an unknown id.
+  absl::Status update_job(const JobRecord& job);
   /// Every job, oldest first.
   absl::StatusOr<std::vector<JobRecord>> list_jobs();
 
   /// Schema version this build writes (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 1;
+  /// 1: id, kind, spec, state, error, times; 2: + progress_json, attempts.
+  static constexpr int kSchemaVersion = 2;
 
  private:
   explicit JobStore(sqlite3* db);

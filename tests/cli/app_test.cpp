@@ -11,7 +11,8 @@ TEST(TandemCli, HelpListsTheSubcommands) {
   auto result = run_tandem({"--help"}, "help");
   EXPECT_EQ(result.exit_code, 0) << result.err;
   for (const char* subcommand :
-       {"server", "cluster", "health", "demo", "dataset", "synth", "train", "bench"}) {
+       {"server", "cluster", "health", "demo", "dataset", "synth", "train", "bench", "worker",
+        "submit", "status", "watch", "cancel", "rank"}) {
     EXPECT_NE(result.out.find(subcommand), std::string::npos) << subcommand << "\n" << result.out;
   }
 }

@@ -3,13 +3,20 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <filesystem>
+#include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <filesystem>
+#include <set>
+
+#include "deployment.h"
 #include "run_tandem.h"
 #include "tandem/server/health_client.h"
 
 namespace tandem::cli {
 namespace {
+
+namespace fs = std::filesystem;
 
 using testing::run_tandem;
 using testing::scratch_path;
@@ -49,6 +56,307 @@ TEST(ServerCommand, UnopenableJobStoreFailsNamingThePath) {
   auto result = run_tandem({"server", "--listen", "127.0.0.1:0", "--db", db}, "server-bad-db");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find(db), std::string::npos) << result.err;
+}
+
+// ---------------------------------------------------------------------------
+// The job service end to end: real server, worker and clustering processes
+// on loopback (tests/cli/deployment.h).
+
+using testing::Deployment;
+using testing::tiny_spec;
+namespace v1 = tandem::v1;
+
+bool ended(const v1::Job& job) {
+  return job.state() == v1::SUCCEEDED || job.state() == v1::FAILED || job.state() == v1::CANCELLED;
+}
+
+/// Every event of WatchJob until the stream ends.
+std::vector<v1::JobEvent> watch_all(v1::Tandem::Stub& stub, const std::string& id,
+                                    double iteration_rate = 1e9) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  v1::WatchJobRequest request;
+  request.set_id(id);
+  request.set_max_iteration_events_per_second(iteration_rate);
+  auto reader = stub.WatchJob(&context, request);
+  std::vector<v1::JobEvent> events;
+  v1::JobEvent event;
+  while (reader->Read(&event)) events.push_back(event);
+  EXPECT_TRUE(reader->Finish().ok());
+  return events;
+}
+
+TEST(JobService, SubmitWatchAndRankThroughTheCliWithTwoRanksAndTheClusteringService) {
+  Deployment deployment("e2e", {/*workers=*/2, /*clustering_service=*/true});
+  // pretrain on the source, then mmt on two ranks (data parallel over the
+  // server's rendezvous) with pseudo labels from the clustering service.
+  v1::Job pretrain;
+  ASSERT_TRUE(deployment.submit(tiny_spec("pretrain", 2, 3), &pretrain).ok());
+  const v1::Job pretrained = deployment.wait_until(pretrain.id(), ended);
+  ASSERT_EQ(pretrained.state(), v1::SUCCEEDED) << pretrained.error();
+  ASSERT_EQ(pretrained.metrics_size(), 2);
+  EXPECT_GT(pretrained.metrics(1).map(), 0);
+  EXPECT_FALSE(pretrained.checkpoint().empty());
+  const std::string model = pretrained.spec().output_dir() + "/model.pt";
+  ASSERT_TRUE(fs::exists(model));
+
+  const fs::path spec = deployment.dir() / "mmt.yaml";
+  testing::write_file(
+      spec,
+      "kind: mmt\ntarget: {kind: market1501, root: " + (testing::tiny_domains() / "duke").string() +
+          "}\ninit_1: " + model + "\ninit_2: " + model +
+          "\nbackbone: small\nbackbone_width: 4\nheight: 32\nwidth: 16\nidentities: 4\n"
+          "instances: 4\niters: 3\nepochs: 2\nloader_threads: 1\nlr: 0.001\n"
+          "clustering: kmeans\nk: 8\nbn_group_size: 4\nworld_size: 2\n");
+  auto submitted =
+      run_tandem({"submit", spec.string(), "--watch", "--server", deployment.address()}, "submit");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.out << submitted.err << deployment.server_log();
+  EXPECT_NE(submitted.out.find("SUCCEEDED"), std::string::npos) << submitted.out;
+
+  auto listed = run_tandem({"status", "--json", "--server", deployment.address()}, "status");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const std::string mmt_id = std::to_string(std::stoll(pretrain.id()) + 1);
+  const v1::Job mmt = deployment.get(mmt_id);
+  ASSERT_EQ(mmt.state(), v1::SUCCEEDED) << mmt.error();
+  EXPECT_EQ(mmt.workers_size(), 2);
+  ASSERT_EQ(mmt.metrics_size(), 2);
+  // Both ranks ran; rank 0 sent its features to the clustering service.
+  EXPECT_TRUE(fs::exists(mmt.spec().output_dir() + "/ranks/rank-1.log"));
+  EXPECT_NE(deployment.server_log().find("attempt 1 on 2 worker(s)"), std::string::npos);
+
+  auto ranked = run_tandem(
+      {"rank", mmt_id, "--query", "0", "--top", "5", "--json", "--server", deployment.address()},
+      "rank");
+  ASSERT_EQ(ranked.exit_code, 0) << ranked.out << ranked.err;
+  const auto reply = nlohmann::json::parse(ranked.out.substr(0, ranked.out.find('\n')));
+  ASSERT_EQ(reply["entries"].size(), 5u) << ranked.out;
+  double previous = -1;
+  for (const auto& entry : reply["entries"]) {
+    EXPECT_GE(entry.value("distance", 0.0), previous);
+    previous = entry.value("distance", 0.0);
+    EXPECT_FALSE(entry.value("gallery_path", std::string()).empty());
+  }
+}
+
+TEST(JobService, WatchShowsEveryPhaseOfAnMmtEpochAndTheMetrics) {
+  Deployment deployment("phases", {/*workers=*/1});
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 2, 3), &job).ok());
+  const auto events = watch_all(deployment.stub(), job.id());
+  std::vector<v1::JobPhase> phases;
+  int iterations = 0, epochs = 0;
+  for (const auto& event : events) {
+    if (event.has_job() && event.job().state() == v1::RUNNING &&
+        (phases.empty() || phases.back() != event.job().phase()) &&
+        event.job().phase() != v1::JOB_PHASE_UNSPECIFIED)
+      phases.push_back(event.job().phase());
+    iterations += event.has_iteration();
+    if (event.has_epoch()) {
+      ++epochs;
+      EXPECT_GT(event.epoch().metrics().map(), 0);
+      EXPECT_EQ(event.epoch().values().count("clusters"), 1u);
+    }
+  }
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().job().state(), v1::SUCCEEDED) << deployment.server_log();
+  const std::vector<v1::JobPhase> one_epoch = {v1::EXTRACT, v1::CLUSTER, v1::TRAIN, v1::EVALUATE,
+                                               v1::CHECKPOINT};
+  std::vector<v1::JobPhase> expected = one_epoch;
+  expected.insert(expected.end(), one_epoch.begin(), one_epoch.end());
+  EXPECT_EQ(phases, expected);
+  EXPECT_EQ(iterations, 6);
+  EXPECT_EQ(epochs, 2);
+}
+
+TEST(JobService, RefusesBadRequestsWithTheRightCodeAndTheField) {
+  Deployment deployment("validation", {/*workers=*/1});
+  struct Case {
+    std::string name;
+    std::function<void(v1::JobSpec&)> change;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"empty root", [](v1::JobSpec& s) { s.mutable_target()->set_root(""); },
+       grpc::INVALID_ARGUMENT, "target.root"},
+      {"missing root",
+       [](v1::JobSpec& s) { s.mutable_target()->set_root("/nonexistent/tandem-data"); },
+       grpc::INVALID_ARGUMENT, "target.root"},
+      {"negative lr", [](v1::JobSpec& s) { s.set_lr(-0.1); }, grpc::INVALID_ARGUMENT, "lr"},
+      {"K above the data set", [](v1::JobSpec& s) { s.set_k(100000); }, grpc::INVALID_ARGUMENT,
+       "spec.k"},
+      {"unknown kind", [](v1::JobSpec& s) { s.set_kind("finetune"); }, grpc::INVALID_ARGUMENT,
+       "kind"},
+      {"missing init",
+       [](v1::JobSpec& s) {
+         s.set_init_1("/nonexistent/model.pt");
+         s.set_init_2("/nonexistent/model.pt");
+       },
+       grpc::INVALID_ARGUMENT, "init_1"},
+      {"world size above the workers", [](v1::JobSpec& s) { s.set_world_size(3); },
+       grpc::FAILED_PRECONDITION, "world_size"},
+      {"world size zero", [](v1::JobSpec& s) { s.set_world_size(0); }, grpc::INVALID_ARGUMENT,
+       "world_size"},
+  };
+  for (const Case& c : cases) {
+    v1::JobSpec spec = tiny_spec("mmt", 1, 1);
+    c.change(spec);
+    v1::Job job;
+    const grpc::Status status = deployment.submit(spec, &job);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_NE(status.error_message().find(c.field), std::string::npos)
+        << c.name << ": " << status.error_message();
+  }
+  // Nothing was stored.
+  grpc::ClientContext list_context;
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(deployment.stub().ListJobs(&list_context, v1::ListJobsRequest(), &listed).ok());
+  EXPECT_EQ(listed.jobs_size(), 0);
+
+  const auto code_of = [&](auto call) { return call().error_code(); };
+  EXPECT_EQ(code_of([&] {
+              grpc::ClientContext context;
+              v1::GetJobRequest request;
+              request.set_id("999");
+              v1::Job job;
+              return deployment.stub().GetJob(&context, request, &job);
+            }),
+            grpc::NOT_FOUND);
+  EXPECT_EQ(code_of([&] {
+              grpc::ClientContext context;
+              v1::CancelJobRequest request;
+              request.set_id("abc");
+              v1::Job job;
+              return deployment.stub().CancelJob(&context, request, &job);
+            }),
+            grpc::NOT_FOUND);
+  // A job that has not exported a ranking yet, and an ended job's cancel.
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(tiny_spec("pretrain", 1, 1), &job).ok());
+  const auto rank_code = code_of([&] {
+    grpc::ClientContext context;
+    v1::RankRequest request;
+    request.set_job_id(job.id());
+    request.set_query_index(0);
+    v1::RankResponse reply;
+    return deployment.stub().Rank(&context, request, &reply);
+  });
+  EXPECT_EQ(rank_code, grpc::FAILED_PRECONDITION);
+  ASSERT_EQ(deployment.wait_until(job.id(), ended).state(), v1::SUCCEEDED);
+  EXPECT_EQ(code_of([&] {
+              grpc::ClientContext context;
+              v1::CancelJobRequest request;
+              request.set_id(job.id());
+              v1::Job reply;
+              return deployment.stub().CancelJob(&context, request, &reply);
+            }),
+            grpc::FAILED_PRECONDITION);
+  EXPECT_EQ(code_of([&] {
+              grpc::ClientContext context;
+              v1::RankRequest request;
+              request.set_job_id(job.id());
+              request.set_query_index(1 << 30);
+              v1::RankResponse reply;
+              return deployment.stub().Rank(&context, request, &reply);
+            }),
+            grpc::OUT_OF_RANGE);
+}
+
+TEST(JobService, CancelStopsTheRanksWithinSecondsAndKeepsTheLastCheckpoint) {
+  Deployment deployment("cancel", {/*workers=*/1});
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 200, 3), &job).ok());
+  const v1::Job running = deployment.wait_until(job.id(), [](const v1::Job& j) {
+    return j.state() == v1::RUNNING && !j.checkpoint().empty() && j.phase() == v1::TRAIN;
+  });
+  ASSERT_FALSE(running.checkpoint().empty());
+  const auto start = std::chrono::steady_clock::now();
+  auto cancelled = run_tandem({"cancel", job.id(), "--server", deployment.address()}, "cancel");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(cancelled.exit_code, 0) << cancelled.out << cancelled.err;
+  const v1::Job after = deployment.get(job.id());
+  EXPECT_EQ(after.state(), v1::CANCELLED);
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_TRUE(fs::exists(after.checkpoint()));
+  EXPECT_EQ(after.metrics_size(), after.metrics_size());
+  EXPECT_LT(after.epoch(), 199);
+}
+
+TEST(JobService, ServerKilledMidJobLosesNothingAndTheJobFinishesAfterARestart) {
+  Deployment deployment("server-kill", {/*workers=*/1});
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 4, 3), &job).ok());
+  deployment.wait_until(job.id(),
+                        [](const v1::Job& j) { return !j.checkpoint().empty() && j.epoch() >= 1; });
+  deployment.kill_server();
+  deployment.start_server();
+  const v1::Job finished = deployment.wait_until(job.id(), ended);
+  EXPECT_EQ(finished.state(), v1::SUCCEEDED) << finished.error() << deployment.server_log();
+  EXPECT_EQ(finished.metrics_size(), 4) << "every epoch's metrics, kept across the restart";
+  EXPECT_NE(deployment.server_log().find("queued again"), std::string::npos);
+  const std::string rank_log =
+      testing::read_file(finished.spec().output_dir() + "/ranks/rank-0.log");
+  EXPECT_NE(rank_log.find("resuming from"), std::string::npos) << rank_log;
+}
+
+TEST(JobService, AWorkerKilledMidEpochRestartsTheJobOnTheOtherWorker) {
+  Deployment deployment("worker-kill", {/*workers=*/2});
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 4, 3), &job).ok());
+  const v1::Job running = deployment.wait_until(
+      job.id(), [](const v1::Job& j) { return !j.checkpoint().empty() && j.phase() == v1::TRAIN; });
+  ASSERT_EQ(running.workers_size(), 1);
+  const size_t index = running.workers(0) == "w0" ? 0 : 1;
+  deployment.kill_worker(index);
+  const v1::Job finished = deployment.wait_until(job.id(), ended);
+  EXPECT_EQ(finished.state(), v1::SUCCEEDED) << finished.error() << deployment.server_log();
+  ASSERT_EQ(finished.workers_size(), 1);
+  EXPECT_NE(finished.workers(0), running.workers(0));
+  EXPECT_NE(deployment.server_log().find("lost"), std::string::npos);
+  const std::string rank_log =
+      testing::read_file(finished.spec().output_dir() + "/ranks/rank-0.log");
+  EXPECT_NE(rank_log.find("resuming from"), std::string::npos) << rank_log;
+}
+
+TEST(JobService, ThirtyTwoConcurrentWatchersAndPollersWhileAJobTrains) {
+  Deployment deployment("clients", {/*workers=*/1});
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 2, 6), &job).ok());
+  std::atomic<int> finished_watchers{0}, good_polls{0}, bad_polls{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 32; ++i) {
+    clients.emplace_back([&, i] {
+      auto channel = grpc::CreateChannel(deployment.address(), grpc::InsecureChannelCredentials());
+      auto stub = v1::Tandem::NewStub(channel);
+      if (i % 2 == 0) {
+        const auto events = watch_all(*stub, job.id(), 2);
+        if (!events.empty() && events.back().has_job() &&
+            events.back().job().state() == v1::SUCCEEDED)
+          ++finished_watchers;
+        return;
+      }
+      while (true) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        v1::GetJobRequest request;
+        request.set_id(job.id());
+        v1::Job reply;
+        if (!stub->GetJob(&context, request, &reply).ok()) {
+          ++bad_polls;
+          return;
+        }
+        ++good_polls;
+        if (ended(reply)) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    });
+  }
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(finished_watchers.load(), 16);
+  EXPECT_EQ(bad_polls.load(), 0);
+  EXPECT_GT(good_polls.load(), 16);
+  EXPECT_EQ(deployment.get(job.id()).state(), v1::SUCCEEDED);
 }
 
 }  // namespace

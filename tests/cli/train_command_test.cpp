@@ -212,8 +212,13 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     std::ifstream events(out / "events.jsonl");
     int64_t epochs = 0, iterations = 0;
     std::vector<double> eps;
+    std::vector<std::string> phases;
     for (std::string line; std::getline(events, line);) {
       const auto event = nlohmann::json::parse(line);  // one JSON object per line
+      if (event["event"] == "phase") {  // what the service shows as the job's phase
+        phases.push_back(event["phase"]);
+        continue;
+      }
       EXPECT_EQ(event["kind"], "mmt");
       if (event["event"] == "iteration") {
         ++iterations;
@@ -231,6 +236,11 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
       eps.push_back(event["eps"]);
     }
     EXPECT_EQ(epochs, 2);
+    const std::vector<std::string> epoch_phases = {"extract", "cluster", "train", "evaluate",
+                                                   "checkpoint"};
+    std::vector<std::string> expected = epoch_phases;
+    expected.insert(expected.end(), epoch_phases.begin(), epoch_phases.end());
+    EXPECT_EQ(phases, expected);
     ASSERT_EQ(eps.size(), 2u);
     if (clustering == "dbscan" && !every) {
       EXPECT_GT(eps[0], 0);

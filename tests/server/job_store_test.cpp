@@ -99,6 +99,61 @@ TEST_F(JobStoreTest, RefusesASchemaFromANewerTandem) {
   EXPECT_NE(std::string(store.status().message()).find("schema version 99"), std::string::npos);
 }
 
+TEST_F(JobStoreTest, UpdateJobWritesProgressAndAttemptsDurably) {
+  int64_t id = 0;
+  {
+    auto store = JobStore::Open(db());
+    ASSERT_TRUE(store.ok());
+    id = *(*store)->insert_job("mmt", "{}");
+    auto job = (*store)->get_job(id);
+    ASSERT_TRUE(job.ok());
+    EXPECT_EQ(job->progress_json, "{}");
+    EXPECT_EQ(job->attempts, 0);
+    job->state = JobState::kRunning;
+    job->spec_json = R"({"kind":"mmt","output_dir":"/jobs/1"})";
+    job->progress_json = R"({"phase":"TRAIN","epoch":"3"})";
+    job->attempts = 2;
+    ASSERT_TRUE((*store)->update_job(*job).ok());
+    job->id = 77;
+    EXPECT_EQ((*store)->update_job(*job).code(), absl::StatusCode::kNotFound);
+  }
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok());
+  auto job = (*store)->get_job(id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state, JobState::kRunning);
+  EXPECT_EQ(job->spec_json, R"({"kind":"mmt","output_dir":"/jobs/1"})");
+  EXPECT_EQ(job->progress_json, R"({"phase":"TRAIN","epoch":"3"})");
+  EXPECT_EQ(job->attempts, 2);
+}
+
+TEST_F(JobStoreTest, MigratesAVersionOneStoreKeepingItsJobs) {
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db().c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(raw,
+                     "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT "
+                     "NULL, spec_json TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL "
+                     "DEFAULT '', created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+                     "INSERT INTO jobs (kind, spec_json, state, created_ms, updated_ms) "
+                     "VALUES ('pretrain', '{}', 'SUCCEEDED', 5, 6);"
+                     "PRAGMA user_version=1;",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->list_jobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].kind, "pretrain");
+  EXPECT_EQ((*jobs)[0].state, JobState::kSucceeded);
+  EXPECT_EQ((*jobs)[0].progress_json, "{}");
+  EXPECT_EQ((*jobs)[0].created_ms, 5);
+}
+
 TEST(JobStateNames, RoundTrip) {
   for (auto state : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {

@@ -144,7 +144,12 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   MmtEpochStats stats;
   stats.epoch = epoch;
   // 1-2. Pseudo labels from the averaged teacher features.
+  const auto phase = [&](const char* name) {
+    if (options_.on_phase) options_.on_phase(name, epoch);
+  };
+  phase("extract");
   const torch::Tensor features = teacher_features();
+  phase("cluster");
   const DataParallel* parallel = options_.data_parallel && options_.data_parallel->world_size() > 1
                                      ? options_.data_parallel.get()
                                      : nullptr;
@@ -185,6 +190,7 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   stats.noise = labels.eq(-1).sum().item<int64_t>();
   stats.eps = pseudo.eps;
 
+  phase("train");
   // 3. Heads of all four networks from the normalised centroids.
   const torch::Tensor centres = torch::nn::functional::normalize(
       pseudo.centroids.to(torch::kFloat32), torch::nn::functional::NormalizeFuncOptions().dim(1));

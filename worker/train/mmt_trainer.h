@@ -91,6 +91,8 @@ struct MmtOptions {
 
   /// Called after every iteration (none: silent).
   ProgressFn on_iteration;
+  /// Called when an epoch starts extracting, clustering and training.
+  PhaseFn on_phase;
 
   /// Throws c10::Error naming the first invalid field.
   void validate() const;

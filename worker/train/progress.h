@@ -44,4 +44,9 @@ inline IterationProgress make_iteration_progress(
 /// Called on the training thread after every iteration (keep it cheap).
 using ProgressFn = std::function<void(const IterationProgress&)>;
 
+/// Called on the training thread when an epoch enters a phase ("extract",
+/// "cluster", "train"; the jobs add "evaluate" and "checkpoint"), so the
+/// service can show what a job is doing (docs/protocol.md).
+using PhaseFn = std::function<void(const std::string& phase, int64_t epoch)>;
+
 }  // namespace tandem::worker

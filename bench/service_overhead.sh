@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The service path's overhead: the same job run by `tandem train` directly
+# and through a local deployment (tandem server + one tandem worker;
+# `tandem submit SPEC --watch`), alternating, RUNS times each, on one
+# machine. Prints each wall time, the medians and the overhead in percent
+# of the direct run (issue 8's target: under 5%).
+#   bench/service_overhead.sh [BUILD_DIR] [RUNS] [EPOCHS]
+set -euo pipefail
+build=${1:-build}
+runs=${2:-3}
+epochs=${3:-5}
+tandem=$(cd "$build" && pwd)/cli/tandem
+work=$(mktemp -d "${TMPDIR:-/tmp}/tandem-service-overhead-XXXXXX")
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$tandem" synth --out "$work/market" --domain market --ids 100 --seed 1 \
+  --height 64 --width 32 --quiet
+"$tandem" synth --out "$work/duke" --domain duke --ids 100 --seed 1 \
+  --height 64 --width 32 --quiet
+spec() {  # spec OUTPUT_DIR
+  cat <<YAML
+kind: pretrain
+output_dir: $1
+source: {kind: market1501, root: $work/market}
+target: {kind: market1501, root: $work/duke}
+backbone: small
+backbone_width: 16
+backbone_depth: 2
+height: 64
+width: 32
+identities: 8
+instances: 4
+iters: 30
+epochs: $epochs
+warmup_epochs: 1
+lr: 0.003
+eval_every: 0
+loader_threads: 2
+YAML
+}
+
+port=$(shuf -i 20000-60000 -n 1)
+"$tandem" server --listen "127.0.0.1:$port" --db "$work/tandem.db" --jobs-dir "$work/jobs" \
+  > "$work/server.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do "$tandem" health --target "127.0.0.1:$port" > /dev/null 2>&1 && break; sleep 0.1; done
+"$tandem" worker --server "127.0.0.1:$port" > "$work/worker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q registered "$work/server.log" && break; sleep 0.1; done
+
+now() { date +%s.%N; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a - b}'; }
+direct=()
+service=()
+for run in $(seq "$runs"); do
+  spec "$work/direct-$run" > "$work/direct-$run.yaml"
+  start=$(now)
+  "$tandem" train "$work/direct-$run.yaml" --quiet > "$work/direct-$run.log" 2>&1
+  direct+=("$(minus "$(now)" "$start")")
+  spec "$work/service-$run" > "$work/service-$run.yaml"
+  start=$(now)
+  "$tandem" submit "$work/service-$run.yaml" --watch --server "127.0.0.1:$port" \
+    > "$work/service-$run.log" 2>&1
+  service+=("$(minus "$(now)" "$start")")
+  echo "run $run: tandem train ${direct[-1]} s, through the service ${service[-1]} s"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+d=$(median "${direct[@]}")
+s=$(median "${service[@]}")
+echo "median: tandem train $d s, service $s s, overhead $(awk -v s="$s" -v d="$d" 'BEGIN {printf "%.1f", 100 * (s - d) / d}') %"

@@ -1,0 +1,427 @@
+// `tandem worker --server ADDR`: one rank's host. Registers with the server
+// over the WorkerControl stream, heartbeats, and runs each rank it is
+// assigned as a `tandem train` child process with torchrun's variables (the
+// rendezvous store is the server's). Rank 0 forwards its job's events
+// (OUTPUT_DIR/events.jsonl) as they are written; every rank reports its
+// exit. When the stream breaks (server gone or restarted) the rank is
+// stopped and the worker reconnects; SIGINT/SIGTERM stop both.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "tandem/cli/app.h"
+#include "tandem/cli/launcher.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem::cli {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = tandem::v1;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_worker_signal(int signal) {
+  g_stop_signal.store(signal);
+}
+
+struct WorkerFlags {
+  std::string server = "127.0.0.1:50051";
+  std::string name;
+  std::string device = "cpu";
+  int gpus = 0;
+  /// Intra-op threads of each rank (0: the rank's default).
+  int threads = 0;
+  double grace_seconds = 10;
+};
+
+/// The last `lines` lines of a file (at most 2,000 characters).
+std::string tail_of(const fs::path& path, int lines = 15) {
+  std::ifstream in(path);
+  std::deque<std::string> kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find('\r') != std::string::npos) line = line.substr(line.rfind('\r') + 1);
+    if (line.empty()) continue;
+    kept.push_back(line);
+    if (static_cast<int>(kept.size()) > lines) kept.pop_front();
+  }
+  std::string out;
+  for (const auto& l : kept) out += l + "\n";
+  if (out.size() > 2000) out = "..." + out.substr(out.size() - 2000);
+  return out;
+}
+
+/// Appends complete new lines of a growing file.
+class FileTail {
+ public:
+  FileTail() = default;
+  explicit FileTail(fs::path path) : path_(std::move(path)) {
+    std::error_code error;
+    const auto size = fs::file_size(path_, error);
+    offset_ = error ? 0 : static_cast<std::streamoff>(size);
+  }
+  std::vector<std::string> read_lines() {
+    std::vector<std::string> lines;
+    if (path_.empty()) return lines;
+    std::ifstream in(path_, std::ios::binary);
+    if (!in) return lines;
+    in.seekg(offset_);
+    std::string chunk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    offset_ += static_cast<std::streamoff>(chunk.size());
+    pending_ += chunk;
+    size_t start = 0, end;
+    while ((end = pending_.find('\n', start)) != std::string::npos) {
+      if (end > start) lines.push_back(pending_.substr(start, end - start));
+      start = end + 1;
+    }
+    pending_.erase(0, start);
+    return lines;
+  }
+
+ private:
+  fs::path path_;
+  std::streamoff offset_ = 0;
+  std::string pending_;
+};
+
+/// The rank this worker runs.
+struct RunningRank {
+  v1::AssignRank assignment;
+  pid_t pid = -1;
+  fs::path log;
+  FileTail events;
+  std::optional<Clock::time_point> kill_at;
+};
+
+class Worker {
+ public:
+  explicit Worker(WorkerFlags flags) : flags_(std::move(flags)) {}
+
+  int run() {
+    std::cout << "tandem worker: connecting to " << flags_.server << std::endl;
+    bool said_waiting = false;
+    while (g_stop_signal.load() == 0) {
+      const Session result = session();
+      stop_rank_now("the control stream ended");
+      rank_.reset();  // the server restarts the job; nothing to report to
+      if (result == Session::kStopped) break;
+      if (result == Session::kNoServer && !said_waiting) {
+        std::cout << "tandem worker: no server at " << flags_.server << " yet; retrying"
+                  << std::endl;
+        said_waiting = true;
+      } else if (result == Session::kLost) {
+        std::cout << "tandem worker: lost the server at " << flags_.server << "; reconnecting"
+                  << std::endl;
+        said_waiting = false;
+      }
+      for (int i = 0; i < 10 && g_stop_signal.load() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    std::cout << "tandem worker: stopped" << std::endl;
+    return kExitOk;
+  }
+
+ private:
+  enum class Session { kNoServer, kLost, kStopped };
+
+  Session session() {
+    grpc::ChannelArguments arguments;
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    auto channel =
+        grpc::CreateCustomChannel(flags_.server, grpc::InsecureChannelCredentials(), arguments);
+    if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(2))) {
+      return Session::kNoServer;
+    }
+    auto stub = v1::WorkerControl::NewStub(channel);
+    grpc::ClientContext context;
+    auto stream = stub->Connect(&context);
+    std::mutex write_mutex;
+    const auto write = [&](const v1::WorkerMessage& message) {
+      std::lock_guard<std::mutex> lock(write_mutex);
+      return stream->Write(message);
+    };
+    v1::WorkerMessage hello;
+    auto* reg = hello.mutable_register_();
+    char host[256] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    reg->set_host(host);
+    reg->set_name(flags_.name.empty() ? std::string(host) + ":" + std::to_string(::getpid())
+                                      : flags_.name);
+    reg->set_device_kind(flags_.device);
+    reg->set_gpus(flags_.gpus);
+    reg->set_pid(::getpid());
+    v1::WorkerCommand first;
+    if (!write(hello) || !stream->Read(&first) || !first.has_registered()) {
+      context.TryCancel();
+      stream->Finish();
+      return Session::kNoServer;
+    }
+    std::cout << "tandem worker: registered with " << flags_.server << " as "
+              << first.registered().worker_id() << " (" << reg->name() << ")" << std::endl;
+    const auto heartbeat = std::chrono::milliseconds(
+        static_cast<int64_t>(std::max(0.05, first.registered().heartbeat_seconds()) * 1000));
+
+    // Commands arrive on a reader thread and are handled here, which owns
+    // the rank.
+    std::mutex queue_mutex;
+    std::deque<v1::WorkerCommand> commands;
+    std::atomic<bool> stream_open{true};
+    std::thread reader([&] {
+      v1::WorkerCommand command;
+      while (stream->Read(&command)) {
+        std::lock_guard<std::mutex> lock(queue_mutex);
+        commands.push_back(command);
+      }
+      stream_open.store(false);
+    });
+    Session result = Session::kLost;
+    auto next_heartbeat = Clock::now();
+    while (true) {
+      if (g_stop_signal.load() != 0) {
+        result = Session::kStopped;
+        break;
+      }
+      if (!stream_open.load()) break;
+      std::deque<v1::WorkerCommand> todo;
+      {
+        std::lock_guard<std::mutex> lock(queue_mutex);
+        todo.swap(commands);
+      }
+      for (const auto& command : todo) handle(command, write);
+      poll_rank(write);
+      if (Clock::now() >= next_heartbeat) {
+        v1::WorkerMessage beat;
+        beat.mutable_heartbeat()->set_time_ms(
+            std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count());
+        if (!write(beat)) break;
+        next_heartbeat = Clock::now() + heartbeat;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (result == Session::kStopped && rank_) {
+      stop_rank_now("the worker was stopped");
+      report_exit(write);
+    }
+    context.TryCancel();
+    reader.join();
+    stream->Finish();
+    return result;
+  }
+
+  template <typename Write>
+  void handle(const v1::WorkerCommand& command, const Write& write) {
+    if (command.has_assign()) {
+      if (rank_) {
+        stop_rank_now("a new assignment arrived");
+        report_exit(write);
+      }
+      start_rank(command.assign(), write);
+    } else if (command.has_stop() && rank_ &&
+               rank_->assignment.job_id() == command.stop().job_id() &&
+               rank_->assignment.attempt() == command.stop().attempt()) {
+      if (!rank_->kill_at) {
+        std::cout << "tandem worker: stopping job " << rank_->assignment.job_id() << " rank "
+                  << rank_->assignment.rank() << std::endl;
+        ::kill(rank_->pid, SIGTERM);
+        rank_->kill_at = Clock::now() + std::chrono::milliseconds(
+                                            static_cast<int64_t>(flags_.grace_seconds * 1000));
+      }
+    }
+  }
+
+  template <typename Write>
+  void start_rank(const v1::AssignRank& assignment, const Write& write) {
+    auto rank = std::make_unique<RunningRank>();
+    rank->assignment = assignment;
+    const nlohmann::json spec = nlohmann::json::parse(assignment.spec_json(), nullptr, false);
+    const std::string output_dir = spec.is_object() && spec.contains("output_dir")
+                                       ? spec["output_dir"].get<std::string>()
+                                       : "";
+    std::string failure;
+    if (output_dir.empty()) failure = "the assignment's spec has no output_dir";
+    fs::path ranks_dir = fs::path(output_dir) / "ranks";
+    std::error_code error;
+    if (failure.empty()) fs::create_directories(ranks_dir, error);
+    if (failure.empty() && error) failure = ranks_dir.string() + ": " + error.message();
+    const std::string r = std::to_string(assignment.rank());
+    const fs::path spec_path = ranks_dir / ("rank-" + r + ".spec.json");
+    if (failure.empty()) {
+      std::ofstream out(spec_path);
+      out << assignment.spec_json() << "\n";
+      if (!out.flush()) failure = spec_path.string() + ": cannot write";
+    }
+    if (!failure.empty()) {
+      v1::WorkerMessage message;
+      auto* exited = message.mutable_exited();
+      exited->set_job_id(assignment.job_id());
+      exited->set_attempt(assignment.attempt());
+      exited->set_rank(assignment.rank());
+      exited->set_exit_code(1);
+      exited->set_error_tail(failure);
+      write(message);
+      return;
+    }
+    rank->log = ranks_dir / ("rank-" + r + ".log");
+    if (assignment.rank() == 0) rank->events = FileTail(fs::path(output_dir) / "events.jsonl");
+    ChildProcess child;
+    child.exe = self_executable();
+    child.args = {"train",           spec_path.string(),
+                  "--timeout",       std::to_string(assignment.timeout_seconds()),
+                  "--share-timeout", std::to_string(assignment.share_timeout_seconds())};
+    if (!assignment.clustering_address().empty()) {
+      child.args.push_back("--clustering-service");
+      child.args.push_back(assignment.clustering_address());
+    }
+    child.log = rank->log;
+    child.env = {{"TANDEM_RESTART", std::to_string(assignment.attempt())},
+                 {"WORLD_SIZE", std::to_string(assignment.world_size())},
+                 {"RANK", r},
+                 {"LOCAL_RANK", "0"}};
+    if (assignment.world_size() > 1) {
+      child.env.emplace_back("MASTER_ADDR", assignment.master_addr());
+      child.env.emplace_back("MASTER_PORT", std::to_string(assignment.master_port()));
+      child.env.emplace_back("TORCHELASTIC_USE_AGENT_STORE", "True");  // the server's store
+    }
+    if (flags_.threads > 0)
+      child.env.emplace_back("OMP_NUM_THREADS", std::to_string(flags_.threads));
+    rank->pid = spawn_child(child);
+    std::cout << "tandem worker: job " << assignment.job_id() << " attempt " << assignment.attempt()
+              << ": rank " << r << " of " << assignment.world_size() << " started (pid "
+              << rank->pid << ", log " << rank->log.string() << ")" << std::endl;
+    rank_ = std::move(rank);
+  }
+
+  template <typename Write>
+  void forward_events(const Write& write) {
+    for (const std::string& line : rank_->events.read_lines()) {
+      v1::WorkerMessage message;
+      auto* event = message.mutable_event();
+      event->set_job_id(rank_->assignment.job_id());
+      event->set_attempt(rank_->assignment.attempt());
+      event->set_event_json(line);
+      write(message);
+    }
+  }
+
+  template <typename Write>
+  void poll_rank(const Write& write) {
+    if (!rank_) return;
+    forward_events(write);
+    if (rank_->kill_at && Clock::now() >= *rank_->kill_at) ::kill(rank_->pid, SIGKILL);
+    int status = 0;
+    if (::waitpid(rank_->pid, &status, WNOHANG) != rank_->pid) return;
+    exit_status_ = status;
+    report_exit(write);
+  }
+
+  template <typename Write>
+  void report_exit(const Write& write) {
+    forward_events(write);
+    v1::WorkerMessage message;
+    auto* exited = message.mutable_exited();
+    exited->set_job_id(rank_->assignment.job_id());
+    exited->set_attempt(rank_->assignment.attempt());
+    exited->set_rank(rank_->assignment.rank());
+    exited->set_exit_code(exit_code_of_status(exit_status_));
+    if (exited->exit_code() != 0) {
+      exited->set_error_tail(describe_exit(exit_status_) + "; " + rank_->log.string() + ":\n" +
+                             tail_of(rank_->log));
+    }
+    std::cout << "tandem worker: job " << rank_->assignment.job_id() << " rank "
+              << rank_->assignment.rank() << " " << describe_exit(exit_status_) << std::endl;
+    write(message);
+    rank_.reset();
+  }
+
+  /// SIGTERM, then SIGKILL after the grace period; waits for the rank.
+  void stop_rank_now(const char* why) {
+    if (!rank_ || rank_->pid <= 0) return;
+    int status = 0;
+    if (::waitpid(rank_->pid, &status, WNOHANG) == rank_->pid) {
+      exit_status_ = status;
+      return;
+    }
+    std::cout << "tandem worker: stopping rank " << rank_->assignment.rank() << " of job "
+              << rank_->assignment.job_id() << " (" << why << ")" << std::endl;
+    ::kill(rank_->pid, SIGTERM);
+    const auto deadline =
+        Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000));
+    while (::waitpid(rank_->pid, &status, WNOHANG) != rank_->pid) {
+      if (Clock::now() >= deadline) {
+        ::kill(rank_->pid, SIGKILL);
+        ::waitpid(rank_->pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    exit_status_ = status;
+  }
+
+  WorkerFlags flags_;
+  std::unique_ptr<RunningRank> rank_;
+  int exit_status_ = 0;
+};
+
+int run_worker(const WorkerFlags& flags) {
+  struct sigaction action {};
+  action.sa_handler = on_worker_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  Worker worker(flags);
+  return worker.run();
+}
+
+}  // namespace
+
+void add_worker_command(CLI::App& app, Action& action) {
+  auto flags = std::make_shared<WorkerFlags>();
+  auto* command = app.add_subcommand(
+      "worker", "Run ranks of the server's jobs: register, heartbeat, train when assigned");
+  command->add_option("--server", flags->server, "host:port of `tandem server`")
+      ->envname("TANDEM_SERVER")
+      ->capture_default_str();
+  command->add_option("--name", flags->name, "name shown in job listings (default host:pid)");
+  command->add_option("--device", flags->device, "device kind it offers")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  command->add_option("--gpus", flags->gpus, "CUDA devices it can use")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
+  command->add_option("--threads", flags->threads, "intra-op threads per rank (0: default)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  command
+      ->add_option("--grace", flags->grace_seconds,
+                   "seconds a stopped rank gets between SIGTERM and SIGKILL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->callback([flags, &action] { action = [flags] { return run_worker(*flags); }; });
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,751 @@
+#include "tandem/server/job_coordinator.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <filesystem>
+#include <iostream>
+#include <utility>
+
+#include "tandem/server/rendezvous.h"
+#include "tandem/server/status.h"
+
+namespace tandem::server {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = tandem::v1;
+using Clock = std::chrono::steady_clock;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Events kept per job for subscribers that fall behind.
+constexpr size_t kEventHistory = 4096;
+
+bool is_terminal(v1::JobState state) {
+  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
+}
+
+v1::JobState to_wire(JobState state) {
+  switch (state) {
+    case JobState::kQueued: return v1::QUEUED;
+    case JobState::kRunning: return v1::RUNNING;
+    case JobState::kSucceeded: return v1::SUCCEEDED;
+    case JobState::kFailed: return v1::FAILED;
+    case JobState::kCancelled: return v1::CANCELLED;
+  }
+  return v1::JOB_STATE_UNSPECIFIED;
+}
+
+JobState from_wire(v1::JobState state) {
+  switch (state) {
+    case v1::RUNNING: return JobState::kRunning;
+    case v1::SUCCEEDED: return JobState::kSucceeded;
+    case v1::FAILED: return JobState::kFailed;
+    case v1::CANCELLED: return JobState::kCancelled;
+    default: return JobState::kQueued;
+  }
+}
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+/// The spec a rank runs: the server-only world_size removed.
+std::string rank_spec_json(v1::JobSpec spec) {
+  spec.clear_world_size();
+  return to_json(spec);
+}
+
+int world_size_of(const v1::JobSpec& spec) {
+  return spec.has_world_size() ? spec.world_size() : 1;
+}
+
+v1::JobPhase phase_of(const std::string& name) {
+  if (name == "extract") return v1::EXTRACT;
+  if (name == "cluster") return v1::CLUSTER;
+  if (name == "train") return v1::TRAIN;
+  if (name == "evaluate") return v1::EVALUATE;
+  if (name == "checkpoint") return v1::CHECKPOINT;
+  return v1::JOB_PHASE_UNSPECIFIED;
+}
+
+absl::StatusOr<int64_t> parse_job_id(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id: empty job id");
+  int64_t value = 0;
+  for (const char c : id) {
+    if (c < '0' || c > '9' || value > (INT64_MAX - 9) / 10) {
+      return absl::NotFoundError("no job with id '" + id + "'");
+    }
+    value = value * 10 + (c - '0');
+  }
+  return value;
+}
+
+/// A number of the event JSON, flattened into `values` under `prefix`.
+void flatten_numbers(const nlohmann::json& value, const std::string& prefix,
+                     google::protobuf::Map<std::string, double>& values) {
+  if (value.is_number()) {
+    values[prefix] = value.get<double>();
+  } else if (value.is_object()) {
+    for (const auto& [key, item] : value.items()) {
+      flatten_numbers(item, prefix.empty() ? key : prefix + "." + key, values);
+    }
+  }
+}
+
+/// mAP / rank-1 of an epoch event: one number, or one per teacher (mmt:
+/// the better teacher's, MMT's model selection).
+bool read_metrics(const nlohmann::json& event, int64_t epoch, v1::Metrics& metrics) {
+  metrics.set_epoch(epoch);
+  bool any = false;
+  if (event.contains("mAP")) {
+    const auto& map = event["mAP"];
+    size_t best = 0;
+    if (map.is_array() && !map.empty()) {
+      for (size_t i = 1; i < map.size(); ++i) {
+        if (map[i].get<double>() > map[best].get<double>()) best = i;
+      }
+      metrics.set_map(map[best].get<double>());
+    } else if (map.is_number()) {
+      metrics.set_map(map.get<double>());
+    }
+    const auto pick = [&](const char* key) -> double {
+      if (!event.contains(key)) return 0;
+      const auto& v = event[key];
+      if (v.is_array() && best < v.size()) return v[best].get<double>();
+      return v.is_number() ? v.get<double>() : 0;
+    };
+    metrics.set_rank1(pick("rank1"));
+    metrics.set_rank5(pick("rank5"));
+    any = true;
+  }
+  if (event.contains("target_accuracy") && event["target_accuracy"].is_number()) {
+    metrics.set_target_accuracy(event["target_accuracy"].get<double>());
+    any = true;
+  }
+  return any;
+}
+
+}  // namespace
+
+struct JobCoordinator::Worker {
+  std::string id;
+  v1::RegisterWorker info;
+  std::shared_ptr<WorkerChannel> channel;
+  Clock::time_point last_heartbeat;
+  /// The job and attempt whose rank it runs ("" when idle).
+  std::string job_id;
+  int64_t attempt = 0;
+  std::string label() const { return info.name() + " (" + id + ")"; }
+};
+
+struct JobCoordinator::Runtime {
+  int64_t db_id = 0;
+  v1::Job job;
+  int64_t attempts = 0;
+  /// Failed attempts so far (restarts used).
+  int failures = 0;
+  bool cancel_requested = false;
+  // The running attempt.
+  struct Slot {
+    std::string worker_id;
+    bool done = false;
+    int exit_code = 0;
+  };
+  std::vector<Slot> slots;
+  std::string attempt_error;
+  std::unique_ptr<Rendezvous> rendezvous;
+  // Events for WatchJob.
+  std::deque<std::pair<int64_t, v1::JobEvent>> events;
+  int64_t next_seq = 0;
+  Clock::time_point last_persist;
+};
+
+JobCoordinator::JobCoordinator(JobStore& store, CoordinatorOptions options, SpecValidator validator)
+    : store_(store), options_(std::move(options)), validator_(std::move(validator)) {}
+
+JobCoordinator::~JobCoordinator() {
+  stop();
+}
+
+absl::Status JobCoordinator::start() {
+  auto records = store_.list_jobs();
+  if (!records.ok()) return records.status();
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const JobRecord& record : *records) {
+    auto rt = std::make_unique<Runtime>();
+    rt->db_id = record.id;
+    rt->attempts = record.attempts;
+    v1::Job& job = rt->job;
+    if (!record.progress_json.empty() && record.progress_json != "{}") {
+      if (!google::protobuf::util::JsonStringToMessage(record.progress_json, &job).ok()) {
+        std::cerr << "tandem server: job " << record.id << ": unreadable progress, kept as is"
+                  << std::endl;
+      }
+    }
+    if (!google::protobuf::util::JsonStringToMessage(record.spec_json, job.mutable_spec()).ok()) {
+      return absl::DataLossError("job store: job " + std::to_string(record.id) +
+                                 " has an unreadable spec");
+    }
+    job.set_id(std::to_string(record.id));
+    job.set_state(to_wire(record.state));
+    job.set_error(record.error);
+    job.set_created_ms(record.created_ms);
+    job.set_updated_ms(record.updated_ms);
+    if (record.state == JobState::kRunning) {
+      // The previous server died with the job running: queue it again; it
+      // resumes from its last checkpoint.
+      job.set_state(v1::QUEUED);
+      job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
+      job.clear_workers();
+      TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
+      std::cout << "tandem server: job " << record.id
+                << " was running when the server stopped; queued again" << std::endl;
+    }
+    jobs_[record.id] = std::move(rt);
+  }
+  stopping_ = false;
+  scheduler_ = std::thread([this] { scheduler_loop(); });
+  return absl::OkStatus();
+}
+
+void JobCoordinator::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_ && !scheduler_.joinable()) return;
+    stopping_ = true;
+    for (auto& [id, worker] : workers_) worker->channel->close();
+  }
+  changed_.notify_all();
+  if (scheduler_.joinable()) scheduler_.join();
+}
+
+JobCoordinator::Runtime* JobCoordinator::find(const std::string& id) const {
+  const auto parsed = parse_job_id(id);
+  if (!parsed.ok()) return nullptr;
+  const auto it = jobs_.find(*parsed);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted) {
+  v1::JobSpec spec = submitted;
+  if (spec.kind().empty())
+    return absl::InvalidArgumentError("spec.kind: missing (pretrain, mmt, ...)");
+  if (spec.has_world_size() && spec.world_size() < 1) {
+    return absl::InvalidArgumentError("spec.world_size: must be >= 1, got " +
+                                      std::to_string(spec.world_size()));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int capacity = std::max(options_.expected_workers, workers_ever_);
+    if (capacity > 0 && world_size_of(spec) > capacity) {
+      return absl::FailedPreconditionError(
+          "spec.world_size: " + std::to_string(world_size_of(spec)) + " ranks, but at most " +
+          std::to_string(capacity) +
+          " workers have registered (start more `tandem worker`s or raise "
+          "--expect-workers)");
+    }
+  }
+  if (validator_) {
+    const absl::Status valid = status_from_exceptions([&] { return validator_(spec); });
+    if (!valid.ok()) return valid;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Durable before we answer: the row first, then the server's output folder.
+  auto id = store_.insert_job(spec.kind(), to_json(spec));
+  if (!id.ok()) return id.status();
+  auto rt = std::make_unique<Runtime>();
+  rt->db_id = *id;
+  if (spec.output_dir().empty()) {
+    spec.set_output_dir(
+        (fs::absolute(options_.jobs_dir) / ("job-" + std::to_string(*id))).lexically_normal());
+  }
+  v1::Job& job = rt->job;
+  *job.mutable_spec() = spec;
+  job.set_id(std::to_string(*id));
+  job.set_state(v1::QUEUED);
+  job.set_created_ms(now_ms());
+  job.set_updated_ms(job.created_ms());
+  TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
+  Runtime& stored = *rt;
+  jobs_[*id] = std::move(rt);
+  publish_job_locked(stored);
+  changed_.notify_all();
+  return stored.job;
+}
+
+absl::StatusOr<v1::Job> JobCoordinator::get(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Runtime* rt = find(id);
+  if (rt == nullptr) return absl::NotFoundError("id: no job '" + id + "'");
+  return rt->job;
+}
+
+std::vector<v1::Job> JobCoordinator::list(const std::vector<v1::JobState>& states,
+                                          int limit) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<v1::Job> out;
+  const size_t cap = limit > 0 ? static_cast<size_t>(limit) : 100;
+  for (auto it = jobs_.rbegin(); it != jobs_.rend() && out.size() < cap; ++it) {
+    const v1::Job& job = it->second->job;
+    if (!states.empty() && std::find(states.begin(), states.end(), job.state()) == states.end())
+      continue;
+    out.push_back(job);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Job> JobCoordinator::cancel(const std::string& id,
+                                               std::chrono::milliseconds wait) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  Runtime* rt = find(id);
+  if (rt == nullptr) return absl::NotFoundError("id: no job '" + id + "'");
+  if (is_terminal(rt->job.state())) {
+    return absl::FailedPreconditionError("job " + id + " already ended (" +
+                                         v1::JobState_Name(rt->job.state()) + ")");
+  }
+  if (rt->job.state() == v1::QUEUED) {
+    rt->job.set_state(v1::CANCELLED);
+    rt->job.set_finished_ms(now_ms());
+    TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
+    publish_job_locked(*rt);
+    return rt->job;
+  }
+  if (!rt->cancel_requested) {
+    rt->cancel_requested = true;
+    for (const auto& slot : rt->slots) {
+      if (slot.done) continue;
+      const auto worker = workers_.find(slot.worker_id);
+      if (worker == workers_.end()) continue;
+      v1::WorkerCommand command;
+      command.mutable_stop()->set_job_id(rt->job.id());
+      command.mutable_stop()->set_attempt(rt->attempts);
+      worker->second->channel->send(command);
+    }
+  }
+  changed_.wait_for(lock, wait, [&] { return is_terminal(rt->job.state()); });
+  return rt->job;
+}
+
+absl::Status JobCoordinator::watch(const std::string& id, double max_iteration_events_per_second,
+                                   const std::function<bool(const v1::JobEvent&)>& send,
+                                   const std::function<bool()>& cancelled) {
+  const double rate = max_iteration_events_per_second > 0 ? max_iteration_events_per_second : 2.0;
+  const auto min_gap = std::chrono::duration<double>(1.0 / rate);
+  std::unique_lock<std::mutex> lock(mutex_);
+  Runtime* rt = find(id);
+  if (rt == nullptr) return absl::NotFoundError("id: no job '" + id + "'");
+  int64_t seq = rt->next_seq;
+  v1::JobEvent first;
+  first.set_time_ms(now_ms());
+  *first.mutable_job() = rt->job;
+  bool ended = is_terminal(rt->job.state());
+  lock.unlock();
+  if (!send(first) || ended) return absl::OkStatus();
+  Clock::time_point last_iteration{};
+  std::vector<v1::JobEvent> batch;
+  while (true) {
+    lock.lock();
+    changed_.wait_for(lock, std::chrono::milliseconds(250),
+                      [&] { return rt->next_seq > seq || stopping_; });
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    batch.clear();
+    if (!rt->events.empty() && rt->events.front().first > seq) {
+      // Fell behind the kept history: resynchronise with the job itself.
+      v1::JobEvent snapshot;
+      snapshot.set_time_ms(now_ms());
+      *snapshot.mutable_job() = rt->job;
+      batch.push_back(std::move(snapshot));
+    } else {
+      for (const auto& [s, event] : rt->events) {
+        if (s >= seq) batch.push_back(event);
+      }
+    }
+    seq = rt->next_seq;
+    ended = is_terminal(rt->job.state());
+    lock.unlock();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const v1::JobEvent& event = batch[i];
+      if (event.has_iteration()) {
+        // Within the rate limit iterations are skipped, except an epoch's
+        // last (the bars end full).
+        const auto now = Clock::now();
+        const bool last = event.iteration().iteration() == event.iteration().iterations();
+        if (now - last_iteration < min_gap && !last) continue;
+        last_iteration = now;
+      }
+      if (!send(event)) return absl::OkStatus();
+    }
+    if (ended) return absl::OkStatus();
+    if (cancelled && cancelled()) return absl::CancelledError("the client went away");
+  }
+}
+
+std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
+                                            std::shared_ptr<WorkerChannel> channel) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto worker = std::make_unique<Worker>();
+  worker->id = "w" + std::to_string(next_worker_++);
+  worker->info = info;
+  if (worker->info.name().empty()) {
+    worker->info.set_name(info.host() + ":" + std::to_string(info.pid()));
+  }
+  worker->channel = std::move(channel);
+  worker->last_heartbeat = Clock::now();
+  const std::string id = worker->id;
+  v1::WorkerCommand command;
+  command.mutable_registered()->set_worker_id(id);
+  command.mutable_registered()->set_heartbeat_seconds(
+      std::chrono::duration<double>(options_.heartbeat_interval).count());
+  worker->channel->send(command);
+  std::cout << "tandem server: worker " << worker->label() << " registered ("
+            << (info.device_kind().empty() ? "cpu" : info.device_kind()) << ", " << info.gpus()
+            << " GPUs)" << std::endl;
+  workers_[id] = std::move(worker);
+  int live = 0;
+  for (const auto& [wid, w] : workers_) live += 1;
+  workers_ever_ = std::max(workers_ever_, live);
+  changed_.notify_all();
+  return id;
+}
+
+void JobCoordinator::on_worker_message(const std::string& worker_id,
+                                       const v1::WorkerMessage& message) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  Worker& worker = *it->second;
+  worker.last_heartbeat = Clock::now();
+  if (message.has_event()) {
+    Runtime* rt = find(message.event().job_id());
+    if (rt != nullptr && message.event().attempt() == rt->attempts && !rt->slots.empty()) {
+      apply_event_locked(*rt, message.event().event_json());
+    }
+  } else if (message.has_exited()) {
+    const auto& exited = message.exited();
+    if (worker.job_id == exited.job_id() && worker.attempt == exited.attempt()) {
+      worker.job_id.clear();
+    }
+    Runtime* rt = find(exited.job_id());
+    if (rt != nullptr && exited.attempt() == rt->attempts && exited.rank() >= 0 &&
+        static_cast<size_t>(exited.rank()) < rt->slots.size()) {
+      std::string error;
+      if (exited.exit_code() != 0) {
+        error = "rank " + std::to_string(exited.rank()) + " on worker " + worker.label() +
+                " exited with code " + std::to_string(exited.exit_code());
+        if (!exited.error_tail().empty()) error += ": " + exited.error_tail();
+      }
+      rank_ended_locked(*rt, exited.rank(), exited.exit_code(), error);
+    }
+    changed_.notify_all();
+  }
+}
+
+void JobCoordinator::on_worker_disconnected(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  worker_lost_locked(*it->second, "its control stream closed");
+}
+
+int JobCoordinator::live_workers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int>(workers_.size());
+}
+
+void JobCoordinator::scheduler_loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    check_heartbeats_locked();
+    schedule_locked();
+    changed_.wait_for(lock, options_.tick);
+  }
+}
+
+void JobCoordinator::check_heartbeats_locked() {
+  const auto now = Clock::now();
+  std::vector<Worker*> lost;
+  for (auto& [id, worker] : workers_) {
+    if (now - worker->last_heartbeat > options_.heartbeat_timeout) lost.push_back(worker.get());
+  }
+  for (Worker* worker : lost) {
+    worker_lost_locked(*worker, "no heartbeat for " +
+                                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                       options_.heartbeat_timeout)
+                                                       .count()) +
+                                    " s");
+  }
+}
+
+void JobCoordinator::schedule_locked() {
+  // FIFO: the oldest queued job first; a job that does not fit holds the
+  // queue (no smaller job overtakes it).
+  for (auto& [id, rt] : jobs_) {
+    if (rt->job.state() != v1::QUEUED) continue;
+    std::vector<Worker*> idle;
+    for (auto& [wid, worker] : workers_) {
+      if (worker->job_id.empty()) idle.push_back(worker.get());
+    }
+    const int world = world_size_of(rt->job.spec());
+    if (static_cast<int>(idle.size()) < world) return;
+    idle.resize(static_cast<size_t>(world));
+    start_attempt_locked(*rt, idle);
+  }
+}
+
+void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<Worker*> workers) {
+  v1::Job& job = rt.job;
+  const int world = static_cast<int>(workers.size());
+  int port = 0;
+  if (world > 1) {
+    try {
+      rt.rendezvous = std::make_unique<Rendezvous>(world);
+      port = rt.rendezvous->port();
+    } catch (const std::exception& error) {
+      std::cerr << "tandem server: job " << job.id() << ": " << error.what() << std::endl;
+      return;  // stays queued; the next tick tries again
+    }
+  }
+  rt.attempts += 1;
+  rt.attempt_error.clear();
+  rt.slots.clear();
+  job.set_state(v1::RUNNING);
+  job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
+  job.set_error("");
+  job.clear_workers();
+  if (job.started_ms() == 0) job.set_started_ms(now_ms());
+  const std::string spec_json = rank_spec_json(job.spec());
+  for (int rank = 0; rank < world; ++rank) {
+    Worker& worker = *workers[static_cast<size_t>(rank)];
+    worker.job_id = job.id();
+    worker.attempt = rt.attempts;
+    rt.slots.push_back({worker.id, false, 0});
+    job.add_workers(worker.info.name());
+  }
+  persist_or_log_locked(rt);
+  publish_job_locked(rt);
+  std::cout << "tandem server: job " << job.id() << " (" << job.spec().kind() << ") attempt "
+            << rt.attempts << " on " << world << " worker(s)" << std::endl;
+  for (int rank = 0; rank < world; ++rank) {
+    Worker& worker = *workers[static_cast<size_t>(rank)];
+    v1::WorkerCommand command;
+    auto* assign = command.mutable_assign();
+    assign->set_job_id(job.id());
+    assign->set_attempt(rt.attempts);
+    assign->set_spec_json(spec_json);
+    assign->set_rank(rank);
+    assign->set_world_size(world);
+    assign->set_master_addr(options_.advertise_host);
+    assign->set_master_port(port);
+    assign->set_clustering_address(options_.clustering_address);
+    assign->set_timeout_seconds(options_.rank_timeout_seconds);
+    assign->set_share_timeout_seconds(options_.share_timeout_seconds);
+    worker.channel->send(command);  // a broken stream is noticed as a lost worker
+  }
+}
+
+void JobCoordinator::rank_ended_locked(Runtime& rt, int rank, int exit_code,
+                                       const std::string& error) {
+  auto& slot = rt.slots[static_cast<size_t>(rank)];
+  if (slot.done) return;
+  slot.done = true;
+  slot.exit_code = exit_code;
+  if (exit_code != 0 && rt.attempt_error.empty() && !rt.cancel_requested) {
+    rt.attempt_error = error.empty() ? "rank " + std::to_string(rank) + " failed" : error;
+    // Stop the rest of the group: the job restarts as a whole.
+    for (const auto& other : rt.slots) {
+      if (other.done) continue;
+      const auto worker = workers_.find(other.worker_id);
+      if (worker == workers_.end()) continue;
+      v1::WorkerCommand command;
+      command.mutable_stop()->set_job_id(rt.job.id());
+      command.mutable_stop()->set_attempt(rt.attempts);
+      worker->second->channel->send(command);
+    }
+  }
+  for (const auto& s : rt.slots) {
+    if (!s.done) return;
+  }
+  finish_attempt_locked(rt);
+}
+
+void JobCoordinator::finish_attempt_locked(Runtime& rt) {
+  v1::Job& job = rt.job;
+  rt.rendezvous.reset();
+  for (const auto& slot : rt.slots) {
+    const auto worker = workers_.find(slot.worker_id);
+    if (worker != workers_.end() && worker->second->job_id == job.id()) {
+      worker->second->job_id.clear();
+    }
+  }
+  rt.slots.clear();
+  job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
+  if (rt.cancel_requested) {
+    job.set_state(v1::CANCELLED);
+    job.set_finished_ms(now_ms());
+  } else if (rt.attempt_error.empty()) {
+    job.set_state(v1::SUCCEEDED);
+    job.set_finished_ms(now_ms());
+  } else {
+    rt.failures += 1;
+    v1::JobEvent event;
+    event.set_time_ms(now_ms());
+    if (rt.failures > options_.max_restarts) {
+      job.set_state(v1::FAILED);
+      job.set_error(rt.attempt_error);
+      job.set_finished_ms(now_ms());
+      event.set_error(rt.attempt_error + " (no restart left of " +
+                      std::to_string(options_.max_restarts) + ")");
+    } else {
+      job.set_state(v1::QUEUED);
+      event.set_error(rt.attempt_error + "; restarting from the last checkpoint (restart " +
+                      std::to_string(rt.failures) + " of " + std::to_string(options_.max_restarts) +
+                      ")");
+    }
+    std::cout << "tandem server: job " << job.id() << ": " << event.error() << std::endl;
+    publish_locked(rt, std::move(event));
+  }
+  persist_or_log_locked(rt);
+  publish_job_locked(rt);
+  std::cout << "tandem server: job " << job.id() << " " << v1::JobState_Name(job.state())
+            << std::endl;
+  changed_.notify_all();
+}
+
+void JobCoordinator::worker_lost_locked(Worker& worker, const std::string& why) {
+  std::cout << "tandem server: worker " << worker.label() << " lost: " << why << std::endl;
+  worker.channel->close();
+  const std::string job_id = worker.job_id;
+  const std::string id = worker.id;
+  const std::string label = worker.label();
+  workers_.erase(id);  // `worker` is gone from here on
+  if (job_id.empty()) return;
+  Runtime* rt = find(job_id);
+  if (rt == nullptr) return;
+  for (size_t rank = 0; rank < rt->slots.size(); ++rank) {
+    if (rt->slots[rank].worker_id == id && !rt->slots[rank].done) {
+      rank_ended_locked(
+          *rt, static_cast<int>(rank), -1,
+          "rank " + std::to_string(rank) + ": worker " + label + " lost (" + why + ")");
+      break;
+    }
+  }
+  changed_.notify_all();
+}
+
+void JobCoordinator::apply_event_locked(Runtime& rt, const std::string& event_json) {
+  const nlohmann::json event = nlohmann::json::parse(event_json, nullptr, false);
+  if (!event.is_object() || !event.contains("event")) return;
+  const std::string type = event["event"].is_string() ? event["event"].get<std::string>() : "";
+  v1::Job& job = rt.job;
+  const int64_t epoch =
+      event.contains("epoch") && event["epoch"].is_number() ? event["epoch"].get<int64_t>() : 0;
+  v1::JobEvent out;
+  out.set_time_ms(now_ms());
+  if (type == "iteration") {
+    job.set_epoch(epoch);
+    job.set_iteration(event.value("iteration", int64_t{0}));
+    auto* summary = out.mutable_iteration();
+    summary->set_epoch(epoch);
+    summary->set_iteration(job.iteration());
+    summary->set_iterations(event.value("iterations", int64_t{0}));
+    summary->set_images_per_second(event.value("images_per_second", 0.0));
+    summary->set_eta_seconds(event.value("eta_seconds", 0.0));
+    for (const auto& [key, value] : event.items()) {
+      if (key == "event" || key == "kind" || key == "epoch" || key == "iteration" ||
+          key == "iterations" || key == "images_per_second" || key == "eta_seconds")
+        continue;
+      if (value.is_number()) (*summary->mutable_losses())[key] = value.get<double>();
+    }
+    publish_locked(rt, std::move(out));
+    if (Clock::now() - rt.last_persist >= options_.progress_write_interval) {
+      persist_or_log_locked(rt);
+    }
+    return;
+  }
+  if (type == "phase") {
+    job.set_phase(phase_of(event.value("phase", std::string())));
+    job.set_epoch(epoch);
+    if (job.phase() != v1::TRAIN) job.set_iteration(0);
+    persist_or_log_locked(rt);
+    publish_job_locked(rt);
+    return;
+  }
+  if (type == "epoch" || type == "evaluation" || type == "result") {
+    auto* summary = out.mutable_epoch();
+    summary->set_epoch(type == "epoch" ? epoch : job.epoch());
+    for (const auto& [key, value] : event.items()) {
+      if (key == "event" || key == "kind" || key == "epoch" || key == "mAP" || key == "rank1" ||
+          key == "rank5")
+        continue;
+      flatten_numbers(value, key, *summary->mutable_values());
+    }
+    v1::Metrics metrics;
+    if (read_metrics(event, summary->epoch(), metrics)) {
+      *summary->mutable_metrics() = metrics;
+      *job.add_metrics() = metrics;
+    }
+    if (event.contains("checkpoint") && event["checkpoint"].is_string()) {
+      job.set_checkpoint(event["checkpoint"].get<std::string>());
+    }
+    persist_or_log_locked(rt);
+    publish_locked(rt, std::move(out));
+    publish_job_locked(rt);
+  }
+}
+
+void JobCoordinator::publish_locked(Runtime& rt, v1::JobEvent event) {
+  rt.events.emplace_back(rt.next_seq++, std::move(event));
+  while (rt.events.size() > kEventHistory) rt.events.pop_front();
+  changed_.notify_all();
+}
+
+void JobCoordinator::publish_job_locked(Runtime& rt) {
+  v1::JobEvent event;
+  event.set_time_ms(now_ms());
+  *event.mutable_job() = rt.job;
+  publish_locked(rt, std::move(event));
+}
+
+absl::Status JobCoordinator::persist_locked(Runtime& rt) {
+  v1::Job& job = rt.job;
+  job.set_updated_ms(now_ms());
+  // The progress fields; spec, state and error have their own columns.
+  v1::Job progress = job;
+  progress.clear_spec();
+  progress.clear_id();
+  progress.clear_state();
+  progress.clear_error();
+  progress.clear_created_ms();
+  progress.clear_updated_ms();
+  JobRecord record;
+  record.id = rt.db_id;
+  record.kind = job.spec().kind();
+  record.spec_json = to_json(job.spec());
+  record.state = from_wire(job.state());
+  record.error = job.error();
+  record.progress_json = to_json(progress);
+  record.attempts = rt.attempts;
+  rt.last_persist = Clock::now();
+  return store_.update_job(record);
+}
+
+void JobCoordinator::persist_or_log_locked(Runtime& rt) {
+  const absl::Status status = persist_locked(rt);
+  if (!status.ok()) {
+    std::cerr << "tandem server: job " << rt.job.id() << ": " << status.message() << std::endl;
+  }
+}
+
+}  // namespace tandem::server

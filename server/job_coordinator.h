@@ -1,0 +1,154 @@
+// The control plane's core: jobs, the worker registry and the scheduler.
+//
+// Jobs are durable in the JobStore before any call that changed them
+// returns. Workers register over their control stream (WorkerChannel); the
+// scheduler gives the oldest queued job the world size it asks for (FIFO),
+// serves the job's rendezvous TCPStore, assigns the ranks and then follows
+// each epoch through rank 0's events (extract → cluster → train → evaluate →
+// checkpoint), recording phase, progress, metrics and the checkpoint as they
+// happen and publishing them to WatchJob subscribers. A rank that fails, or a
+// worker that is lost (stream closed or heartbeats missing), stops the group;
+// the job goes back to the queue and resumes from its last checkpoint, up to
+// max_restarts times. On start, jobs the store says were RUNNING (the server
+// died) are queued again.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+
+#include "tandem/server/job_store.h"
+#include "tandem/v1/tandem.pb.h"
+#include "tandem/v1/worker.pb.h"
+
+namespace tandem::server {
+
+class Rendezvous;
+
+struct CoordinatorOptions {
+  /// Parent of the output folders of jobs whose spec names none
+  /// (JOBS_DIR/job-ID).
+  std::string jobs_dir = "tandem-jobs";
+  /// MASTER_ADDR given to the ranks: where this server's rendezvous stores
+  /// can be reached.
+  std::string advertise_host = "127.0.0.1";
+  /// host:port of the clustering service for mmt's pseudo labels ("": the
+  /// ranks cluster in process).
+  std::string clustering_address;
+  /// How often workers heartbeat, and after how long without one a worker
+  /// is lost.
+  std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(1);
+  std::chrono::milliseconds heartbeat_timeout = std::chrono::seconds(10);
+  /// Group restarts after a failed rank or a lost worker.
+  int max_restarts = 3;
+  /// The ranks' collective and rendezvous timeout, and how long ranks wait
+  /// for rank 0's clustering.
+  double rank_timeout_seconds = 300;
+  double share_timeout_seconds = 3600;
+  /// Workers the deployment will have (SubmitJob refuses a world size above
+  /// max(this, workers ever registered)); 0: only the registered ones count.
+  int expected_workers = 0;
+  /// Progress (epoch, iteration) is written to the store at most this often;
+  /// phases, metrics, checkpoints and states at once.
+  std::chrono::milliseconds progress_write_interval = std::chrono::seconds(1);
+  /// How often the scheduler looks at the queue and the heartbeats.
+  std::chrono::milliseconds tick = std::chrono::milliseconds(100);
+};
+
+/// Checks a submitted spec the way a rank will read it; INVALID_ARGUMENT (or
+/// FAILED_PRECONDITION for a data set that cannot be read) naming the field.
+using SpecValidator = std::function<absl::Status(const tandem::v1::JobSpec& spec)>;
+
+/// The server's end of one worker's control stream.
+class WorkerChannel {
+ public:
+  virtual ~WorkerChannel() = default;
+  /// False when the stream is gone.
+  virtual bool send(const tandem::v1::WorkerCommand& command) = 0;
+  /// Ends the stream (a lost worker).
+  virtual void close() = 0;
+};
+
+class JobCoordinator {
+ public:
+  JobCoordinator(JobStore& store, CoordinatorOptions options, SpecValidator validator);
+  ~JobCoordinator();
+  JobCoordinator(const JobCoordinator&) = delete;
+  JobCoordinator& operator=(const JobCoordinator&) = delete;
+
+  /// Loads the stored jobs (RUNNING ones back to QUEUED) and starts the
+  /// scheduler.
+  absl::Status start();
+  /// Stops the scheduler and every job's ranks (their jobs stay RUNNING in
+  /// the store, so the next server resumes them).
+  void stop();
+
+  // --- tandem.v1.Tandem -----------------------------------------------------
+  absl::StatusOr<tandem::v1::Job> submit(const tandem::v1::JobSpec& spec);
+  absl::StatusOr<tandem::v1::Job> get(const std::string& id) const;
+  std::vector<tandem::v1::Job> list(const std::vector<tandem::v1::JobState>& states,
+                                    int limit) const;
+  /// QUEUED: cancelled at once. RUNNING: the ranks are stopped and the call
+  /// waits up to `wait` for them. FAILED_PRECONDITION for an ended job.
+  absl::StatusOr<tandem::v1::Job> cancel(const std::string& id, std::chrono::milliseconds wait);
+  /// Sends the job, then its events, until it ends, `send` returns false or
+  /// `cancelled` returns true. Iteration events at most
+  /// `max_iteration_events_per_second` (<= 0: 2).
+  absl::Status watch(const std::string& id, double max_iteration_events_per_second,
+                     const std::function<bool(const tandem::v1::JobEvent&)>& send,
+                     const std::function<bool()>& cancelled);
+
+  // --- tandem.v1.WorkerControl ----------------------------------------------
+  /// A new worker; returns its id (sends Registered on the channel).
+  std::string register_worker(const tandem::v1::RegisterWorker& info,
+                              std::shared_ptr<WorkerChannel> channel);
+  void on_worker_message(const std::string& worker_id, const tandem::v1::WorkerMessage& message);
+  /// The worker's stream ended: it is lost, its rank counts as failed.
+  void on_worker_disconnected(const std::string& worker_id);
+
+  /// Live registered workers (for tests and status).
+  int live_workers() const;
+
+ private:
+  struct Runtime;
+  struct Worker;
+
+  Runtime* find(const std::string& id) const;
+  void scheduler_loop();
+  void schedule_locked();
+  void check_heartbeats_locked();
+  void start_attempt_locked(Runtime& job, std::vector<Worker*> workers);
+  void rank_ended_locked(Runtime& job, int rank, int exit_code, const std::string& error);
+  void finish_attempt_locked(Runtime& job);
+  void worker_lost_locked(Worker& worker, const std::string& why);
+  void apply_event_locked(Runtime& job, const std::string& event_json);
+  void publish_locked(Runtime& job, tandem::v1::JobEvent event);
+  void publish_job_locked(Runtime& job);
+  absl::Status persist_locked(Runtime& job);
+  void persist_or_log_locked(Runtime& job);
+
+  JobStore& store_;
+  CoordinatorOptions options_;
+  SpecValidator validator_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<int64_t, std::unique_ptr<Runtime>> jobs_;
+  std::map<std::string, std::unique_ptr<Worker>> workers_;
+  int64_t next_worker_ = 1;
+  int workers_ever_ = 0;
+  bool stopping_ = false;
+  std::thread scheduler_;
+};
+
+}  // namespace tandem::server

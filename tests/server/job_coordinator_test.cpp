@@ -1,0 +1,316 @@
+// The coordinator's state machine in process: the real SQLite store (a
+// file), and workers represented by their end of the control stream
+// (RecordingChannel keeps the commands the server sent, the test sends the
+// workers' messages). The processes themselves are tested end to end in
+// tests/cli/server_command_test.cpp.
+#include "tandem/server/job_coordinator.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+namespace tandem::server {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = tandem::v1;
+
+class RecordingChannel final : public WorkerChannel {
+ public:
+  bool send(const v1::WorkerCommand& command) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    commands_.push_back(command);
+    return true;
+  }
+  void close() override { closed_ = true; }
+  std::vector<v1::WorkerCommand> commands() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return commands_;
+  }
+  /// The last AssignRank, waiting up to 5 s for one.
+  std::optional<v1::AssignRank> assignment(size_t nth = 0) {
+    for (int i = 0; i < 500; ++i) {
+      size_t seen = 0;
+      for (const auto& c : commands()) {
+        if (c.has_assign() && seen++ == nth) return c.assign();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return std::nullopt;
+  }
+  bool stopped() {
+    for (const auto& c : commands()) {
+      if (c.has_stop()) return true;
+    }
+    return false;
+  }
+  bool closed_ = false;
+
+ private:
+  std::mutex mutex_;
+  std::vector<v1::WorkerCommand> commands_;
+};
+
+class JobCoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("tandem-coordinator-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    options_.jobs_dir = (dir_ / "jobs").string();
+    options_.tick = std::chrono::milliseconds(10);
+    options_.max_restarts = 1;
+    open();
+  }
+  void TearDown() override {
+    coordinator_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  void open() {
+    coordinator_.reset();
+    store_.reset();
+    store_ = *JobStore::Open((dir_ / "jobs.db").string());
+    coordinator_ = std::make_unique<JobCoordinator>(*store_, options_, nullptr);
+    ASSERT_TRUE(coordinator_->start().ok());
+  }
+  std::pair<std::string, std::shared_ptr<RecordingChannel>> add_worker(const std::string& name) {
+    auto channel = std::make_shared<RecordingChannel>();
+    v1::RegisterWorker info;
+    info.set_name(name);
+    return {coordinator_->register_worker(info, channel), channel};
+  }
+  static v1::JobSpec spec(int world = 1) {
+    v1::JobSpec s;
+    s.set_kind("mmt");
+    s.set_world_size(world);
+    return s;
+  }
+  void exited(const std::string& worker, const v1::AssignRank& a, int code) {
+    v1::WorkerMessage m;
+    m.mutable_exited()->set_job_id(a.job_id());
+    m.mutable_exited()->set_attempt(a.attempt());
+    m.mutable_exited()->set_rank(a.rank());
+    m.mutable_exited()->set_exit_code(code);
+    m.mutable_exited()->set_error_tail(code ? "boom" : "");
+    coordinator_->on_worker_message(worker, m);
+  }
+  void event(const std::string& worker, const v1::AssignRank& a, const std::string& json) {
+    v1::WorkerMessage m;
+    m.mutable_event()->set_job_id(a.job_id());
+    m.mutable_event()->set_attempt(a.attempt());
+    m.mutable_event()->set_event_json(json);
+    coordinator_->on_worker_message(worker, m);
+  }
+  v1::Job job(const std::string& id) { return *coordinator_->get(id); }
+
+  fs::path dir_;
+  CoordinatorOptions options_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<JobCoordinator> coordinator_;
+};
+
+TEST_F(JobCoordinatorTest, AssignsRanksServesTheRendezvousAndRecordsTheEpochs) {
+  auto [w0, c0] = add_worker("a");
+  auto [w1, c1] = add_worker("b");
+  const auto submitted = coordinator_->submit(spec(2));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  EXPECT_EQ(submitted->spec().output_dir(),
+            (fs::path(options_.jobs_dir) / ("job-" + submitted->id())).string());
+  const auto a0 = c0->assignment(), a1 = c1->assignment();
+  ASSERT_TRUE(a0 && a1);
+  EXPECT_EQ(a0->rank() + a1->rank(), 1);
+  EXPECT_EQ(a0->world_size(), 2);
+  EXPECT_GT(a0->master_port(), 0);
+  EXPECT_EQ(a0->master_port(), a1->master_port());
+  EXPECT_EQ(a0->spec_json().find("world_size"), std::string::npos) << "the service's field";
+  const auto& rank0 = a0->rank() == 0 ? *a0 : *a1;
+  const std::string& rank0_worker = a0->rank() == 0 ? w0 : w1;
+  event(rank0_worker, rank0, R"({"event":"phase","phase":"cluster","epoch":0})");
+  EXPECT_EQ(job(submitted->id()).phase(), v1::CLUSTER);
+  event(rank0_worker, rank0,
+        R"({"event":"epoch","kind":"mmt","epoch":0,"clusters":7,"mAP":[40.5,42.0],)"
+        R"("rank1":[50,55],"rank5":[60,66],"checkpoint":"/x/checkpoint.pt"})");
+  v1::Job running = job(submitted->id());
+  EXPECT_EQ(running.state(), v1::RUNNING);
+  ASSERT_EQ(running.metrics_size(), 1);
+  EXPECT_DOUBLE_EQ(running.metrics(0).map(), 42.0) << "the better teacher";
+  EXPECT_DOUBLE_EQ(running.metrics(0).rank1(), 55.0);
+  EXPECT_DOUBLE_EQ(running.metrics(0).rank5(), 66.0);
+  EXPECT_EQ(running.checkpoint(), "/x/checkpoint.pt");
+  exited(w0, *a0, 0);
+  EXPECT_EQ(job(submitted->id()).state(), v1::RUNNING) << "one rank still runs";
+  exited(w1, *a1, 0);
+  const v1::Job done = job(submitted->id());
+  EXPECT_EQ(done.state(), v1::SUCCEEDED);
+  EXPECT_GT(done.finished_ms(), 0);
+  // Durable: a new coordinator on the same store reads it all back.
+  open();
+  const v1::Job reread = job(submitted->id());
+  EXPECT_EQ(reread.state(), v1::SUCCEEDED);
+  ASSERT_EQ(reread.metrics_size(), 1);
+  EXPECT_EQ(reread.checkpoint(), "/x/checkpoint.pt");
+}
+
+TEST_F(JobCoordinatorTest, AFailedRankStopsTheGroupAndRestartsItThenGivesUp) {
+  auto [w0, c0] = add_worker("a");
+  auto [w1, c1] = add_worker("b");
+  const auto submitted = coordinator_->submit(spec(2));
+  ASSERT_TRUE(submitted.ok());
+  auto a0 = c0->assignment(), a1 = c1->assignment();
+  ASSERT_TRUE(a0 && a1);
+  exited(w1, *a1, 3);
+  EXPECT_TRUE(c0->stopped()) << "the healthy rank is stopped";
+  exited(w0, *a0, 143);
+  // Restart 1 of 1: a second attempt on the same two workers.
+  a0 = c0->assignment(1);
+  a1 = c1->assignment(1);
+  ASSERT_TRUE(a0 && a1);
+  EXPECT_EQ(a0->attempt(), 2);
+  // A late message of the first attempt changes nothing.
+  exited(w0, *c0->assignment(0), 1);
+  EXPECT_EQ(job(submitted->id()).state(), v1::RUNNING);
+  exited(w0, *a0, 1);
+  exited(w1, *a1, 143);
+  const v1::Job failed = job(submitted->id());
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_NE(failed.error().find("exited with code 1"), std::string::npos) << failed.error();
+  EXPECT_NE(failed.error().find("boom"), std::string::npos) << failed.error();
+}
+
+TEST_F(JobCoordinatorTest, ALostWorkerRequeuesItsJobForTheOthers) {
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  ASSERT_TRUE(submitted.ok());
+  ASSERT_TRUE(c0->assignment());
+  coordinator_->on_worker_disconnected(w0);
+  EXPECT_EQ(job(submitted->id()).state(), v1::QUEUED);
+  auto [w1, c1] = add_worker("b");
+  const auto again = c1->assignment();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->attempt(), 2);
+  EXPECT_EQ(job(submitted->id()).workers(0), "b");
+}
+
+TEST_F(JobCoordinatorTest, MissedHeartbeatsMarkAWorkerLost) {
+  options_.heartbeat_timeout = std::chrono::milliseconds(200);
+  open();
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  ASSERT_TRUE(c0->assignment());
+  for (int i = 0; i < 200 && job(submitted->id()).state() != v1::QUEUED; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(job(submitted->id()).state(), v1::QUEUED);
+  EXPECT_TRUE(c0->closed_);
+  EXPECT_EQ(coordinator_->live_workers(), 0);
+}
+
+TEST_F(JobCoordinatorTest, FifoQueueAndWorldSizeAboveTheWorkersIsRefused) {
+  auto [w0, c0] = add_worker("a");
+  const auto big = coordinator_->submit(spec(2));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(big.status().message().find("world_size"), std::string::npos);
+  EXPECT_EQ(coordinator_->submit(spec(0)).status().code(), absl::StatusCode::kInvalidArgument);
+  const auto first = coordinator_->submit(spec(1));
+  const auto second = coordinator_->submit(spec(1));
+  ASSERT_TRUE(first.ok() && second.ok());
+  const auto a = c0->assignment();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->job_id(), first->id());
+  EXPECT_EQ(job(second->id()).state(), v1::QUEUED);
+  exited(w0, *a, 0);
+  const auto b = c0->assignment(1);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->job_id(), second->id());
+}
+
+TEST_F(JobCoordinatorTest, CancelQueuedAtOnceRunningAfterTheRanksStop) {
+  const auto queued = coordinator_->submit(spec(1));
+  ASSERT_TRUE(queued.ok());
+  const auto cancelled = coordinator_->cancel(queued->id(), std::chrono::seconds(1));
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::CANCELLED);
+  EXPECT_EQ(coordinator_->cancel(queued->id(), std::chrono::seconds(1)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->cancel("42", std::chrono::seconds(1)).status().code(),
+            absl::StatusCode::kNotFound);
+
+  auto [w0, c0] = add_worker("a");
+  const auto running = coordinator_->submit(spec(1));
+  const auto a = c0->assignment();
+  ASSERT_TRUE(a);
+  std::thread rank([&] {
+    for (int i = 0; i < 500 && !c0->stopped(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    exited(w0, *a, 143);  // SIGTERM
+  });
+  const auto stopped = coordinator_->cancel(running->id(), std::chrono::seconds(5));
+  rank.join();
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->state(), v1::CANCELLED);
+}
+
+TEST_F(JobCoordinatorTest, ARestartedServerQueuesTheJobsThatWereRunning) {
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  ASSERT_TRUE(c0->assignment());
+  EXPECT_EQ(job(submitted->id()).state(), v1::RUNNING);
+  open();  // the server died and came back; no worker yet
+  EXPECT_EQ(job(submitted->id()).state(), v1::QUEUED);
+  auto [w1, c1] = add_worker("a-again");
+  const auto resumed = c1->assignment();
+  ASSERT_TRUE(resumed);
+  EXPECT_EQ(resumed->attempt(), 2) << "attempts are durable";
+}
+
+TEST_F(JobCoordinatorTest, WatchSendsTheJobThenItsEventsUntilItEnds) {
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  const auto a = c0->assignment();
+  ASSERT_TRUE(a);
+  std::vector<v1::JobEvent> seen;
+  std::thread watcher([&] {
+    ASSERT_TRUE(coordinator_
+                    ->watch(
+                        submitted->id(), 1e9,
+                        [&](const v1::JobEvent& e) {
+                          seen.push_back(e);
+                          return true;
+                        },
+                        nullptr)
+                    .ok());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 1; i <= 3; ++i) {
+    event(w0, *a,
+          R"({"event":"iteration","epoch":0,"iteration":)" + std::to_string(i) +
+              R"(,"iterations":3,"ce":1.5,"images_per_second":10})");
+  }
+  exited(w0, *a, 0);
+  watcher.join();
+  ASSERT_GE(seen.size(), 5u);
+  EXPECT_TRUE(seen.front().has_job());
+  int iterations = 0;
+  for (const auto& e : seen) {
+    if (!e.has_iteration()) continue;
+    ++iterations;
+    EXPECT_DOUBLE_EQ(e.iteration().losses().at("ce"), 1.5);
+  }
+  EXPECT_EQ(iterations, 3);
+  EXPECT_EQ(seen.back().job().state(), v1::SUCCEEDED);
+  EXPECT_EQ(coordinator_
+                ->watch(
+                    "nope", 1, [](const v1::JobEvent&) { return true; }, nullptr)
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace tandem::server
