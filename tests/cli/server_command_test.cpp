@@ -136,6 +136,16 @@ TEST(JobService, SubmitWatchAndRankThroughTheCliWithTwoRanksAndTheClusteringServ
     previous = entry.value("distance", 0.0);
     EXPECT_FALSE(entry.value("gallery_path", std::string()).empty());
   }
+  // An uploaded image: a gallery image's own bytes rank it first.
+  const std::string image = reply["entries"][1]["gallery_path"];
+  auto by_image = run_tandem(
+      {"rank", mmt_id, "--image", image, "--top", "3", "--json", "--server", deployment.address()},
+      "rank-image");
+  ASSERT_EQ(by_image.exit_code, 0) << by_image.out << by_image.err;
+  const auto image_reply = nlohmann::json::parse(by_image.out.substr(0, by_image.out.find('\n')));
+  ASSERT_EQ(image_reply["entries"].size(), 3u) << by_image.out;
+  EXPECT_EQ(image_reply["entries"][0]["gallery_path"], image);
+  EXPECT_LT(image_reply["entries"][0].value("distance", 1.0), 1e-3);
 }
 
 TEST(JobService, WatchShowsEveryPhaseOfAnMmtEpochAndTheMetrics) {
