@@ -300,8 +300,8 @@ ClassificationJobResult classification_job(
     worker::set_meta(state, "kind", kind_code(method));
     worker::set_meta(state, "epoch", static_cast<double>(epoch + 1));
     trainer.save_state(state, "trainer");
+    events.write(event);  // before the checkpoint, as the re-ID jobs
     methods::save_state_dict(state, checkpoint.string());  // atomic
-    events.write(event);
     if (!quiet) std::cout << line.str() << std::endl;
   }
   ClassificationJobResult result;

@@ -192,6 +192,16 @@ std::string submit(v1::Tandem::Stub& stub, const std::string& address, const fs:
   return id;
 }
 
+/// The exit code after a watch that did not end in SUCCEEDED.
+int stopped_or_failed(const std::string& id) {
+  if (g_demo_signal.load() != 0) {
+    std::cout << "\ntandem demo: interrupted; stopping the services" << std::endl;
+    return 130;
+  }
+  std::cerr << "tandem demo: job " << id << " did not succeed" << std::endl;
+  return kExitFailure;
+}
+
 std::string percent(double value) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(1) << value;
@@ -279,10 +289,7 @@ int run_demo(const DemoFlags& flags) {
     if (pretrain_ids.back().empty()) return kExitFailure;
   }
   for (const auto& id : pretrain_ids) {
-    if (run_cli({"watch", id, "--server", address}) != 0) {
-      std::cerr << "tandem demo: job " << id << " did not succeed" << std::endl;
-      return g_demo_signal.load() != 0 ? 130 : kExitFailure;
-    }
+    if (run_cli({"watch", id, "--server", address}) != 0) return stopped_or_failed(id);
   }
   const v1::Job before = get_job(*stub, pretrain_ids[0]);
   if (before.metrics_size() == 0) {
@@ -312,10 +319,7 @@ int run_demo(const DemoFlags& flags) {
                            "\ncamera_standardise: true\neval_every: 3\nworld_size: 2\n");
   const std::string mmt_id = submit(*stub, address, mmt_spec, workdir);
   if (mmt_id.empty()) return kExitFailure;
-  if (run_cli({"watch", mmt_id, "--server", address}) != 0) {
-    std::cerr << "tandem demo: job " << mmt_id << " did not succeed" << std::endl;
-    return g_demo_signal.load() != 0 ? 130 : kExitFailure;
-  }
+  if (run_cli({"watch", mmt_id, "--server", address}) != 0) return stopped_or_failed(mmt_id);
   const v1::Job after = get_job(*stub, mmt_id);
   v1::Metrics best;
   for (const auto& m : after.metrics()) {

@@ -325,9 +325,12 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
     worker::set_meta(state, "epoch", static_cast<double>(epoch + 1));
     worker::add_module_state(state, "model", *trainer.model());
     worker::add_adam_state(state, "adam", trainer.optimizer());
-    methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
+    // The epoch's event before its checkpoint: a job killed in between
+    // trains the epoch again (its event comes twice, the later one counts)
+    // instead of losing it.
     event["checkpoint"] = checkpoint_path(spec).string();
     events.write(event);
+    methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
     if (!quiet) std::cout << line.str() << std::endl;
   }
   if (!leader) return result;
@@ -542,9 +545,12 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
       worker::add_module_state(state, "teacher_" + n, *trainer.teacher(which).module());
       worker::set_meta(state, "step_" + n, static_cast<double>(trainer.teacher(which).step()));
     }
-    methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
+    // The epoch's event before its checkpoint: a job killed in between
+    // trains the epoch again (its event comes twice, the later one counts)
+    // instead of losing it.
     event["checkpoint"] = checkpoint_path(spec).string();
     events.write(event);
+    methods::save_state_dict(state, checkpoint_path(spec).string());  // atomic
     if (!quiet) std::cout << line.str() << std::endl;
   }
   if (!leader) return result;

@@ -29,6 +29,7 @@
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/launcher.h"
+#include "tandem/server/grpc_server.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem::cli {
@@ -51,6 +52,8 @@ struct WorkerFlags {
   /// Intra-op threads of each rank (0: the rank's default).
   int threads = 0;
   double grace_seconds = 10;
+  /// Where this worker serves grpc.health.v1.Health (port 0: any).
+  std::string health_listen = "127.0.0.1:0";
 };
 
 /// The last `lines` lines of a file (at most 2,000 characters).
@@ -286,7 +289,11 @@ class Worker {
       return;
     }
     rank->log = ranks_dir / ("rank-" + r + ".log");
-    if (assignment.rank() == 0) rank->events = FileTail(fs::path(output_dir) / "events.jsonl");
+    if (assignment.rank() == 0) {
+      const fs::path events = fs::path(output_dir) / "events.jsonl";
+      replay_results(assignment, events, write);
+      rank->events = FileTail(events);
+    }
     ChildProcess child;
     child.exe = self_executable();
     child.args = {"train",           spec_path.string(),
@@ -313,6 +320,27 @@ class Worker {
               << ": rank " << r << " of " << assignment.world_size() << " started (pid "
               << rank->pid << ", log " << rank->log.string() << ")" << std::endl;
     rank_ = std::move(rank);
+  }
+
+  /// The epoch results already in the job's event log: a server that was
+  /// lost before it got them records them now (keyed by epoch).
+  template <typename Write>
+  void replay_results(const v1::AssignRank& assignment, const fs::path& events,
+                      const Write& write) {
+    std::ifstream in(events);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("\"event\":\"epoch\"") == std::string::npos &&
+          line.find("\"event\":\"evaluation\"") == std::string::npos &&
+          line.find("\"event\":\"result\"") == std::string::npos)
+        continue;
+      v1::WorkerMessage message;
+      auto* event = message.mutable_event();
+      event->set_job_id(assignment.job_id());
+      event->set_attempt(assignment.attempt());
+      event->set_event_json(line);
+      event->set_replayed(true);
+      write(message);
+    }
   }
 
   template <typename Write>
@@ -393,8 +421,19 @@ int run_worker(const WorkerFlags& flags) {
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // Every Tandem process answers the standard health check.
+  server::GrpcOptions health;
+  health.address = flags.health_listen;
+  auto health_server = server::GrpcServer::Create(health, {});
+  if (!health_server.ok()) {
+    std::cerr << "tandem worker: " << health_server.status().message() << std::endl;
+    return kExitFailure;
+  }
+  std::cout << "tandem worker: health service on " << (*health_server)->target() << std::endl;
   Worker worker(flags);
-  return worker.run();
+  const int code = worker.run();
+  (*health_server)->Shutdown(std::chrono::seconds(1));
+  return code;
 }
 
 }  // namespace
@@ -407,6 +446,10 @@ void add_worker_command(CLI::App& app, Action& action) {
       ->envname("TANDEM_SERVER")
       ->capture_default_str();
   command->add_option("--name", flags->name, "name shown in job listings (default host:pid)");
+  command
+      ->add_option("--health-listen", flags->health_listen,
+                   "host:port of this worker's grpc.health.v1 service (port 0: any free one)")
+      ->capture_default_str();
   command->add_option("--device", flags->device, "device kind it offers")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();

@@ -413,9 +413,7 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
             << (info.device_kind().empty() ? "cpu" : info.device_kind()) << ", " << info.gpus()
             << " GPUs)" << std::endl;
   workers_[id] = std::move(worker);
-  int live = 0;
-  for (const auto& [wid, w] : workers_) live += 1;
-  workers_ever_ = std::max(workers_ever_, live);
+  workers_ever_ = std::max(workers_ever_, static_cast<int>(workers_.size()));
   changed_.notify_all();
   return id;
 }
@@ -430,7 +428,7 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
   if (message.has_event()) {
     Runtime* rt = find(message.event().job_id());
     if (rt != nullptr && message.event().attempt() == rt->attempts && !rt->slots.empty()) {
-      apply_event_locked(*rt, message.event().event_json());
+      apply_event_locked(*rt, message.event().event_json(), message.event().replayed());
     }
   } else if (message.has_exited()) {
     const auto& exited = message.exited();
@@ -644,7 +642,7 @@ void JobCoordinator::worker_lost_locked(Worker& worker, const std::string& why) 
   changed_.notify_all();
 }
 
-void JobCoordinator::apply_event_locked(Runtime& rt, const std::string& event_json) {
+void JobCoordinator::apply_event_locked(Runtime& rt, const std::string& event_json, bool replayed) {
   const nlohmann::json event = nlohmann::json::parse(event_json, nullptr, false);
   if (!event.is_object() || !event.contains("event")) return;
   const std::string type = event["event"].is_string() ? event["event"].get<std::string>() : "";
@@ -653,6 +651,7 @@ void JobCoordinator::apply_event_locked(Runtime& rt, const std::string& event_js
       event.contains("epoch") && event["epoch"].is_number() ? event["epoch"].get<int64_t>() : 0;
   v1::JobEvent out;
   out.set_time_ms(now_ms());
+  if (replayed && type != "epoch" && type != "evaluation" && type != "result") return;
   if (type == "iteration") {
     job.set_epoch(epoch);
     job.set_iteration(event.value("iteration", int64_t{0}));
@@ -694,12 +693,25 @@ void JobCoordinator::apply_event_locked(Runtime& rt, const std::string& event_js
     v1::Metrics metrics;
     if (read_metrics(event, summary->epoch(), metrics)) {
       *summary->mutable_metrics() = metrics;
-      *job.add_metrics() = metrics;
+      // One entry per epoch: an epoch trained again after a restart, or
+      // replayed, replaces its entry.
+      v1::Metrics* slot = nullptr;
+      for (auto& m : *job.mutable_metrics()) {
+        if (m.epoch() == metrics.epoch()) slot = &m;
+      }
+      if (slot != nullptr) {
+        *slot = metrics;
+      } else {
+        *job.add_metrics() = metrics;
+        std::sort(job.mutable_metrics()->begin(), job.mutable_metrics()->end(),
+                  [](const v1::Metrics& a, const v1::Metrics& b) { return a.epoch() < b.epoch(); });
+      }
     }
     if (event.contains("checkpoint") && event["checkpoint"].is_string()) {
       job.set_checkpoint(event["checkpoint"].get<std::string>());
     }
     persist_or_log_locked(rt);
+    if (replayed) return;
     publish_locked(rt, std::move(out));
     publish_job_locked(rt);
   }

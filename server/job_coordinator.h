@@ -131,7 +131,7 @@ class JobCoordinator {
   void rank_ended_locked(Runtime& job, int rank, int exit_code, const std::string& error);
   void finish_attempt_locked(Runtime& job);
   void worker_lost_locked(Worker& worker, const std::string& why);
-  void apply_event_locked(Runtime& job, const std::string& event_json);
+  void apply_event_locked(Runtime& job, const std::string& event_json, bool replayed);
   void publish_locked(Runtime& job, tandem::v1::JobEvent event);
   void publish_job_locked(Runtime& job);
   absl::Status persist_locked(Runtime& job);

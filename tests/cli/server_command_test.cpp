@@ -293,17 +293,26 @@ TEST(JobService, CancelStopsTheRanksWithinSecondsAndKeepsTheLastCheckpoint) {
   EXPECT_LT(after.epoch(), 199);
 }
 
+/// Long enough (a fraction of a second per epoch) to be caught mid-job.
+constexpr int kEpochs = 16;
+
+/// Past its first checkpoint and far from its end, or ended (too soon).
+bool mid_job(const v1::Job& j) {
+  return ended(j) || (j.state() == v1::RUNNING && !j.checkpoint().empty() && j.epoch() >= 1 &&
+                      j.epoch() < kEpochs / 2);
+}
+
 TEST(JobService, ServerKilledMidJobLosesNothingAndTheJobFinishesAfterARestart) {
   Deployment deployment("server-kill", {/*workers=*/1});
   v1::Job job;
-  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 4, 3), &job).ok());
-  deployment.wait_until(job.id(),
-                        [](const v1::Job& j) { return !j.checkpoint().empty() && j.epoch() >= 1; });
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", kEpochs, 3), &job).ok());
+  const v1::Job running = deployment.wait_until(job.id(), mid_job);
+  ASSERT_EQ(running.state(), v1::RUNNING) << "the job ended before the kill";
   deployment.kill_server();
   deployment.start_server();
   const v1::Job finished = deployment.wait_until(job.id(), ended);
   EXPECT_EQ(finished.state(), v1::SUCCEEDED) << finished.error() << deployment.server_log();
-  EXPECT_EQ(finished.metrics_size(), 4) << "every epoch's metrics, kept across the restart";
+  EXPECT_EQ(finished.metrics_size(), kEpochs) << "every epoch's metrics, kept across the restart";
   EXPECT_NE(deployment.server_log().find("queued again"), std::string::npos);
   const std::string rank_log =
       testing::read_file(finished.spec().output_dir() + "/ranks/rank-0.log");
@@ -313,9 +322,11 @@ TEST(JobService, ServerKilledMidJobLosesNothingAndTheJobFinishesAfterARestart) {
 TEST(JobService, AWorkerKilledMidEpochRestartsTheJobOnTheOtherWorker) {
   Deployment deployment("worker-kill", {/*workers=*/2});
   v1::Job job;
-  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", 4, 3), &job).ok());
-  const v1::Job running = deployment.wait_until(
-      job.id(), [](const v1::Job& j) { return !j.checkpoint().empty() && j.phase() == v1::TRAIN; });
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", kEpochs, 3), &job).ok());
+  const v1::Job running = deployment.wait_until(job.id(), [](const v1::Job& j) {
+    return ended(j) || (mid_job(j) && j.phase() == v1::TRAIN);
+  });
+  ASSERT_EQ(running.state(), v1::RUNNING) << "the job ended before the kill";
   ASSERT_EQ(running.workers_size(), 1);
   const size_t index = running.workers(0) == "w0" ? 0 : 1;
   deployment.kill_worker(index);

@@ -157,6 +157,33 @@ TEST_F(JobCoordinatorTest, AssignsRanksServesTheRendezvousAndRecordsTheEpochs) {
   EXPECT_EQ(reread.checkpoint(), "/x/checkpoint.pt");
 }
 
+TEST_F(JobCoordinatorTest, ReplayedEpochResultsAreRecordedOncePerEpoch) {
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  const auto a = c0->assignment();
+  ASSERT_TRUE(a);
+  const auto epoch = [](int e, double map) {
+    return R"({"event":"epoch","epoch":)" + std::to_string(e) + R"(,"mAP":)" + std::to_string(map) +
+           "}";
+  };
+  event(w0, *a, epoch(0, 10));
+  event(w0, *a, epoch(0, 11));  // epoch 0 trained again after a restart
+  v1::WorkerMessage replay;
+  replay.mutable_event()->set_job_id(a->job_id());
+  replay.mutable_event()->set_attempt(a->attempt());
+  replay.mutable_event()->set_replayed(true);
+  for (const auto& json : {epoch(0, 11), epoch(1, 20),
+                           std::string(R"({"event":"iteration","epoch":5,"iteration":3})")}) {
+    replay.mutable_event()->set_event_json(json);
+    coordinator_->on_worker_message(w0, replay);
+  }
+  const v1::Job running = job(submitted->id());
+  ASSERT_EQ(running.metrics_size(), 2);
+  EXPECT_DOUBLE_EQ(running.metrics(0).map(), 11);
+  EXPECT_EQ(running.metrics(1).epoch(), 1);
+  EXPECT_EQ(running.epoch(), 0) << "replayed iterations are ignored";
+}
+
 TEST_F(JobCoordinatorTest, AFailedRankStopsTheGroupAndRestartsItThenGivesUp) {
   auto [w0, c0] = add_worker("a");
   auto [w1, c1] = add_worker("b");
