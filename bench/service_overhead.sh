@@ -2,9 +2,11 @@
 # The service path's overhead: the same job run by `tandem train` directly
 # and through a local deployment (tandem server + one tandem worker;
 # `tandem submit SPEC --watch`), alternating, RUNS times each, on one
-# machine. Prints each wall time, the medians and the overhead in percent
-# of the direct run (issue 8's target: under 5%).
+# machine, the order alternating. Prints each wall time and ratio, the
+# medians and the overhead (median ratio - 1; issue 8's target: under 5%).
 #   bench/service_overhead.sh [BUILD_DIR] [RUNS] [EPOCHS]
+# THREADS=N: N intra-op threads for both runs (OMP_NUM_THREADS, and the
+# worker's --threads); default: every core.
 set -euo pipefail
 build=${1:-build}
 runs=${2:-3}
@@ -15,7 +17,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -50,7 +52,8 @@ port=$(shuf -i 20000-60000 -n 1)
   > "$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do "$tandem" health --target "127.0.0.1:$port" > /dev/null 2>&1 && break; sleep 0.1; done
-"$tandem" worker --server "127.0.0.1:$port" > "$work/worker.log" 2>&1 &
+threads=${THREADS:-0}
+"$tandem" worker --server "127.0.0.1:$port" --threads "$threads" > "$work/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q registered "$work/server.log" && break; sleep 0.1; done
 
@@ -58,19 +61,34 @@ now() { date +%s.%N; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a - b}'; }
 direct=()
 service=()
-for run in $(seq "$runs"); do
-  spec "$work/direct-$run" > "$work/direct-$run.yaml"
+run_direct() {
+  spec "$work/direct-$1" > "$work/direct-$1.yaml"
+  local start
   start=$(now)
-  "$tandem" train "$work/direct-$run.yaml" --quiet > "$work/direct-$run.log" 2>&1
+  if ((threads > 0)); then
+    OMP_NUM_THREADS=$threads "$tandem" train "$work/direct-$1.yaml" --quiet > "$work/direct-$1.log" 2>&1
+  else
+    "$tandem" train "$work/direct-$1.yaml" --quiet > "$work/direct-$1.log" 2>&1
+  fi
   direct+=("$(minus "$(now)" "$start")")
-  spec "$work/service-$run" > "$work/service-$run.yaml"
+}
+run_service() {
+  spec "$work/service-$1" > "$work/service-$1.yaml"
+  local start
   start=$(now)
-  "$tandem" submit "$work/service-$run.yaml" --watch --server "127.0.0.1:$port" \
-    > "$work/service-$run.log" 2>&1
+  "$tandem" submit "$work/service-$1.yaml" --watch --server "127.0.0.1:$port" \
+    > "$work/service-$1.log" 2>&1
   service+=("$(minus "$(now)" "$start")")
-  echo "run $run: tandem train ${direct[-1]} s, through the service ${service[-1]} s"
+}
+ratios=()
+for run in $(seq "$runs"); do
+  # Alternate which goes first: the machine's load drifts.
+  if ((run % 2)); then run_direct "$run"; run_service "$run"; else run_service "$run"; run_direct "$run"; fi
+  ratios+=("$(awk -v s="${service[-1]}" -v d="${direct[-1]}" 'BEGIN {printf "%.4f", s / d}')")
+  echo "run $run: tandem train ${direct[-1]} s, through the service ${service[-1]} s (x${ratios[-1]})"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 d=$(median "${direct[@]}")
 s=$(median "${service[@]}")
-echo "median: tandem train $d s, service $s s, overhead $(awk -v s="$s" -v d="$d" 'BEGIN {printf "%.1f", 100 * (s - d) / d}') %"
+r=$(median "${ratios[@]}")
+echo "median: tandem train $d s, service $s s; median ratio $r: overhead $(awk -v r="$r" 'BEGIN {printf "%.1f", 100 * (r - 1)}') %"
