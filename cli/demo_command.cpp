@@ -9,9 +9,7 @@
 // after adaptation, and answers a ranking query with the top 5 marked right
 // or wrong. Ctrl-C (or any failure) stops every child process.
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -67,36 +65,14 @@ class Children {
     return pid;
   }
   void stop_all() {
-    for (const pid_t pid : pids_) ::kill(pid, SIGTERM);
-    for (const pid_t pid : pids_) {
-      int status = 0;
-      for (int i = 0; i < 200 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      if (::waitpid(pid, &status, WNOHANG) == 0) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-      }
-    }
+    for (const pid_t pid : pids_) ::kill(pid, SIGTERM);  // all at once, then reap each
+    for (const pid_t pid : pids_) terminate_child(pid, std::chrono::seconds(10));
     pids_.clear();
   }
 
  private:
   std::vector<pid_t> pids_;
 };
-
-/// A loopback port nobody listens on now (--port 0).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  static_cast<void>(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)));
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 /// Runs `tandem args...` in the foreground (its output is the demo's);
 /// returns its exit code (130 after Ctrl-C).
@@ -165,8 +141,7 @@ v1::Job get_job(v1::Tandem::Stub& stub, const std::string& id) {
 }
 
 /// Submits a spec file; returns the job id ("" on failure).
-std::string submit(v1::Tandem::Stub& stub, const std::string& address, const fs::path& spec,
-                   const fs::path& workdir) {
+std::string submit(const std::string& address, const fs::path& spec, const fs::path& workdir) {
   const fs::path id_file = workdir / (spec.stem().string() + ".id");
   // `tandem submit --json` prints the Job; keep its id.
   ChildProcess child;
@@ -188,7 +163,6 @@ std::string submit(v1::Tandem::Stub& stub, const std::string& address, const fs:
   }
   const std::string id = job["id"].get<std::string>();
   std::cout << "  submitted " << spec.filename().string() << " as job " << id << std::endl;
-  (void)stub;
   return id;
 }
 
@@ -238,8 +212,8 @@ int run_demo(const DemoFlags& flags) {
   for (const char* stale : {"tandem.db", "tandem.db-wal", "tandem.db-shm"})
     fs::remove(workdir / stale);
   fs::remove_all(workdir / "jobs");
-  const int port = flags.port > 0 ? flags.port : free_port();
-  const int clustering_port = flags.port > 0 ? flags.port + 1 : free_port();
+  const int port = flags.port > 0 ? flags.port : free_loopback_port();
+  const int clustering_port = flags.port > 0 ? flags.port + 1 : free_loopback_port();
   const std::string address = "127.0.0.1:" + std::to_string(port);
   const std::string clustering = "127.0.0.1:" + std::to_string(clustering_port);
   Children children;
@@ -285,7 +259,7 @@ int run_demo(const DemoFlags& flags) {
             "lr: 0.003\nepochs: " + std::to_string(flags.pretrain_epochs) + "\nwarmup_epochs: " +
             std::to_string(std::max<int64_t>(1, flags.pretrain_epochs / 20)) + "\nmilestones: [" +
             std::to_string(flags.pretrain_epochs * 3 / 4) + "]\neval_every: 0\n");
-    pretrain_ids.push_back(submit(*stub, address, spec, workdir));
+    pretrain_ids.push_back(submit(address, spec, workdir));
     if (pretrain_ids.back().empty()) return kExitFailure;
   }
   for (const auto& id : pretrain_ids) {
@@ -317,7 +291,7 @@ int run_demo(const DemoFlags& flags) {
                            common_spec(flags) + "epochs: " + std::to_string(flags.mmt_epochs) +
                            "\nclustering: dbscan\nrho: " + rho_text.str() +
                            "\ncamera_standardise: true\neval_every: 3\nworld_size: 2\n");
-  const std::string mmt_id = submit(*stub, address, mmt_spec, workdir);
+  const std::string mmt_id = submit(address, mmt_spec, workdir);
   if (mmt_id.empty()) return kExitFailure;
   if (run_cli({"watch", mmt_id, "--server", address}) != 0) return stopped_or_failed(mmt_id);
   const v1::Job after = get_job(*stub, mmt_id);

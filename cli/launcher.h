@@ -55,6 +55,14 @@ pid_t spawn_child(const ChildProcess& child);
 /// binary was replaced while running, the new file at the same path).
 std::string self_executable();
 
+/// SIGTERM to `pid` (unless it already ended), SIGKILL once `grace` has
+/// passed; reaps it and returns its waitpid status.
+int terminate_child(pid_t pid, std::chrono::milliseconds grace);
+
+/// A loopback TCP port nobody listens on now (bound once, then released),
+/// for services started as local processes.
+int free_loopback_port();
+
 /// "exited with code 3", "was killed by signal 9 (Killed)": a waitpid status.
 std::string describe_exit(int status);
 /// The exit code of a waitpid status (128 + signal for a signal).

@@ -1,12 +1,11 @@
 #include "tandem/cli/spec_validation.h"
 
-#include <google/protobuf/util/json_util.h>
-
 #include <filesystem>
 #include <stdexcept>
 #include <string>
 
 #include "tandem/cli/job_spec.h"
+#include "tandem/cli/spec_proto.h"
 #include "tandem/worker/data/reid_dataset.h"
 
 namespace tandem::cli {
@@ -47,15 +46,9 @@ absl::Status validate_submitted_spec(const tandem::v1::JobSpec& submitted) {
   tandem::v1::JobSpec wire = submitted;
   wire.clear_world_size();  // the server's; ranks never read it
   if (wire.output_dir().empty()) wire.set_output_dir("(assigned by the server)");
-  std::string json;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  if (!google::protobuf::util::MessageToJsonString(wire, &json, options).ok()) {
-    return absl::InvalidArgumentError("spec: cannot be written as JSON");
-  }
   JobSpec spec;
   try {
-    spec = parse_job_spec(json, "submitted job");
+    spec = parse_job_spec(job_spec_json(wire), "submitted job");
   } catch (const std::invalid_argument& error) {
     // "submitted job: spec.lr must be positive, got -1"
     std::string message = error.what();

@@ -106,6 +106,18 @@ class FileTail {
   std::string pending_;
 };
 
+/// One line of a job's event log for the server.
+v1::WorkerMessage event_message(const v1::AssignRank& assignment, const std::string& line,
+                                bool replayed) {
+  v1::WorkerMessage message;
+  auto* event = message.mutable_event();
+  event->set_job_id(assignment.job_id());
+  event->set_attempt(assignment.attempt());
+  event->set_event_json(line);
+  event->set_replayed(replayed);
+  return message;
+}
+
 /// The rank this worker runs.
 struct RunningRank {
   v1::AssignRank assignment;
@@ -333,25 +345,14 @@ class Worker {
           line.find("\"event\":\"evaluation\"") == std::string::npos &&
           line.find("\"event\":\"result\"") == std::string::npos)
         continue;
-      v1::WorkerMessage message;
-      auto* event = message.mutable_event();
-      event->set_job_id(assignment.job_id());
-      event->set_attempt(assignment.attempt());
-      event->set_event_json(line);
-      event->set_replayed(true);
-      write(message);
+      write(event_message(assignment, line, /*replayed=*/true));
     }
   }
 
   template <typename Write>
   void forward_events(const Write& write) {
     for (const std::string& line : rank_->events.read_lines()) {
-      v1::WorkerMessage message;
-      auto* event = message.mutable_event();
-      event->set_job_id(rank_->assignment.job_id());
-      event->set_attempt(rank_->assignment.attempt());
-      event->set_event_json(line);
-      write(message);
+      write(event_message(rank_->assignment, line, /*replayed=*/false));
     }
   }
 
@@ -395,18 +396,8 @@ class Worker {
     }
     std::cout << "tandem worker: stopping rank " << rank_->assignment.rank() << " of job "
               << rank_->assignment.job_id() << " (" << why << ")" << std::endl;
-    ::kill(rank_->pid, SIGTERM);
-    const auto deadline =
-        Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000));
-    while (::waitpid(rank_->pid, &status, WNOHANG) != rank_->pid) {
-      if (Clock::now() >= deadline) {
-        ::kill(rank_->pid, SIGKILL);
-        ::waitpid(rank_->pid, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    exit_status_ = status;
+    exit_status_ = terminate_child(
+        rank_->pid, std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000)));
   }
 
   WorkerFlags flags_;

@@ -28,6 +28,14 @@ int64_t now_ms() {
 /// Events kept per job for subscribers that fall behind.
 constexpr size_t kEventHistory = 4096;
 
+/// A JobEvent carrying the job as it is now.
+v1::JobEvent job_event(const v1::Job& job) {
+  v1::JobEvent event;
+  event.set_time_ms(now_ms());
+  *event.mutable_job() = job;
+  return event;
+}
+
 bool is_terminal(v1::JobState state) {
   return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
 }
@@ -248,7 +256,7 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted) {
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const int capacity = std::max(options_.expected_workers, workers_ever_);
+    const int capacity = std::max(options_.expected_workers, most_live_workers_);
     if (capacity > 0 && world_size_of(spec) > capacity) {
       return absl::FailedPreconditionError(
           "spec.world_size: " + std::to_string(world_size_of(spec)) + " ranks, but at most " +
@@ -324,15 +332,7 @@ absl::StatusOr<v1::Job> JobCoordinator::cancel(const std::string& id,
   }
   if (!rt->cancel_requested) {
     rt->cancel_requested = true;
-    for (const auto& slot : rt->slots) {
-      if (slot.done) continue;
-      const auto worker = workers_.find(slot.worker_id);
-      if (worker == workers_.end()) continue;
-      v1::WorkerCommand command;
-      command.mutable_stop()->set_job_id(rt->job.id());
-      command.mutable_stop()->set_attempt(rt->attempts);
-      worker->second->channel->send(command);
-    }
+    stop_ranks_locked(*rt);
   }
   changed_.wait_for(lock, wait, [&] { return is_terminal(rt->job.state()); });
   return rt->job;
@@ -347,9 +347,7 @@ absl::Status JobCoordinator::watch(const std::string& id, double max_iteration_e
   Runtime* rt = find(id);
   if (rt == nullptr) return absl::NotFoundError("id: no job '" + id + "'");
   int64_t seq = rt->next_seq;
-  v1::JobEvent first;
-  first.set_time_ms(now_ms());
-  *first.mutable_job() = rt->job;
+  const v1::JobEvent first = job_event(rt->job);
   bool ended = is_terminal(rt->job.state());
   lock.unlock();
   if (!send(first) || ended) return absl::OkStatus();
@@ -363,10 +361,7 @@ absl::Status JobCoordinator::watch(const std::string& id, double max_iteration_e
     batch.clear();
     if (!rt->events.empty() && rt->events.front().first > seq) {
       // Fell behind the kept history: resynchronise with the job itself.
-      v1::JobEvent snapshot;
-      snapshot.set_time_ms(now_ms());
-      *snapshot.mutable_job() = rt->job;
-      batch.push_back(std::move(snapshot));
+      batch.push_back(job_event(rt->job));
     } else {
       for (const auto& [s, event] : rt->events) {
         if (s >= seq) batch.push_back(event);
@@ -413,7 +408,7 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
             << (info.device_kind().empty() ? "cpu" : info.device_kind()) << ", " << info.gpus()
             << " GPUs)" << std::endl;
   workers_[id] = std::move(worker);
-  workers_ever_ = std::max(workers_ever_, static_cast<int>(workers_.size()));
+  most_live_workers_ = std::max(most_live_workers_, static_cast<int>(workers_.size()));
   changed_.notify_all();
   return id;
 }
@@ -561,21 +556,23 @@ void JobCoordinator::rank_ended_locked(Runtime& rt, int rank, int exit_code,
   slot.exit_code = exit_code;
   if (exit_code != 0 && rt.attempt_error.empty() && !rt.cancel_requested) {
     rt.attempt_error = error.empty() ? "rank " + std::to_string(rank) + " failed" : error;
-    // Stop the rest of the group: the job restarts as a whole.
-    for (const auto& other : rt.slots) {
-      if (other.done) continue;
-      const auto worker = workers_.find(other.worker_id);
-      if (worker == workers_.end()) continue;
-      v1::WorkerCommand command;
-      command.mutable_stop()->set_job_id(rt.job.id());
-      command.mutable_stop()->set_attempt(rt.attempts);
-      worker->second->channel->send(command);
-    }
+    stop_ranks_locked(rt);  // the job restarts as a whole
   }
   for (const auto& s : rt.slots) {
     if (!s.done) return;
   }
   finish_attempt_locked(rt);
+}
+
+void JobCoordinator::stop_ranks_locked(Runtime& rt) {
+  v1::WorkerCommand command;
+  command.mutable_stop()->set_job_id(rt.job.id());
+  command.mutable_stop()->set_attempt(rt.attempts);
+  for (const auto& slot : rt.slots) {
+    if (slot.done) continue;
+    const auto worker = workers_.find(slot.worker_id);
+    if (worker != workers_.end()) worker->second->channel->send(command);
+  }
 }
 
 void JobCoordinator::finish_attempt_locked(Runtime& rt) {
@@ -724,10 +721,7 @@ void JobCoordinator::publish_locked(Runtime& rt, v1::JobEvent event) {
 }
 
 void JobCoordinator::publish_job_locked(Runtime& rt) {
-  v1::JobEvent event;
-  event.set_time_ms(now_ms());
-  *event.mutable_job() = rt.job;
-  publish_locked(rt, std::move(event));
+  publish_locked(rt, job_event(rt.job));
 }
 
 absl::Status JobCoordinator::persist_locked(Runtime& rt) {

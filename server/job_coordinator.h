@@ -56,7 +56,7 @@ struct CoordinatorOptions {
   double rank_timeout_seconds = 300;
   double share_timeout_seconds = 3600;
   /// Workers the deployment will have (SubmitJob refuses a world size above
-  /// max(this, workers ever registered)); 0: only the registered ones count.
+  /// max(this, the most workers registered at one time)); 0: only those count.
   int expected_workers = 0;
   /// Progress (epoch, iteration) is written to the store at most this often;
   /// phases, metrics, checkpoints and states at once.
@@ -129,6 +129,8 @@ class JobCoordinator {
   void check_heartbeats_locked();
   void start_attempt_locked(Runtime& job, std::vector<Worker*> workers);
   void rank_ended_locked(Runtime& job, int rank, int exit_code, const std::string& error);
+  /// StopRank to every rank of the attempt that is still running.
+  void stop_ranks_locked(Runtime& job);
   void finish_attempt_locked(Runtime& job);
   void worker_lost_locked(Worker& worker, const std::string& why);
   void apply_event_locked(Runtime& job, const std::string& event_json, bool replayed);
@@ -146,7 +148,8 @@ class JobCoordinator {
   std::map<int64_t, std::unique_ptr<Runtime>> jobs_;
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   int64_t next_worker_ = 1;
-  int workers_ever_ = 0;
+  /// The most workers registered at one time (SubmitJob's capacity).
+  int most_live_workers_ = 0;
   bool stopping_ = false;
   std::thread scheduler_;
 };

@@ -5,8 +5,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,25 +17,13 @@
 #include <vector>
 
 #include "run_tandem.h"
+#include "tandem/cli/launcher.h"
 #include "tandem/server/health_client.h"
 #include "tandem/v1/tandem.grpc.pb.h"
 
 namespace tandem::cli::testing {
 
 namespace v1 = tandem::v1;
-
-/// A free loopback TCP port (bound once, then released).
-inline int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  static_cast<void>(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)));
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 /// Two tiny synthetic domains (market-style source, duke-style target),
 /// rendered once per test binary: 16 ids, 3 cameras, 32 × 16 images.
@@ -72,9 +58,9 @@ class Deployment {
     dir_ = scratch_path("deploy-" + name);
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    address_ = "127.0.0.1:" + std::to_string(free_loopback_port());
+    address_ = "127.0.0.1:" + std::to_string(cli::free_loopback_port());
     if (options_.clustering_service) {
-      clustering_address_ = "127.0.0.1:" + std::to_string(free_loopback_port());
+      clustering_address_ = "127.0.0.1:" + std::to_string(cli::free_loopback_port());
       clustering_ = spawn_tandem({"cluster", "--listen", clustering_address_}, name + "-cluster");
       EXPECT_TRUE(server::wait_until_serving(clustering_address_, std::chrono::seconds(30)).ok());
     }
@@ -154,8 +140,6 @@ class Deployment {
   const std::string& address() const { return address_; }
   const std::filesystem::path& dir() const { return dir_; }
   std::string server_log() const { return read_file(server_.stdout_path); }
-  std::string worker_log(size_t index) const { return read_file(workers_[index].stdout_path); }
-  pid_t worker_pid(size_t index) const { return workers_[index].pid; }
 
   /// Submits `spec`; the call's status and the job.
   grpc::Status submit(const v1::JobSpec& spec, v1::Job* job) {

@@ -215,7 +215,7 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     std::vector<std::string> phases;
     for (std::string line; std::getline(events, line);) {
       const auto event = nlohmann::json::parse(line);  // one JSON object per line
-      if (event["event"] == "phase") {  // what the service shows as the job's phase
+      if (event["event"] == "phase") {                 // what the service shows as the job's phase
         phases.push_back(event["phase"]);
         continue;
       }
