@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "run_ranks.h"
@@ -24,7 +25,12 @@ std::shared_ptr<DataParallel> join(
   return make_data_parallel(init_process_group(store, options), lanes, share_timeout);
 }
 
+/// The same weights for a seed in every thread: the default generator is
+/// global, so ranks (threads) building their nets at once would interleave
+/// its draws.
 torch::nn::Sequential small_net(uint64_t seed) {
+  static std::mutex generator;
+  const std::lock_guard<std::mutex> lock(generator);
   torch::manual_seed(seed);
   return torch::nn::Sequential(torch::nn::Linear(5, 7), torch::nn::BatchNorm1d(7),
                                torch::nn::ReLU(), torch::nn::Linear(7, 3));
