@@ -91,4 +91,5 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 d=$(median "${direct[@]}")
 s=$(median "${service[@]}")
 r=$(median "${ratios[@]}")
-echo "median: tandem train $d s, service $s s; median ratio $r: overhead $(awk -v r="$r" 'BEGIN {printf "%.1f", 100 * (r - 1)}') %"
+spread=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1; s+=$1} END {printf "ratios %.3f .. %.3f, mean %.3f", a[1], a[NR], s/NR}')
+echo "median: tandem train $d s, service $s s; median ratio $r: overhead $(awk -v r="$r" 'BEGIN {printf "%.1f", 100 * (r - 1)}') % ($spread)"

@@ -29,8 +29,8 @@ int run(const std::vector<std::string>& args) {
   add_bench_command(app, action);
   add_synth_command(app, action);
   add_worker_command(app, action);
-  add_client_commands(app, action);
-  add_health_command(app, action);
+  client::add_client_commands(app, action);
+  client::add_health_command(app, action);
   add_demo_command(app, action);
 
   const auto is_subcommand = [&app](const std::string& name) {

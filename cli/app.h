@@ -1,21 +1,21 @@
-// The `tandem` command line: one binary, one subcommand per process role or
-// client action (server, health, demo, ...).
+// The `tandem` command line as `tandem-engine` runs it: one subcommand per
+// process role or client action (server, worker, train, demo, submit, ...).
+// The `tandem` front binary (client/front.h) runs the client actions itself
+// and hands every other command line to this one.
 #pragma once
 
-#include <functional>
 #include <string>
 #include <vector>
 
-namespace CLI {  // NOLINT(readability-identifier-naming): CLI11's namespace
-class App;
-}  // namespace CLI
+#include "tandem/client/command.h"
 
 namespace tandem::cli {
 
-/// Exit codes shared by every subcommand.
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailure = 1;
-inline constexpr int kExitUsage = 2;
+/// Exit codes and the action type are the client library's (client/command.h).
+using client::Action;
+using client::kExitFailure;
+using client::kExitOk;
+using client::kExitUsage;
 
 /// Version string printed by `tandem --version`.
 const char* version();
@@ -27,9 +27,7 @@ int run(const std::vector<std::string>& args);
 
 /// Each subcommand registers itself on the app and sets the action to run
 /// after parsing; the action returns the exit code.
-using Action = std::function<int()>;
 void add_server_command(CLI::App& app, Action& action);
-void add_health_command(CLI::App& app, Action& action);
 void add_demo_command(CLI::App& app, Action& action);
 void add_cluster_command(CLI::App& app, Action& action);
 void add_dataset_command(CLI::App& app, Action& action);
@@ -37,7 +35,5 @@ void add_train_command(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
 void add_synth_command(CLI::App& app, Action& action);
 void add_worker_command(CLI::App& app, Action& action);
-/// submit, status, watch, cancel, rank: clients of the tandem.v1.Tandem service.
-void add_client_commands(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

@@ -30,7 +30,7 @@
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/launcher.h"
-#include "tandem/server/health_client.h"
+#include "tandem/client/health_client.h"
 #include "tandem/v1/tandem.grpc.pb.h"
 #include "tandem/worker/data/reid_dataset.h"
 
@@ -230,7 +230,7 @@ int run_demo(const DemoFlags& flags) {
   background("server", {"server", "--listen", address, "--db", (workdir / "tandem.db").string(),
                         "--jobs-dir", (workdir / "jobs").string(), "--clustering", clustering});
   for (const auto& target_address : {clustering, address}) {
-    const auto ready = server::wait_until_serving(target_address, std::chrono::seconds(30));
+    const auto ready = client::wait_until_serving(target_address, std::chrono::seconds(30));
     if (!ready.ok()) {
       std::cerr << "tandem demo: " << target_address << " did not come up: " << ready.message()
                 << " (is the port in use? try --port)" << std::endl;

@@ -1,3 +1,4 @@
+// `tandem-engine`: every subcommand (cli/app.h); users run it through `tandem`.
 #include <string>
 #include <vector>
 

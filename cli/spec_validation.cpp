@@ -5,7 +5,7 @@
 #include <string>
 
 #include "tandem/cli/job_spec.h"
-#include "tandem/cli/spec_proto.h"
+#include "tandem/client/spec_proto.h"
 #include "tandem/worker/data/reid_dataset.h"
 
 namespace tandem::cli {
@@ -48,7 +48,7 @@ absl::Status validate_submitted_spec(const tandem::v1::JobSpec& submitted) {
   if (wire.output_dir().empty()) wire.set_output_dir("(assigned by the server)");
   JobSpec spec;
   try {
-    spec = parse_job_spec(job_spec_json(wire), "submitted job");
+    spec = parse_job_spec(client::job_spec_json(wire), "submitted job");
   } catch (const std::invalid_argument& error) {
     // "submitted job: spec.lr must be positive, got -1"
     std::string message = error.what();

@@ -13,7 +13,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -26,9 +28,11 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/launcher.h"
+#include "tandem/cli/worker_command.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -118,13 +122,61 @@ v1::WorkerMessage event_message(const v1::AssignRank& assignment, const std::str
   return message;
 }
 
-/// The rank this worker runs.
+/// How often rank 0's event log is read while it trains.
+constexpr auto kEventPoll = std::chrono::milliseconds(250);
+/// The longest the worker sleeps (how soon it notices SIGINT/SIGTERM).
+constexpr auto kLongestSleep = std::chrono::milliseconds(250);
+
+/// Wakes the worker's loop: a command arrived, the stream closed, the rank
+/// exited. Between those the loop sleeps (no polling while a rank trains but
+/// the event log's read every kEventPoll).
+class Wakeup {
+ public:
+  void notify() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_ = true;
+    }
+    cv_.notify_one();
+  }
+  void wait_until(Clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_until(lock, deadline, [&] { return pending_; });
+    pending_ = false;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool pending_ = false;
+};
+
+/// The rank this worker runs. A thread waits for its exit (without reaping
+/// it: the worker's loop does) and wakes the loop.
 struct RunningRank {
   v1::AssignRank assignment;
   pid_t pid = -1;
   fs::path log;
   FileTail events;
   std::optional<Clock::time_point> kill_at;
+  std::thread exit_watch;
+
+  void watch_exit(Wakeup& wakeup) {
+    exit_watch = std::thread([pid = pid, &wakeup] {
+      siginfo_t info{};
+      while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0 &&
+             errno == EINTR) {
+      }
+      wakeup.notify();
+    });
+  }
+  RunningRank() = default;
+  RunningRank(const RunningRank&) = delete;
+  RunningRank& operator=(const RunningRank&) = delete;
+  /// Called once the child is reaped (or killed and reaped).
+  ~RunningRank() {
+    if (exit_watch.joinable()) exit_watch.join();
+  }
 };
 
 class Worker {
@@ -206,10 +258,14 @@ class Worker {
     std::thread reader([&] {
       v1::WorkerCommand command;
       while (stream->Read(&command)) {
-        std::lock_guard<std::mutex> lock(queue_mutex);
-        commands.push_back(command);
+        {
+          std::lock_guard<std::mutex> lock(queue_mutex);
+          commands.push_back(command);
+        }
+        wakeup_.notify();
       }
       stream_open.store(false);
+      wakeup_.notify();
     });
     Session result = Session::kLost;
     auto next_heartbeat = Clock::now();
@@ -235,7 +291,12 @@ class Worker {
         if (!write(beat)) break;
         next_heartbeat = Clock::now() + heartbeat;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      auto wake_at = std::min(next_heartbeat, Clock::now() + kLongestSleep);
+      if (rank_) {
+        wake_at = std::min(wake_at, Clock::now() + kEventPoll);
+        if (rank_->kill_at) wake_at = std::min(wake_at, *rank_->kill_at);
+      }
+      wakeup_.wait_until(wake_at);
     }
     if (result == Session::kStopped && rank_) {
       stop_rank_now("the worker was stopped");
@@ -328,6 +389,7 @@ class Worker {
     if (flags_.threads > 0)
       child.env.emplace_back("OMP_NUM_THREADS", std::to_string(flags_.threads));
     rank->pid = spawn_child(child);
+    rank->watch_exit(wakeup_);
     std::cout << "tandem worker: job " << assignment.job_id() << " attempt " << assignment.attempt()
               << ": rank " << r << " of " << assignment.world_size() << " started (pid "
               << rank->pid << ", log " << rank->log.string() << ")" << std::endl;
@@ -351,7 +413,7 @@ class Worker {
 
   template <typename Write>
   void forward_events(const Write& write) {
-    for (const std::string& line : rank_->events.read_lines()) {
+    for (const std::string& line : coalesce_iterations(rank_->events.read_lines())) {
       write(event_message(rank_->assignment, line, /*replayed=*/false));
     }
   }
@@ -401,6 +463,7 @@ class Worker {
   }
 
   WorkerFlags flags_;
+  Wakeup wakeup_;  // before rank_: a rank's exit watch uses it
   std::unique_ptr<RunningRank> rank_;
   int exit_status_ = 0;
 };
@@ -456,6 +519,25 @@ void add_worker_command(CLI::App& app, Action& action) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   command->callback([flags, &action] { action = [flags] { return run_worker(*flags); }; });
+}
+
+std::vector<std::string> coalesce_iterations(std::vector<std::string> lines) {
+  const auto is_iteration = [](const std::string& line) {
+    return line.find("\"event\":\"iteration\"") != std::string::npos;
+  };
+  const auto ends_epoch = [](const std::string& line) {
+    const nlohmann::json event = nlohmann::json::parse(line, nullptr, false);
+    return event.is_object() &&
+           event.value("iteration", int64_t{-1}) == event.value("iterations", int64_t{-2});
+  };
+  std::vector<std::string> kept;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (is_iteration(lines[i]) && i + 1 < lines.size() && is_iteration(lines[i + 1]) &&
+        !ends_epoch(lines[i]))
+      continue;
+    kept.push_back(std::move(lines[i]));
+  }
+  return kept;
 }
 
 }  // namespace tandem::cli

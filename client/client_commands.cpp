@@ -20,14 +20,15 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <tandem/v1/tandem.grpc.pb.h>
 
-#include "tandem/cli/app.h"
-#include "tandem/cli/spec_proto.h"
+#include "tandem/client/command.h"
+#include "tandem/client/spec_proto.h"
 
-namespace tandem::cli {
+namespace tandem::client {
 namespace {
 
 namespace v1 = tandem::v1;
@@ -47,6 +48,18 @@ void add_client_flags(CLI::App& command, ClientFlags& flags) {
                    "print the replies as protobuf JSON (watch: one event per line)");
   command.add_option("--timeout", flags.timeout_s, "seconds to wait for each unary reply")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
+/// How long a watch waits for a lost server to come back, by default.
+constexpr double kDefaultReconnectSeconds = 120;
+
+void add_reconnect_flag(CLI::App& command, double& seconds) {
+  command
+      .add_option("--reconnect", seconds,
+                  "seconds to wait for a lost server to come back before giving up the watch "
+                  "(0: give up at once)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
 }
 
@@ -451,46 +464,72 @@ class WatchView {
 };
 
 /// Follows job `id` until it ends: 0 for SUCCEEDED, 1 for FAILED or CANCELLED
-/// (or a broken stream).
-int watch_job(Client& client, const std::string& id, double rate) {
+/// (or a broken stream). A stream broken by a lost server (UNAVAILABLE) is
+/// opened again once the server answers, for up to `reconnect_seconds`: a
+/// server restarted mid-job (its jobs resume) keeps its watchers.
+int watch_job(Client& client, const std::string& id, double rate, double reconnect_seconds) {
   const bool json = client.flags().json;
+  const auto get_job = [&](v1::Job& job) {
+    v1::GetJobRequest request;
+    request.set_id(id);
+    auto context = client.unary();
+    return client.stub().GetJob(context.get(), request, &job);
+  };
   {
     // Fails fast (and within --timeout) when the server is not there or the
     // job is unknown, before the stream, which has no deadline.
-    v1::GetJobRequest request;
-    request.set_id(id);
     v1::Job job;
-    auto context = client.unary();
-    const grpc::Status status = client.stub().GetJob(context.get(), request, &job);
+    const grpc::Status status = get_job(job);
     if (!status.ok()) return client.fail(status);
   }
   v1::WatchJobRequest request;
   request.set_id(id);
   request.set_max_iteration_events_per_second(rate);
-  grpc::ClientContext context;
-  auto reader = client.stub().WatchJob(&context, request);
   WatchView view(std::cout, !json && ::isatty(STDOUT_FILENO) == 1);
   v1::JobEvent event;
   v1::Job last;
   std::string error_event;
-  while (reader->Read(&event)) {
-    if (event.has_job()) last = event.job();
-    if (event.event_case() == v1::JobEvent::kError) error_event = event.error();
-    if (json) {
-      std::cout << to_json(event) << std::endl;
-    } else {
-      view.on_event(event);
+  grpc::Status status;
+  while (true) {
+    grpc::ClientContext context;
+    auto reader = client.stub().WatchJob(&context, request);
+    while (reader->Read(&event)) {
+      if (event.has_job()) last = event.job();
+      if (event.event_case() == v1::JobEvent::kError) error_event = event.error();
+      if (json) {
+        std::cout << to_json(event) << std::endl;
+      } else {
+        view.on_event(event);
+      }
     }
+    status = reader->Finish();
+    if (status.ok() || status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        ended(last.state()) || !(reconnect_seconds > 0))
+      break;
+    if (!json) view.clear();
+    std::cerr << "tandem " << client.command() << ": lost the server at " << client.flags().server
+              << " (" << status.error_message() << "); reconnecting for up to "
+              << figure(reconnect_seconds) << " s" << std::endl;
+    const auto give_up = std::chrono::steady_clock::now() +
+                         std::chrono::milliseconds(static_cast<int64_t>(reconnect_seconds * 1000));
+    grpc::Status got(grpc::StatusCode::UNAVAILABLE, status.error_message());
+    while (std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      got = get_job(last);
+      if (got.ok() || (got.error_code() != grpc::StatusCode::UNAVAILABLE &&
+                       got.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED))
+        break;
+    }
+    if (!got.ok()) return client.fail(got);
+    std::cerr << "tandem " << client.command() << ": reconnected; job " << id << " is "
+              << v1::JobState_Name(last.state()) << std::endl;
+    if (ended(last.state())) break;
   }
-  const grpc::Status status = reader->Finish();
   if (!json) view.clear();
-  if (!status.ok()) return client.fail(status);
+  if (!status.ok() && !ended(last.state())) return client.fail(status);
   if (!ended(last.state())) {
     // The stream ended without the final state: ask for it.
-    v1::GetJobRequest get;
-    get.set_id(id);
-    auto unary = client.unary();
-    const grpc::Status got = client.stub().GetJob(unary.get(), get, &last);
+    const grpc::Status got = get_job(last);
     if (!got.ok()) return client.fail(got);
   }
   const std::string error = last.error().empty() ? error_event : last.error();
@@ -531,6 +570,7 @@ struct SubmitFlags {
   bool watch = false;
   int world_size = 0;
   double rate = 0;
+  double reconnect_seconds = kDefaultReconnectSeconds;
 };
 
 int run_submit(const SubmitFlags& flags) {
@@ -547,7 +587,7 @@ int run_submit(const SubmitFlags& flags) {
   const grpc::Status status = client.stub().SubmitJob(context.get(), request, &job);
   if (!status.ok()) return client.fail(status);
   std::cout << (flags.client.json ? to_json(job) : job.id()) << std::endl;
-  return flags.watch ? watch_job(client, job.id(), flags.rate) : kExitOk;
+  return flags.watch ? watch_job(client, job.id(), flags.rate, flags.reconnect_seconds) : kExitOk;
 }
 
 // ---- status ----------------------------------------------------------------
@@ -660,11 +700,12 @@ struct WatchFlags {
   ClientFlags client;
   std::string job;
   double rate = 0;
+  double reconnect_seconds = kDefaultReconnectSeconds;
 };
 
 int run_watch(const WatchFlags& flags) {
   Client client(flags.client, "watch");
-  return watch_job(client, flags.job, flags.rate);
+  return watch_job(client, flags.job, flags.rate, flags.reconnect_seconds);
 }
 
 struct CancelFlags {
@@ -769,6 +810,7 @@ void add_client_commands(CLI::App& app, Action& action) {
         ->add_option("--rate", flags->rate,
                      "with --watch: iteration events per second at most (0: the server's 2)")
         ->check(CLI::NonNegativeNumber);
+    add_reconnect_flag(*command, flags->reconnect_seconds);
     add_client_flags(*command, flags->client);
     command->callback([flags, &action] { action = [flags] { return run_submit(*flags); }; });
   }
@@ -797,6 +839,7 @@ void add_client_commands(CLI::App& app, Action& action) {
         ->add_option("--rate", flags->rate,
                      "iteration events per second at most (0: the server's 2)")
         ->check(CLI::NonNegativeNumber);
+    add_reconnect_flag(*command, flags->reconnect_seconds);
     add_client_flags(*command, flags->client);
     command->callback([flags, &action] { action = [flags] { return run_watch(*flags); }; });
   }
@@ -830,4 +873,4 @@ void add_client_commands(CLI::App& app, Action& action) {
   }
 }
 
-}  // namespace tandem::cli
+}  // namespace tandem::client

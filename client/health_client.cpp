@@ -1,4 +1,4 @@
-#include "tandem/server/health_client.h"
+#include "tandem/client/health_client.h"
 
 #include <grpc/health/v1/health.grpc.pb.h>
 #include <grpcpp/client_context.h>
@@ -7,7 +7,7 @@
 
 #include <thread>
 
-namespace tandem::server {
+namespace tandem::client {
 
 const char* to_string(ServingStatus status) {
   switch (status) {
@@ -57,4 +57,4 @@ absl::Status wait_until_serving(const std::string& target, std::chrono::millisec
   return last;
 }
 
-}  // namespace tandem::server
+}  // namespace tandem::client

@@ -7,7 +7,7 @@
 
 #include <absl/status/statusor.h>
 
-namespace tandem::server {
+namespace tandem::client {
 
 /// The answer of one Check call.
 enum class ServingStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
@@ -26,4 +26,4 @@ absl::StatusOr<ServingStatus> check_health(
 absl::Status wait_until_serving(const std::string& target, std::chrono::milliseconds deadline,
                                 const std::string& service = "");
 
-}  // namespace tandem::server
+}  // namespace tandem::client

@@ -5,10 +5,10 @@
 #include <iostream>
 #include <memory>
 
-#include "tandem/cli/app.h"
-#include "tandem/server/health_client.h"
+#include "tandem/client/command.h"
+#include "tandem/client/health_client.h"
 
-namespace tandem::cli {
+namespace tandem::client {
 namespace {
 
 struct HealthFlags {
@@ -19,13 +19,13 @@ struct HealthFlags {
 
 int run_health(const HealthFlags& flags) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_s * 1000));
-  auto answer = server::check_health(flags.target, flags.service, timeout);
+  auto answer = check_health(flags.target, flags.service, timeout);
   if (!answer.ok()) {
     std::cerr << "tandem health: " << answer.status().message() << "\n";
     return kExitFailure;
   }
   std::cout << to_string(*answer) << "\n";
-  return *answer == server::ServingStatus::kServing ? kExitOk : kExitFailure;
+  return *answer == ServingStatus::kServing ? kExitOk : kExitFailure;
 }
 
 }  // namespace
@@ -41,4 +41,4 @@ void add_health_command(CLI::App& app, Action& action) {
   command->callback([flags, &action] { action = [flags] { return run_health(*flags); }; });
 }
 
-}  // namespace tandem::cli
+}  // namespace tandem::client

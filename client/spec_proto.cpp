@@ -1,4 +1,4 @@
-#include "tandem/cli/spec_proto.h"
+#include "tandem/client/spec_proto.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace tandem::cli {
+namespace tandem::client {
 namespace {
 
 using google::protobuf::Descriptor;
@@ -286,4 +286,4 @@ std::string job_spec_json(const tandem::v1::JobSpec& spec) {
   return out;
 }
 
-}  // namespace tandem::cli
+}  // namespace tandem::client

@@ -16,7 +16,7 @@ namespace YAML {  // NOLINT(readability-identifier-naming): yaml-cpp's namespace
 class Node;
 }  // namespace YAML
 
-namespace tandem::cli {
+namespace tandem::client {
 
 /// The spec in `text`; `where` (a file name) starts every error message.
 /// Throws std::invalid_argument for invalid YAML, an unknown key
@@ -39,4 +39,4 @@ nlohmann::json yaml_to_proto_json(const YAML::Node& node,
                                   const google::protobuf::Descriptor& schema,
                                   const std::string& where, const std::string& path = "spec");
 
-}  // namespace tandem::cli
+}  // namespace tandem::client

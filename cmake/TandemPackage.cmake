@@ -1,7 +1,8 @@
 # The installable package: `cmake --install build --prefix P` gives
 #   P/include/tandem/<component>/...       public headers
 #   P/lib/libtandem_<component>.a          libraries
-#   P/bin/tandem                           the binary
+#   P/bin/tandem                           the binary users run (no LibTorch)
+#   P/libexec/tandem/tandem-engine         every other subcommand, run by it
 #   P/lib/cmake/Tandem/TandemConfig.cmake  exporting Tandem::methods, ...
 include(CMakePackageConfigHelpers)
 

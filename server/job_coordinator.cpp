@@ -164,7 +164,6 @@ struct JobCoordinator::Runtime {
   int64_t attempts = 0;
   /// Failed attempts so far (restarts used).
   int failures = 0;
-  bool cancel_requested = false;
   // The running attempt.
   struct Slot {
     std::string worker_id;
@@ -211,7 +210,16 @@ absl::Status JobCoordinator::start() {
     job.set_error(record.error);
     job.set_created_ms(record.created_ms);
     job.set_updated_ms(record.updated_ms);
-    if (record.state == JobState::kRunning) {
+    if (record.state == JobState::kRunning && job.cancel_requested()) {
+      // The previous server died while the job's ranks were being stopped.
+      job.set_state(v1::CANCELLED);
+      job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
+      job.set_finished_ms(now_ms());
+      job.clear_workers();
+      TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
+      std::cout << "tandem server: job " << record.id
+                << " was being cancelled when the server stopped; cancelled" << std::endl;
+    } else if (record.state == JobState::kRunning) {
       // The previous server died with the job running: queue it again; it
       // resumes from its last checkpoint.
       job.set_state(v1::QUEUED);
@@ -330,8 +338,12 @@ absl::StatusOr<v1::Job> JobCoordinator::cancel(const std::string& id,
     publish_job_locked(*rt);
     return rt->job;
   }
-  if (!rt->cancel_requested) {
-    rt->cancel_requested = true;
+  if (!rt->job.cancel_requested()) {
+    // Stored before the ranks are told: a server that dies now still ends
+    // the job CANCELLED when it comes back (start()).
+    rt->job.set_cancel_requested(true);
+    TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
+    publish_job_locked(*rt);
     stop_ranks_locked(*rt);
   }
   changed_.wait_for(lock, wait, [&] { return is_terminal(rt->job.state()); });
@@ -554,7 +566,7 @@ void JobCoordinator::rank_ended_locked(Runtime& rt, int rank, int exit_code,
   if (slot.done) return;
   slot.done = true;
   slot.exit_code = exit_code;
-  if (exit_code != 0 && rt.attempt_error.empty() && !rt.cancel_requested) {
+  if (exit_code != 0 && rt.attempt_error.empty() && !rt.job.cancel_requested()) {
     rt.attempt_error = error.empty() ? "rank " + std::to_string(rank) + " failed" : error;
     stop_ranks_locked(rt);  // the job restarts as a whole
   }
@@ -586,7 +598,7 @@ void JobCoordinator::finish_attempt_locked(Runtime& rt) {
   }
   rt.slots.clear();
   job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
-  if (rt.cancel_requested) {
+  if (job.cancel_requested()) {
     job.set_state(v1::CANCELLED);
     job.set_finished_ms(now_ms());
   } else if (rt.attempt_error.empty()) {

@@ -18,7 +18,7 @@
 
 #include "run_tandem.h"
 #include "tandem/cli/launcher.h"
-#include "tandem/server/health_client.h"
+#include "tandem/client/health_client.h"
 #include "tandem/v1/tandem.grpc.pb.h"
 
 namespace tandem::cli::testing {
@@ -62,7 +62,7 @@ class Deployment {
     if (options_.clustering_service) {
       clustering_address_ = "127.0.0.1:" + std::to_string(cli::free_loopback_port());
       clustering_ = spawn_tandem({"cluster", "--listen", clustering_address_}, name + "-cluster");
-      EXPECT_TRUE(server::wait_until_serving(clustering_address_, std::chrono::seconds(30)).ok());
+      EXPECT_TRUE(client::wait_until_serving(clustering_address_, std::chrono::seconds(30)).ok());
     }
     start_server();
     for (int i = 0; i < options_.workers; ++i) start_worker();
@@ -97,7 +97,7 @@ class Deployment {
       args.push_back(clustering_address_);
     }
     server_ = spawn_tandem(args, name_ + "-server-" + std::to_string(server_starts_++));
-    const auto ready = server::wait_until_serving(address_, std::chrono::seconds(30));
+    const auto ready = client::wait_until_serving(address_, std::chrono::seconds(30));
     EXPECT_TRUE(ready.ok()) << ready;
     channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
     stub_ = v1::Tandem::NewStub(channel_);

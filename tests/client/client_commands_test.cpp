@@ -21,14 +21,16 @@
 
 #include <tandem/v1/tandem.grpc.pb.h>
 
-#include "run_tandem.h"
-#include "tandem/cli/spec_proto.h"
+#include "cli/run_tandem.h"
+#include "tandem/client/spec_proto.h"
 #include "tandem/server/grpc_server.h"
 
-namespace tandem::cli {
+namespace tandem::client {
 namespace {
 
-using testing::run_tandem;
+namespace testing = ::tandem::cli::testing;
+
+using cli::testing::run_tandem;
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -512,4 +514,4 @@ TEST(ClientUnreachable, EveryCommandSaysTheServerIsNotReachableQuickly) {
 }
 
 }  // namespace
-}  // namespace tandem::cli
+}  // namespace tandem::client

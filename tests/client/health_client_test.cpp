@@ -1,4 +1,4 @@
-#include "tandem/server/health_client.h"
+#include "tandem/client/health_client.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-namespace tandem::server {
+namespace tandem::client {
 namespace {
 
 // A loopback port with nothing listening on it.
@@ -52,4 +52,4 @@ TEST(ServingStatusNames, AreTheWireNames) {
 }
 
 }  // namespace
-}  // namespace tandem::server
+}  // namespace tandem::client

@@ -1,12 +1,12 @@
 #include <gtest/gtest.h>
 
-#include "run_tandem.h"
+#include "cli/run_tandem.h"
 #include "tandem/server/grpc_server.h"
 
-namespace tandem::cli {
+namespace tandem::client {
 namespace {
 
-using testing::run_tandem;
+using cli::testing::run_tandem;
 
 TEST(HealthCommand, PrintsServingAndExitsZero) {
   server::GrpcOptions options;
@@ -26,4 +26,4 @@ TEST(HealthCommand, UnreachableTargetExitsOneWithTheTarget) {
 }
 
 }  // namespace
-}  // namespace tandem::cli
+}  // namespace tandem::client

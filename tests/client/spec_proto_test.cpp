@@ -1,6 +1,6 @@
 // cli/spec_proto: job spec files as tandem::v1::JobSpec (YAML -> JSON ->
 // protobuf's JSON mapping), checked against the proto's descriptor.
-#include "tandem/cli/spec_proto.h"
+#include "tandem/client/spec_proto.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -15,10 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "run_tandem.h"
+#include "cli/run_tandem.h"
 
-namespace tandem::cli {
+namespace tandem::client {
 namespace {
+
+namespace testing = ::tandem::cli::testing;
 
 using google::protobuf::util::MessageDifferencer;
 
@@ -261,4 +263,4 @@ TEST(SpecProto, EverySpecInTheRepositoryConverts) {
 }
 
 }  // namespace
-}  // namespace tandem::cli
+}  // namespace tandem::client

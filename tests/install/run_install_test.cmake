@@ -24,7 +24,8 @@ foreach(expected
     "include/tandem/worker/distributed.h"
     "lib/cmake/Tandem/TandemConfig.cmake"
     "lib/cmake/Tandem/TandemTargets.cmake"
-    "bin/tandem")
+    "bin/tandem"
+    "libexec/tandem/tandem-engine")
   if(NOT EXISTS "${prefix}/${expected}")
     message(FATAL_ERROR "install test: ${expected} is missing from the install")
   endif()
@@ -39,6 +40,7 @@ run_step("run consumer" "${work}/consumer/tandem_consumer")
 if(NOT step_output MATCHES "consumer ok")
   message(FATAL_ERROR "install test: consumer printed:\n${step_output}")
 endif()
+# The front binary finds the engine in libexec/ (client/front.h).
 run_step("run installed tandem" "${prefix}/bin/tandem" --version)
 message(STATUS "install test passed: ${step_output}")
 file(REMOVE_RECURSE "${work}")

@@ -2,10 +2,14 @@
 
 #include <gtest/gtest.h>
 
-#include "tandem/server/health_client.h"
+#include "tandem/client/health_client.h"
 
 namespace tandem::server {
 namespace {
+
+using client::check_health;
+using client::ServingStatus;
+using client::wait_until_serving;
 
 // One server per suite, on a free loopback port, ready before any test runs.
 class GrpcServerTest : public ::testing::Test {

@@ -297,6 +297,24 @@ TEST_F(JobCoordinatorTest, ARestartedServerQueuesTheJobsThatWereRunning) {
   EXPECT_EQ(resumed->attempt(), 2) << "attempts are durable";
 }
 
+TEST_F(JobCoordinatorTest, ACancelPendingWhenTheServerDiedEndsCancelledNotResumed) {
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  ASSERT_TRUE(c0->assignment());
+  // The rank does not stop within the wait: the cancel is pending.
+  const auto pending = coordinator_->cancel(submitted->id(), std::chrono::milliseconds(10));
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->state(), v1::RUNNING);
+  EXPECT_TRUE(pending->cancel_requested());
+  EXPECT_TRUE(c0->stopped());
+  open();  // the server died before the rank's exit; it comes back
+  const v1::Job after = job(submitted->id());
+  EXPECT_EQ(after.state(), v1::CANCELLED);
+  EXPECT_GT(after.finished_ms(), 0);
+  auto [w1, c1] = add_worker("a-again");
+  EXPECT_FALSE(c1->assignment()) << "a cancelled job must not run again";
+}
+
 TEST_F(JobCoordinatorTest, WatchSendsTheJobThenItsEventsUntilItEnds) {
   auto [w0, c0] = add_worker("a");
   const auto submitted = coordinator_->submit(spec(1));
