@@ -91,5 +91,8 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 d=$(median "${direct[@]}")
 s=$(median "${service[@]}")
 r=$(median "${ratios[@]}")
-spread=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1; s+=$1} END {printf "ratios %.3f .. %.3f, mean %.3f", a[1], a[NR], s/NR}')
+# The ratios' range, and their mean with two standard errors (~95%).
+spread=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1; s+=$1; q+=$1*$1}
+  END {m=s/NR; v=(NR>1 ? (q-NR*m*m)/(NR-1) : 0); if (v<0) v=0;
+       printf "ratios %.3f .. %.3f, mean %.3f +- %.3f", a[1], a[NR], m, 2*sqrt(v/NR)}')
 echo "median: tandem train $d s, service $s s; median ratio $r: overhead $(awk -v r="$r" 'BEGIN {printf "%.1f", 100 * (r - 1)}') % ($spread)"
