@@ -523,7 +523,14 @@ int watch_job(Client& client, const std::string& id, double rate, double reconne
     if (!got.ok()) return client.fail(got);
     std::cerr << "tandem " << client.command() << ": reconnected; job " << id << " is "
               << v1::JobState_Name(last.state()) << std::endl;
-    if (ended(last.state())) break;
+    if (ended(last.state())) {
+      // It ended while the server was away: show its final state as the
+      // stream would have.
+      v1::JobEvent final_state;
+      *final_state.mutable_job() = last;
+      if (json) std::cout << to_json(final_state) << std::endl;
+      break;
+    }
   }
   if (!json) view.clear();
   if (!status.ok() && !ended(last.state())) return client.fail(status);
