@@ -486,49 +486,55 @@ int watch_job(Client& client, const std::string& id, double rate, double reconne
   request.set_id(id);
   request.set_max_iteration_events_per_second(rate);
   WatchView view(std::cout, !json && ::isatty(STDOUT_FILENO) == 1);
-  v1::JobEvent event;
   v1::Job last;
   std::string error_event;
+  const auto show = [&](const v1::JobEvent& event) {
+    if (event.has_job()) last = event.job();
+    if (event.event_case() == v1::JobEvent::kError) error_event = event.error();
+    if (json) {
+      std::cout << to_json(event) << std::endl;
+    } else {
+      view.on_event(event);
+    }
+  };
+  // Polls GetJob until the server answers (into `last`) or the time is up.
+  const auto wait_for_server = [&](const grpc::Status& lost) {
+    std::cerr << "tandem " << client.command() << ": lost the server at " << client.flags().server
+              << " (" << lost.error_message() << "); reconnecting for up to "
+              << figure(reconnect_seconds) << " s" << std::endl;
+    const auto give_up = std::chrono::steady_clock::now() +
+                         std::chrono::milliseconds(static_cast<int64_t>(reconnect_seconds * 1000));
+    grpc::Status got = lost;
+    while (std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      got = get_job(last);
+      if (got.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          got.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED)
+        break;
+    }
+    return got;
+  };
   grpc::Status status;
   while (true) {
     grpc::ClientContext context;
     auto reader = client.stub().WatchJob(&context, request);
-    while (reader->Read(&event)) {
-      if (event.has_job()) last = event.job();
-      if (event.event_case() == v1::JobEvent::kError) error_event = event.error();
-      if (json) {
-        std::cout << to_json(event) << std::endl;
-      } else {
-        view.on_event(event);
-      }
-    }
+    v1::JobEvent event;
+    while (reader->Read(&event)) show(event);
     status = reader->Finish();
     if (status.ok() || status.error_code() != grpc::StatusCode::UNAVAILABLE ||
         ended(last.state()) || !(reconnect_seconds > 0))
       break;
     if (!json) view.clear();
-    std::cerr << "tandem " << client.command() << ": lost the server at " << client.flags().server
-              << " (" << status.error_message() << "); reconnecting for up to "
-              << figure(reconnect_seconds) << " s" << std::endl;
-    const auto give_up = std::chrono::steady_clock::now() +
-                         std::chrono::milliseconds(static_cast<int64_t>(reconnect_seconds * 1000));
-    grpc::Status got(grpc::StatusCode::UNAVAILABLE, status.error_message());
-    while (std::chrono::steady_clock::now() < give_up) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      got = get_job(last);
-      if (got.ok() || (got.error_code() != grpc::StatusCode::UNAVAILABLE &&
-                       got.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED))
-        break;
-    }
+    const grpc::Status got = wait_for_server(status);
     if (!got.ok()) return client.fail(got);
     std::cerr << "tandem " << client.command() << ": reconnected; job " << id << " is "
               << v1::JobState_Name(last.state()) << std::endl;
     if (ended(last.state())) {
-      // It ended while the server was away: show its final state as the
-      // stream would have.
+      // It ended while the server was away: its final state, as the stream
+      // would have shown it.
       v1::JobEvent final_state;
       *final_state.mutable_job() = last;
-      if (json) std::cout << to_json(final_state) << std::endl;
+      show(final_state);
       break;
     }
   }

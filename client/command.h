@@ -5,8 +5,6 @@
 #pragma once
 
 #include <functional>
-#include <string>
-#include <vector>
 
 namespace CLI {  // NOLINT(readability-identifier-naming): CLI11's namespace
 class App;
@@ -27,8 +25,5 @@ using Action = std::function<int()>;
 void add_client_commands(CLI::App& app, Action& action);
 /// health: a grpc.health.v1 check of any Tandem process.
 void add_health_command(CLI::App& app, Action& action);
-
-/// The names of the subcommands above (what the front binary runs itself).
-const std::vector<std::string>& client_command_names();
 
 }  // namespace tandem::client

@@ -3,7 +3,6 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -15,12 +14,6 @@
 
 namespace tandem::client {
 namespace fs = std::filesystem;
-
-const std::vector<std::string>& client_command_names() {
-  static const std::vector<std::string> names = {"submit", "status", "watch",
-                                                 "cancel", "rank",   "health"};
-  return names;
-}
 
 namespace {
 
@@ -35,29 +28,51 @@ std::string self_path(const std::string& argv0) {
   return error ? argv0 : exe.string();
 }
 
-int run_client_command(const std::vector<std::string>& args) {
+/// The client commands, the only ones this binary runs itself.
+struct ClientApp {
   CLI::App app{"Tandem's client commands", "tandem"};
-  app.require_subcommand(1);
-  app.fallthrough(false);
   Action action;
-  add_client_commands(app, action);
-  add_health_command(app, action);
-  std::vector<std::string> reversed(args.rbegin(), args.rend());
-  reversed.pop_back();  // program name
-  try {
-    app.parse(reversed);
-  } catch (const CLI::ParseError& error) {
-    if (error.get_exit_code() == 0) return app.exit(error);  // --help
-    std::cerr << "tandem: " << error.what() << "\n\n" << app.get_subcommand(args[1])->help();
-    return kExitUsage;
+  ClientApp() {
+    app.require_subcommand(1);
+    app.fallthrough(false);
+    add_client_commands(app, action);
+    add_health_command(app, action);
   }
-  try {
-    return action ? action() : kExitUsage;
-  } catch (const std::exception& error) {
-    std::cerr << "tandem: " << error.what() << "\n";
-    return kExitFailure;
+  bool has(const std::string& name) const {
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      if (sub->check_name(name)) return true;
+    }
+    return false;
   }
-}
+  /// "submit, status, ... and health", for messages.
+  std::string names() const {
+    std::string out;
+    const auto subcommands = app.get_subcommands({});
+    for (size_t i = 0; i < subcommands.size(); ++i) {
+      if (i > 0) out += i + 1 == subcommands.size() ? " and " : ", ";
+      out += subcommands[i]->get_name();
+    }
+    return out;
+  }
+  /// Runs `args` (args[1] one of the client commands).
+  int run(const std::vector<std::string>& args) {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    reversed.pop_back();  // program name
+    try {
+      app.parse(reversed);
+    } catch (const CLI::ParseError& error) {
+      if (error.get_exit_code() == 0) return app.exit(error);  // --help
+      std::cerr << "tandem: " << error.what() << "\n\n" << app.get_subcommand(args[1])->help();
+      return kExitUsage;
+    }
+    try {
+      return action ? action() : kExitUsage;
+    } catch (const std::exception& error) {
+      std::cerr << "tandem: " << error.what() << "\n";
+      return kExitFailure;
+    }
+  }
+};
 
 }  // namespace
 
@@ -78,16 +93,16 @@ std::string find_engine(const std::string& self, std::vector<std::string>* looke
 }
 
 int run_front(const std::vector<std::string>& args) {
-  const auto& names = client_command_names();
-  if (args.size() > 1 && std::find(names.begin(), names.end(), args[1]) != names.end()) {
-    return run_client_command(args);
+  ClientApp client;
+  if (args.size() > 1 && client.has(args[1])) {
+    return client.run(args);
   }
   const std::string self = self_path(args.empty() ? "tandem" : args[0]);
   std::vector<std::string> looked_in;
   const std::string engine = find_engine(self, &looked_in);
   if (engine.empty()) {
-    std::cerr << "tandem: cannot find tandem-engine, which runs every command but submit, "
-                 "status, watch, cancel, rank and health; looked in:";
+    std::cerr << "tandem: cannot find tandem-engine, which runs every command but "
+              << client.names() << "; looked in:";
     for (const auto& path : looked_in) std::cerr << " " << path;
     std::cerr << " (an incomplete installation? set TANDEM_ENGINE to its path)\n";
     return kExitFailure;

@@ -342,7 +342,10 @@ absl::StatusOr<v1::Job> JobCoordinator::cancel(const std::string& id,
     // Stored before the ranks are told: a server that dies now still ends
     // the job CANCELLED when it comes back (start()).
     rt->job.set_cancel_requested(true);
-    TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
+    if (const absl::Status stored = persist_locked(*rt); !stored.ok()) {
+      rt->job.set_cancel_requested(false);  // not requested: a retry asks again
+      return stored;
+    }
     publish_job_locked(*rt);
     stop_ranks_locked(*rt);
   }
