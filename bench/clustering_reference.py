@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The Python side of bench/clustering_side_by_side.py: MMT's clustering and
 the re-ID evaluation written the way the originals run them (dense float32
 numpy/torch matrices, per-row Python loops, scikit-learn), on the same

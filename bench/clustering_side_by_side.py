@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Runs the clustering benchmarks side by side, one process per workload so
 each one's peak RSS is its own, and prints a Markdown table.
 

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Images per second per core of MMT's training data pipeline: Tandem's C++
 loader against the Python original's (torchvision transforms on PIL), in one
 run, on the same JPEG files.

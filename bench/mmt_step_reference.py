@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """One MMT iteration in Python, written as the originals write it: the Python
 twin of bench_mmt_step (bench/mmt_step_bench.cpp), same flags, same JSON line.
 

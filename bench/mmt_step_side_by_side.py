@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Images per second of one MMT iteration: Tandem's C++ step (bench_mmt_step)
 against the same step in Python (bench/mmt_step_reference.py), in one run,
 same model, batch, input size and threads; prints a Markdown table.

@@ -1,6 +1,7 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Runs a C++ Google Benchmark program and the same operations in Python
-(Debian's python3-torch) in one run, and prints the times and their ratio.
+(the project venv's torch, the same release as the LibTorch linked: run it
+with .venv/bin/python) in one run, and prints the times and their ratio.
 
     bench/side_by_side.py methods [--build build]
 

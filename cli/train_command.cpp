@@ -378,7 +378,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
     cluster_options.jaccard.k2 = spec.k2;
     cluster_options.dbscan.min_samples = spec.min_samples;
     if (spec.eps > 0) {
-      cluster_options.rho = c10::nullopt;
+      cluster_options.rho = std::nullopt;
       cluster_options.dbscan.eps = spec.eps;
     } else {
       cluster_options.rho = spec.rho;  // MMT's adaptive eps
@@ -404,7 +404,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
                               cameras, service](const torch::Tensor& features, int64_t) mutable {
     clustering::PseudoLabelOptions options = cluster_options;
     if (*fixed_eps > 0 && !eps_every_epoch) {
-      options.rho = c10::nullopt;
+      options.rho = std::nullopt;
       options.dbscan.eps = *fixed_eps;
     }
     const torch::Tensor input =

@@ -194,7 +194,7 @@ PseudoLabelOptions options_from_header(const ClusterHeader& header) {
   switch (p.eps_rule_case()) {
     case tandem::v1::DbscanParams::kEps:
       options.dbscan.eps = p.eps();
-      options.rho = c10::nullopt;
+      options.rho = std::nullopt;
       break;
     case tandem::v1::DbscanParams::kRho: options.rho = p.rho(); break;
     default: options.rho = 1.6e-3;  // MMT's default rule

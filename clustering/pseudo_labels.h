@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,7 +32,7 @@ struct PseudoLabelOptions {
   /// DBSCAN: eps and min_samples (eps is ignored when rho is set).
   DbscanOptions dbscan;
   /// DBSCAN: MMT's adaptive eps with this rho (notes §6.4); none: dbscan.eps.
-  c10::optional<double> rho = 1.6e-3;
+  std::optional<double> rho = 1.6e-3;
   /// DBSCAN with IVF search: below this estimated neighbour recall the
   /// clustering fails with an error instead of returning poor labels.
   double min_ivf_recall = 0.9;

@@ -38,7 +38,7 @@ function(tandem_use_torch_pch target)
   endif()
   get_target_property(carrier_pch ${carrier} PRECOMPILE_HEADERS)
   if(NOT carrier_pch)
-    target_link_libraries(${carrier} PRIVATE torch)
+    target_link_libraries(${carrier} PRIVATE tandem_libtorch)
     target_compile_options(${carrier} PRIVATE -pthread)
     target_precompile_headers(${carrier} PRIVATE <torch/torch.h>)
   endif()
@@ -83,6 +83,9 @@ endfunction()
 # tandem_cc_test(NAME methods_test SRCS a_test.cpp DEPS tandem::methods
 #                [TORCH_PCH] [LABELS ...])
 # One GoogleTest binary per component; each TEST is its own CTest test.
+# A test whose name ends in _CUDA (TEST(Suite, Name_CUDA), or Name_CUDA/<n>
+# when parameterised) also carries the label `cuda`: `ctest -L cuda` runs
+# exactly the GPU tests, `ctest -LE cuda` the rest.
 function(tandem_cc_test)
   cmake_parse_arguments(ARG "TORCH_PCH" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
   add_executable(${ARG_NAME} ${ARG_SRCS})
@@ -99,7 +102,15 @@ function(tandem_cc_test)
   endif()
   gtest_discover_tests(${ARG_NAME}
     DISCOVERY_TIMEOUT 60
+    TEST_LIST ${ARG_NAME}_TESTS
     PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
+  # Discovery runs at build time and leaves the names in ${ARG_NAME}_TESTS
+  # for the include files CTest reads after its own: this one adds the label
+  # `cuda` to the _CUDA tests (each binary still runs once to list its tests).
+  set(cuda_labels ${ARG_LABELS} cuda)
+  set(label_file "${CMAKE_CURRENT_BINARY_DIR}/${ARG_NAME}_cuda_labels.cmake")
+  configure_file("${PROJECT_SOURCE_DIR}/cmake/TandemCudaLabels.cmake.in" "${label_file}" @ONLY)
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${label_file}")
 endfunction()
 
 # tandem_cc_binary(NAME tandem SRCS main.cpp DEPS ...)

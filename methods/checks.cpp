@@ -35,6 +35,14 @@ void check_same_shape(const torch::Tensor& a, std::string_view a_name, const tor
               " must have the same shape, got ", a.sizes(), " and ", b.sizes());
 }
 
+void check_same_device(const torch::Tensor& a, std::string_view a_name, const torch::Tensor& b,
+                       std::string_view b_name, std::string_view function) {
+  TORCH_CHECK(a.defined(), function, ": ", a_name, " is an undefined tensor");
+  TORCH_CHECK(b.defined(), function, ": ", b_name, " is an undefined tensor");
+  TORCH_CHECK(a.device() == b.device(), function, ": ", b_name, " is on ", b.device(), " but ",
+              a_name, " is on ", a.device(), "; every tensor must be on one device");
+}
+
 void check_positive(double value, std::string_view function, std::string_view option) {
   TORCH_CHECK(value > 0, function, ": ", option, " must be positive, got ", value);
 }

@@ -29,6 +29,11 @@ void check_same_size(const torch::Tensor& a, std::string_view a_name, const torc
 void check_same_shape(const torch::Tensor& a, std::string_view a_name, const torch::Tensor& b,
                       std::string_view b_name, std::string_view function);
 
+/// `a` and `b` are on one device (labels included: a CPU labels tensor with
+/// CUDA features is an error, not a silent copy).
+void check_same_device(const torch::Tensor& a, std::string_view a_name, const torch::Tensor& b,
+                       std::string_view b_name, std::string_view function);
+
 /// A positive option value (temperature, delta, ...).
 void check_positive(double value, std::string_view function, std::string_view option);
 

@@ -22,6 +22,11 @@ void ema_update(torch::nn::Module& teacher, const torch::nn::Module& student, do
                 "EmaTeacher.update: parameter '", item.key(), "' has shape ",
                 teacher_parameter->sizes(), " in the teacher but ", item.value().sizes(),
                 " in the student");
+    // detail::check_same_device's message, built only on failure.
+    TORCH_CHECK(teacher_parameter->device() == item.value().device(),
+                "EmaTeacher.update: student parameter '", item.key(), "' is on ",
+                item.value().device(), " but teacher parameter '", item.key(), "' is on ",
+                teacher_parameter->device(), "; every tensor must be on one device");
     teacher_parameter->mul_(alpha).add_(item.value().detach(), 1.0 - alpha);
   }
 }

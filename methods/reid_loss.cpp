@@ -24,6 +24,7 @@ void check_features_and_labels(const torch::Tensor& features, const char* featur
   detail::check_dim(features, 2, function, features_name);
   detail::check_floating(features, function, features_name);
   detail::check_dim(labels, 1, function, "labels");
+  detail::check_same_device(features, features_name, labels, "labels", function);
   detail::check_integral(labels, function, "labels");
   detail::check_same_size(features, features_name, labels, "labels", 0, function);
   TORCH_CHECK(features.size(0) > 0, function, ": ", features_name, " is an empty batch");
@@ -35,6 +36,7 @@ torch::Tensor pairwise_euclidean_distance(const torch::Tensor& x, const torch::T
   constexpr const char* kFn = "pairwise_euclidean_distance";
   detail::check_dim(x, 2, kFn, "x");
   detail::check_dim(y, 2, kFn, "y");
+  detail::check_same_device(x, "x", y, "y", kFn);
   detail::check_floating(x, kFn, "x");
   detail::check_floating(y, kFn, "y");
   detail::check_same_size(x, "x", y, "y", 1, kFn);
@@ -49,6 +51,7 @@ torch::Tensor pairwise_euclidean_distance(const torch::Tensor& x, const torch::T
 HardExamples hard_examples_mining(const torch::Tensor& dist, const torch::Tensor& same_label) {
   constexpr const char* kFn = "hard_examples_mining";
   detail::check_dim(dist, 2, kFn, "dist");
+  detail::check_same_device(dist, "dist", same_label, "same_label", kFn);
   detail::check_floating(dist, kFn, "dist");
   TORCH_CHECK(dist.size(0) == dist.size(1), kFn, ": dist must be square (N, N), got ",
               dist.sizes());
@@ -79,6 +82,7 @@ torch::Tensor soft_triplet_loss(const torch::Tensor& features_1, const torch::Te
   constexpr const char* kFn = "soft_triplet_loss";
   check_features_and_labels(features_1, "features_1", labels, kFn);
   detail::check_dim(features_2, 2, kFn, "features_2");
+  detail::check_same_device(features_1, "features_1", features_2, "features_2", kFn);
   detail::check_floating(features_2, kFn, "features_2");
   detail::check_same_shape(features_1, "features_1", features_2, "features_2", kFn);
   const auto f1 = options.normalize_feature() ? l2_normalize_rows(features_1) : features_1;
@@ -104,6 +108,7 @@ torch::Tensor soft_cross_entropy_loss(const torch::Tensor& y_logits,
                                       const torch::Tensor& target_logits) {
   constexpr const char* kFn = "soft_cross_entropy_loss";
   detail::check_dim(y_logits, 2, kFn, "y_logits");
+  detail::check_same_device(y_logits, "y_logits", target_logits, "target_logits", kFn);
   detail::check_floating(y_logits, kFn, "y_logits");
   detail::check_floating(target_logits, kFn, "target_logits");
   detail::check_same_shape(y_logits, "y_logits", target_logits, "target_logits", kFn);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 
 #include <c10/util/Optional.h>
@@ -42,7 +43,7 @@ struct TripletLossOptions {
 struct SoftTripletLossOptions {
   /// None: soft labels from the teacher (features_2); a value m: hard
   /// version, loss = mean(−m·log p(pos) − (1−m)·log p(neg)).
-  TORCH_ARG(c10::optional<double>, margin) = c10::nullopt;
+  TORCH_ARG(std::optional<double>, margin) = std::nullopt;
   /// L2-normalise both feature sets before computing distances.
   TORCH_ARG(bool, normalize_feature) = false;
 };

@@ -11,14 +11,15 @@ namespace {
 void check_prediction_pair(const torch::Tensor& y, const torch::Tensor& y_teacher,
                            const char* function) {
   detail::check_dim(y, 2, function, "y");
+  detail::check_same_device(y, "y", y_teacher, "y_teacher", function);
   detail::check_floating(y, function, "y");
   detail::check_floating(y_teacher, function, "y_teacher");
   detail::check_same_shape(y, "y", y_teacher, "y_teacher", function);
 }
 
 // torch::binary_cross_entropy(p, t) without reduction, written out so that it
-// runs in the input dtype on every device: LibTorch 1.13 has no CPU BFloat16
-// kernel for it. Same semantics as torch's kernel (aten/native/Loss.cpp):
+// runs in the input dtype on every device (written when LibTorch, 1.13 then,
+// had no CPU BFloat16 kernel for it). Same semantics as torch's kernel (aten/native/Loss.cpp):
 //   forward  −(t·max(log p, −100) + (1 − t)·max(log1p(−p), −100))
 //   backward g·(p − t) / max(p·(1 − p), 1e-12)
 // torch's backward is not the autograd of its forward: where p is exactly 0
@@ -66,6 +67,7 @@ torch::Tensor consistency_loss(const torch::Tensor& y, const torch::Tensor& y_te
                                const torch::Tensor& mask, const ConsistencyLossOptions& options) {
   constexpr const char* kFn = "consistency_loss";
   check_prediction_pair(y, y_teacher, kFn);
+  if (mask.defined()) detail::check_same_device(y, "y", mask, "mask", kFn);
   TORCH_CHECK(static_cast<bool>(options.distance_measure()), kFn, ": distance_measure is empty");
   auto distance = options.distance_measure()(y, y_teacher);
   TORCH_CHECK(distance.defined() && distance.dim() == 1 && distance.size(0) == y.size(0), kFn,

@@ -23,6 +23,7 @@
 #include <caffe2/serialize/file_adapter.h>
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/torch.h>
 
 namespace tandem::methods {
@@ -1330,8 +1331,35 @@ void save_state_dict(const StateDict& state, const std::string& path) {
     }
     dict.insert(item.key(), tensor);
   }
-  const std::vector<char> bytes = torch::pickle_save(dict);
-  write_file_atomically(path, bytes.data(), bytes.size(), "save_state_dict");
+  // torch.save's zip layout (archive/data.pkl, archive/data/<key>, version,
+  // byteorder), written with LibTorch's pickler. Not torch::pickle_save: it
+  // wraps the dict in torch.jit._pickle.restore_type_tag, a global that
+  // Python's torch.load refuses by default since torch 2.6
+  // (weights_only=True). Without the tag the pickle holds only a plain dict,
+  // tensors and their storages, which the weights-only unpickler accepts.
+  std::vector<char> pickle;
+  torch::jit::Pickler pickler(
+      [&](const char* data, size_t size) { pickle.insert(pickle.end(), data, data + size); },
+      /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
+      /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(dict);
+  pickler.stop();
+  std::vector<char> bytes_written;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) {
+    const auto* begin = static_cast<const char*>(data);
+    bytes_written.insert(bytes_written.end(), begin, begin + size);
+    return size;
+  });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  // The pickler names storages "0", "1", ... in the order of tensorData().
+  const auto& tensors = pickler.tensorData();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& storage = tensors[i].storage();
+    writer.writeRecord("data/" + std::to_string(i), storage.data(), storage.nbytes());
+  }
+  writer.writeEndOfFile();
+  write_file_atomically(path, bytes_written.data(), bytes_written.size(), "save_state_dict");
 }
 
 }  // namespace tandem::methods

@@ -42,9 +42,10 @@ using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
 /// The tensors are detached (they never require grad), CPU, and keep the
 /// file's dtypes, shapes and storage sharing.
 StateDict load_state_dict(const std::string& path);
-/// Writes `state` so that Python's torch.load returns a dict name -> tensor that
-/// nn.Module.load_state_dict accepts (use torch::pickle_save on a
-/// c10::Dict<std::string, at::Tensor>; tensors made contiguous CPU first).
+/// Writes `state` so that Python's torch.load (weights_only=True, its default
+/// since torch 2.6) returns a dict name -> tensor that
+/// nn.Module.load_state_dict accepts: torch.save's zip layout, a plain dict
+/// pickled without TorchScript type tags, tensors made contiguous CPU first.
 /// Written atomically: temp file in the same folder, fsync, rename.
 void save_state_dict(const StateDict& state, const std::string& path);
 

@@ -4,9 +4,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
-#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
@@ -44,7 +42,7 @@ void unflatten_into(const torch::Tensor& flat, const std::vector<torch::Tensor>&
   for (size_t i = 0; i < tensors.size(); ++i) tensors[i].detach().copy_(parts[i]);
 }
 
-std::vector<torch::Tensor> all_gather_equal(const torch::Tensor& local, CollectiveGroup& group) {
+std::vector<torch::Tensor> all_gather_equal(const torch::Tensor& local, c10d::ProcessGroup& group) {
   // Gloo writes the outputs on its own threads, outside any InferenceMode
   // of the caller (MMT's teachers): they must be normal tensors.
   const c10::InferenceMode normal_tensors(false);
@@ -61,7 +59,7 @@ std::vector<torch::Tensor> all_gather_equal(const torch::Tensor& local, Collecti
 class AllGatherRows : public torch::autograd::Function<AllGatherRows> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& local,
-                               CollectiveGroup* group) {
+                               c10d::ProcessGroup* group) {
     ctx->saved_data["rank"] = static_cast<int64_t>(group->getRank());
     ctx->saved_data["rows"] = local.size(0);
     return torch::cat(all_gather_equal(local, *group));
@@ -88,7 +86,7 @@ Shard shard_of(int64_t n, int rank, int world_size) {
   return shard;
 }
 
-CollectiveGroup& DataParallel::lane(int which) const {
+c10d::ProcessGroup& DataParallel::lane(int which) const {
   TORCH_CHECK(which >= 0 && which < static_cast<int>(lanes.size()), "DataParallel: lane ", which,
               " of ", lanes.size());
   return *lanes[static_cast<size_t>(which)];
@@ -111,7 +109,7 @@ std::shared_ptr<DataParallel> make_data_parallel(ProcessGroupHandle main, int la
   return parallel;
 }
 
-void broadcast_module(torch::nn::Module& module, CollectiveGroup& group, int root) {
+void broadcast_module(torch::nn::Module& module, c10d::ProcessGroup& group, int root) {
   if (group.getSize() == 1) return;
   const torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> tensors = module.parameters(/*recurse=*/true);
@@ -125,7 +123,7 @@ void broadcast_module(torch::nn::Module& module, CollectiveGroup& group, int roo
   }
 }
 
-void average_buffers(torch::nn::Module& module, CollectiveGroup& group) {
+void average_buffers(torch::nn::Module& module, c10d::ProcessGroup& group) {
   const int world = group.getSize();
   if (world == 1) return;
   const torch::NoGradGuard no_grad;
@@ -141,7 +139,7 @@ void average_buffers(torch::nn::Module& module, CollectiveGroup& group) {
   }
 }
 
-torch::Tensor all_gather_rows(const torch::Tensor& local, CollectiveGroup& group) {
+torch::Tensor all_gather_rows(const torch::Tensor& local, c10d::ProcessGroup& group) {
   TORCH_CHECK(local.defined() && local.dim() >= 1, "all_gather_rows: needs a tensor with rows");
   if (group.getSize() == 1) return local;
   if (!local.requires_grad() || !torch::GradMode::is_enabled()) {
@@ -150,7 +148,7 @@ torch::Tensor all_gather_rows(const torch::Tensor& local, CollectiveGroup& group
   return AllGatherRows::apply(local, &group);
 }
 
-torch::Tensor all_gather_shards(const torch::Tensor& local, CollectiveGroup& group,
+torch::Tensor all_gather_shards(const torch::Tensor& local, c10d::ProcessGroup& group,
                                 const std::vector<int64_t>& rows) {
   const int world = group.getSize();
   TORCH_CHECK(static_cast<int>(rows.size()) == world, "all_gather_shards: ", rows.size(),
@@ -287,7 +285,7 @@ class SummingHook : public c10d::CommHookInterface {
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters,
-                                 c10::intrusive_ptr<CollectiveGroup> group, int64_t bucket_bytes,
+                                 c10::intrusive_ptr<c10d::ProcessGroup> group, int64_t bucket_bytes,
                                  int64_t first_bucket_bytes)
     : timeline_(std::make_shared<Timeline>()) {
   TORCH_CHECK(group, "GradientReducer: no process group");
@@ -298,26 +296,21 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters,
     TORCH_CHECK(p.requires_grad() && p.is_leaf(),
                 "GradientReducer: every parameter must be a leaf that requires grad");
   }
-#if TORCH_VERSION_MAJOR >= 2
-  TORCH_CHECK(false,
-              "GradientReducer: LibTorch 2.x wraps backends in c10d::ProcessGroup; not ported yet");
-#else
   first_bucket_bytes = std::min(first_bucket_bytes, bucket_bytes);
   const std::vector<bool> sparse(parameters.size(), false);
-  auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
+  auto buckets = std::get<0>(c10d::compute_bucket_assignment_by_size(
       parameters, {static_cast<size_t>(first_bucket_bytes), static_cast<size_t>(bucket_bytes)},
-      sparse);
+      sparse));
   // As torch.nn.parallel.DistributedDataParallel: gradients arrive in about
   // the reverse order of the parameters, so the buckets are reduced in it.
   std::reverse(buckets.begin(), buckets.end());
-  std::reverse(limits.begin(), limits.end());
   reducer_ = std::make_unique<c10d::Reducer>(
-      std::move(parameters), std::move(buckets), std::move(limits), group, sparse, bucket_bytes,
+      std::move(parameters), std::move(buckets), group, sparse, bucket_bytes,
       /*find_unused_parameters=*/false,
       /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{},
-      first_bucket_bytes);
+      first_bucket_bytes, /*skip_all_reduce_unused_params=*/false,
+      /*use_python_reducer=*/false, /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
   reducer_->register_comm_hook(std::make_unique<SummingHook>(group, timeline_));
-#endif
 }
 
 GradientReducer::~GradientReducer() = default;

@@ -58,14 +58,14 @@ Shard shard_of(int64_t n, int rank, int world_size);
 /// so each pair has its own lane.
 struct DataParallel {
   ProcessGroupHandle main;
-  std::vector<c10::intrusive_ptr<CollectiveGroup>> lanes;
+  std::vector<c10::intrusive_ptr<c10d::ProcessGroup>> lanes;
   /// How long ranks wait for what rank 0 computes alone (the clustering).
   std::chrono::milliseconds share_timeout = std::chrono::hours(1);
 
   int rank() const { return main.options.rank; }
   int world_size() const { return main.options.world_size; }
-  CollectiveGroup& group() const { return *main.group; }
-  CollectiveGroup& lane(int which) const;
+  c10d::ProcessGroup& group() const { return *main.group; }
+  c10d::ProcessGroup& lane(int which) const;
 };
 
 /// Joins `lanes` more groups of the same ranks over `main`'s store (each
@@ -76,23 +76,23 @@ std::shared_ptr<DataParallel> make_data_parallel(
 
 /// Copies every parameter and buffer of `module` from rank `root` to all
 /// ranks (one broadcast per dtype). Collective.
-void broadcast_module(torch::nn::Module& module, CollectiveGroup& group, int root = 0);
+void broadcast_module(torch::nn::Module& module, c10d::ProcessGroup& group, int root = 0);
 
 /// Replaces every floating-point buffer of `module` (BatchNorm's running
 /// mean and variance) by its mean over the ranks; integer buffers (the
 /// batch counters) are equal on every rank and stay. Collective.
-void average_buffers(torch::nn::Module& module, CollectiveGroup& group);
+void average_buffers(torch::nn::Module& module, c10d::ProcessGroup& group);
 
 /// The rows of every rank concatenated in rank order: (W·n, ...) from each
 /// rank's (n, ...), same shape on every rank. Differentiable: the gradient
 /// of the result flows back to this rank's rows (the loss computed from the
 /// result is the same on every rank, so no reduction is needed here).
 /// Collective.
-torch::Tensor all_gather_rows(const torch::Tensor& local, CollectiveGroup& group);
+torch::Tensor all_gather_rows(const torch::Tensor& local, c10d::ProcessGroup& group);
 
 /// Rows of uneven shards (rank r holds `rows[r]` rows, columns equal)
 /// concatenated in rank order; not differentiable. Collective.
-torch::Tensor all_gather_shards(const torch::Tensor& local, CollectiveGroup& group,
+torch::Tensor all_gather_shards(const torch::Tensor& local, c10d::ProcessGroup& group,
                                 const std::vector<int64_t>& rows);
 
 /// Rank 0 runs `produce` and publishes its tensors under `key` in the store;
@@ -137,8 +137,9 @@ struct CommunicationStats {
 /// must get a gradient in every announced backward pass.
 class GradientReducer {
  public:
-  GradientReducer(std::vector<torch::Tensor> parameters, c10::intrusive_ptr<CollectiveGroup> group,
-                  int64_t bucket_bytes = 25 << 20, int64_t first_bucket_bytes = 1 << 20);
+  GradientReducer(std::vector<torch::Tensor> parameters,
+                  c10::intrusive_ptr<c10d::ProcessGroup> group, int64_t bucket_bytes = 25 << 20,
+                  int64_t first_bucket_bytes = 1 << 20);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;

@@ -5,11 +5,12 @@
 
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef TANDEM_WITH_CUDA
+// Both headers are empty unless their USE_C10D_* macro is set, which
+// worker/CMakeLists.txt does for this file when the build has the backend
+// (Gloo: Gloo's headers found; NCCL: a CUDA LibTorch).
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
-#endif
 
 namespace tandem::worker {
 namespace {
@@ -34,6 +35,7 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 
+#ifdef USE_C10D_GLOO
 // Gloo's transport device: the address other ranks reach this one on. With a
 // loopback rendezvous every rank is on this host; otherwise the host's own
 // name is resolved, as torch.distributed does by default.
@@ -45,6 +47,36 @@ std::shared_ptr<::gloo::transport::Device> make_gloo_device(const DistributedOpt
     return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
   }
   return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+#endif
+
+// Gloo's backend; it rendezvouses with every other rank before it returns.
+c10::intrusive_ptr<c10d::Backend> make_gloo_backend(const c10::intrusive_ptr<c10d::Store>& store,
+                                                    const DistributedOptions& options) {
+#ifdef USE_C10D_GLOO
+  auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
+  gloo_options->devices.push_back(make_gloo_device(options));
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, options.rank, options.world_size,
+                                                     gloo_options);
+#else
+  TORCH_CHECK(false,
+              "this build of Tandem has no Gloo backend (it was compiled without Gloo's "
+              "headers, see docs/building.md); CPU tensors cannot be reduced across ranks");
+#endif
+}
+
+// NCCL's backend for CUDA tensors; its communicator forms on the first
+// collective.
+c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store,
+                                                    const DistributedOptions& options) {
+#ifdef USE_C10D_NCCL
+  auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+  nccl_options->timeout = options.timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, options.rank, options.world_size,
+                                                     nccl_options);
+#else
+  TORCH_CHECK(false, "backend nccl needs a CUDA build of Tandem");
+#endif
 }
 
 }  // namespace
@@ -136,27 +168,34 @@ ProcessGroupHandle init_process_group(const c10::intrusive_ptr<c10d::Store>& sto
   store->setTimeout(options.timeout);
   // Each backend rendezvouses under its own prefix so that the same store can
   // carry Tandem's own keys (epoch barriers, clustering results) beside it.
-  auto backend_store =
-      c10::make_intrusive<c10d::PrefixStore>("tandem/" + to_string(options.backend), store);
+  const auto prefixed = [&](const char* name) {
+    return c10::make_intrusive<c10d::PrefixStore>(std::string("tandem/") + name, store);
+  };
   ProcessGroupHandle handle;
   handle.store = store;
   handle.options = options;
   try {
+    auto group = c10::make_intrusive<c10d::ProcessGroup>(store, options.rank, options.world_size);
     if (options.backend == Backend::kGloo) {
-      auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
-      gloo_options->devices.push_back(make_gloo_device(options));
-      handle.group = c10::make_intrusive<c10d::ProcessGroupGloo>(backend_store, options.rank,
-                                                                 options.world_size, gloo_options);
-    } else {
+      // Gloo for every tensor, as torch.distributed's backend "gloo".
+      auto gloo = make_gloo_backend(prefixed("gloo"), options);
+      group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::GLOO, gloo);
 #ifdef TANDEM_WITH_CUDA
-      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
-      nccl_options->timeout = options.timeout;
-      handle.group = c10::make_intrusive<c10d::ProcessGroupNCCL>(backend_store, options.rank,
-                                                                 options.world_size, nccl_options);
-#else
-      TORCH_CHECK(false, "backend nccl needs a CUDA build of Tandem");
+      group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::GLOO, gloo);
 #endif
+      group->setDefaultBackend(c10d::ProcessGroup::GLOO);
+    } else {
+      // NCCL for CUDA tensors and, where the build has it, Gloo for CPU ones
+      // (the store-shared clustering and the loss gathers of small tensors).
+      auto nccl = make_nccl_backend(prefixed("nccl"), options);
+      group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::NCCL, nccl);
+#ifdef USE_C10D_GLOO
+      group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::GLOO,
+                        make_gloo_backend(prefixed("gloo"), options));
+#endif
+      group->setDefaultBackend(c10d::ProcessGroup::NCCL);
     }
+    handle.group = std::move(group);
   } catch (const std::exception& error) {
     const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
     TORCH_CHECK(false, "rank ", options.rank, " of ", options.world_size, " could not form the ",

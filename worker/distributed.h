@@ -11,25 +11,10 @@
 #include <map>
 #include <string>
 
-#include <torch/version.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
-#if TORCH_VERSION_MAJOR >= 2
-#include <torch/csrc/distributed/c10d/Backend.hpp>
-#else
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#endif
-
 namespace tandem::worker {
-
-/// The collective interface of one backend: c10d::ProcessGroup in LibTorch
-/// 1.x, c10d::Backend (what ProcessGroupGloo/NCCL derive from) in 2.x. Both
-/// offer allreduce, broadcast, allgather and barrier with the same signatures.
-#if TORCH_VERSION_MAJOR >= 2
-using CollectiveGroup = c10d::Backend;
-#else
-using CollectiveGroup = c10d::ProcessGroup;
-#endif
 
 enum class Backend { kGloo, kNccl };
 
@@ -72,10 +57,14 @@ DistributedOptions distributed_options_from_process_env(DistributedOptions base 
 void validate(const DistributedOptions& options);
 
 /// A joined process group: the store used for rendezvous (also handy for
-/// side-channel waits with explicit timeouts) and the collective backend.
+/// side-channel waits with explicit timeouts) and the c10d::ProcessGroup,
+/// LibTorch 2.x's front over its backend: Gloo serves CPU tensors; in a
+/// CUDA build with Backend::kNccl, NCCL serves CUDA tensors and Gloo (when
+/// the build has it) still serves CPU ones, as torch.distributed's
+/// "cuda:nccl,cpu:gloo". Collectives dispatch on the tensors' device.
 struct ProcessGroupHandle {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<CollectiveGroup> group;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
   DistributedOptions options;
 };
 

@@ -33,7 +33,7 @@ void ReIdentifierImpl::build(bool clone_backbone) {
 }
 
 std::shared_ptr<torch::nn::Module> ReIdentifierImpl::clone(
-    const c10::optional<torch::Device>& device) const {
+    const std::optional<torch::Device>& device) const {
   auto copy = torch::nn::Cloneable<ReIdentifierImpl>::clone(device);
   std::dynamic_pointer_cast<ReIdentifierImpl>(copy)->bottleneck->bias.set_requires_grad(false);
   return copy;

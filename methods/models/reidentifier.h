@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 
 #include <torch/arg.h>
@@ -51,7 +52,7 @@ class ReIdentifierImpl : public torch::nn::Cloneable<ReIdentifierImpl> {
   /// Cloneable::clone, keeping the neck's bias frozen (torch's clone of a
   /// child module does not keep requires_grad = false).
   std::shared_ptr<torch::nn::Module> clone(
-      const c10::optional<torch::Device>& device = c10::nullopt) const override;
+      const std::optional<torch::Device>& device = std::nullopt) const override;
   void pretty_print(std::ostream& stream) const override;
 
   /// Training: logits, features and neck; eval: features and neck.

@@ -28,7 +28,7 @@ TEST(PseudoLabels, DbscanFindsTheIdentitiesAndDropsOutliers) {
   // within-identity (≈ 0.28) and the smallest across-identity (≈ 0.67)
   // distance. (At 124 points MMT's adaptive rule picks a far smaller eps.)
   PseudoLabelOptions options;
-  options.rho = c10::nullopt;
+  options.rho = std::nullopt;
   options.dbscan.eps = 0.5;
   const auto result = pseudo_labels(f, options);
   EXPECT_EQ(result.stats.clusters, 12);
@@ -86,7 +86,7 @@ TEST(PseudoLabels, ZeroClustersGivesEmptyCentroids) {
   torch::manual_seed(6);
   const auto f = torch::randn({60, 8});
   PseudoLabelOptions options;
-  options.rho = c10::nullopt;
+  options.rho = std::nullopt;
   options.dbscan.eps = 0.0;
   options.dbscan.min_samples = 2;
   const auto result = pseudo_labels(f, options);

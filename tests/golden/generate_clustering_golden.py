@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Generate tests/golden/clustering_golden.pt, the golden values for Tandem's clustering code.
 
 This script is an independent reference for the clustering and evaluation steps in the MMT
@@ -34,9 +34,10 @@ The self-checks are asserts:
   * A step AP written here must match sklearn's average_precision_score on every query.
   * Two tiny AP cases are checked against hand-computed values.
 
-Regenerate from the repository root (Debian's python3 with torch 1.13, numpy, scikit-learn 1.2):
+Regenerate from the repository root with the project's venv (created by scripts/setup, or
+$TANDEM_VENV; torch, numpy and scikit-learn are pinned in scripts/python-requirements.txt):
 
-    /usr/bin/python3 tests/golden/generate_clustering_golden.py
+    .venv/bin/python tests/golden/generate_clustering_golden.py
 
 Optional argument: the output path (default: clustering_golden.pt next to this script). Two runs
 write byte-identical files when the output path is the same. The schema is in

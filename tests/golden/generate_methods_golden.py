@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Generate tests/golden/methods_golden.pt, the golden values for Tandem's methods/ losses.
 
 This script writes an independent float64 reference of the self-training losses and
@@ -12,9 +12,10 @@ C++ golden tests load the result with torch::pickle_load and compare Tandem's po
 against it. Asserts re-derive identities from the notes (and cross-check against
 torch.nn.functional where an equivalent exists) so a wrong reference fails loudly.
 
-Regenerate (from the repository root, with Debian's python3-torch 1.13):
+Regenerate from the repository root with the project's venv (created by scripts/setup, or
+$TANDEM_VENV; torch is pinned in scripts/python-requirements.txt):
 
-    /usr/bin/python3 tests/golden/generate_methods_golden.py
+    .venv/bin/python tests/golden/generate_methods_golden.py
 
 Optional argument: the output path (default: methods_golden.pt next to this script).
 The schema is documented in tests/golden/README.md.

@@ -1,9 +1,11 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Writes tests/golden/resize_golden.bin: PIL's bicubic resize (what
 torchvision's Resize(interpolation=BICUBIC) calls on PIL images) of
 procedural RGB images, the reference for worker/data/transforms.cpp.
+Run from the repository root with the project's venv (scripts/setup; Pillow
+and numpy are pinned in scripts/python-requirements.txt):
 
-    /usr/bin/python3 tests/golden/generate_resize_golden.py
+    .venv/bin/python tests/golden/generate_resize_golden.py
 
 The input of each case is computed from a formula that the C++ test
 repeats (pattern() below), so only the outputs are stored:

@@ -1,10 +1,14 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Writes the torch.save fixtures of tests/methods/serialization_test.cpp.
 
-Run with Debian's Python, which has torch 1.13 and numpy (the pyenv python3
+Run from the repository root with the project's venv (created by scripts/setup,
+or $TANDEM_VENV; torch is pinned in scripts/python-requirements.txt; the python3
 on PATH has no torch):
 
-    /usr/bin/python3 tests/golden/generate_serialization_fixtures.py
+    .venv/bin/python tests/golden/generate_serialization_fixtures.py
+
+The committed fixtures were written by torch 1.13. Files from a newer torch
+differ in bytes (extra zip records such as byteorder) but hold the same values.
 
 Each object is saved twice: NAME.zip.pt (the zip format of torch >= 1.6) and
 NAME.legacy.pt (_use_new_zipfile_serialization=False, the format of

@@ -39,6 +39,12 @@ TEST(AdaptiveFeatureNorm, MatchesGoldenOnCuda_CUDA) {
   afn_golden(torch::Device(torch::kCUDA));
 }
 
+TEST(AdaptiveFeatureNorm, GoldenHelperRunsOnItsDevice) {
+  // MatchesGoldenOnCuda_CUDA's plumbing without a GPU: every case runs on the
+  // meta device, and the result and the gradient come back there.
+  EXPECT_TRUE(testing::golden_helper_runs_on(afn_golden, torch::kMeta));
+}
+
 TEST(AdaptiveFeatureNorm, ValueIsDeltaSquaredAndGradientGrowsTheNorm) {
   auto f =
       torch::tensor({{3.0, 4.0}, {0.0, 1.0}}, torch::dtype(torch::kFloat64).requires_grad(true));

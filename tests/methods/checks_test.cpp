@@ -23,6 +23,13 @@ TEST(Checks, MessagesNameTheFunctionAndTheArgument) {
               check_same_size(torch::zeros({2, 3}), "a", torch::zeros({4, 3}), "b", 0, "f");
             }),
             "f: a and b must agree in dimension 0, got shapes [2, 3] and [4, 3]");
+  EXPECT_EQ(error_message([] {
+              check_same_device(torch::zeros({2}), "a", torch::zeros({2}, torch::kMeta), "b", "f");
+            }),
+            "f: b is on meta but a is on cpu; every tensor must be on one device");
+  EXPECT_EQ(error_message(
+                [] { check_same_device(torch::zeros({2}), "a", torch::Tensor(), "labels", "f"); }),
+            "f: labels is an undefined tensor");
   EXPECT_EQ(error_message([] { check_positive(-2.0, "f", "delta"); }),
             "f: delta must be positive, got -2");
 }
@@ -33,6 +40,9 @@ TEST(Checks, AcceptValidInput) {
               check_floating(torch::zeros({2}, torch::kBFloat16), "f", "x");
               check_integral(torch::zeros({2}, torch::kLong), "f", "labels");
               check_same_shape(torch::zeros({2, 3}), "a", torch::ones({2, 3}), "b", "f");
+              check_same_device(torch::zeros({2}), "a", torch::zeros({3}, torch::kLong), "b", "f");
+              check_same_device(torch::zeros({2}, torch::kMeta), "a",
+                                torch::zeros({3}, torch::kMeta), "b", "f");
               check_positive(0.1, "f", "t");
             }),
             "");

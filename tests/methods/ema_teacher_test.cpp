@@ -158,6 +158,26 @@ TEST(EmaTeacher, RejectsBadAlphaAndStructureChanges) {
             std::string::npos);
 }
 
+// One parameter, created on `device` (torch::nn::Module::to cannot move
+// parameters to the meta device).
+struct OneParameterImpl : torch::nn::Cloneable<OneParameterImpl> {
+  explicit OneParameterImpl(torch::Device device = torch::kCPU) : device(device) { reset(); }
+  void reset() override { w = register_parameter("w", torch::zeros({2}, device)); }
+  torch::Device device;
+  torch::Tensor w;
+};
+TORCH_MODULE(OneParameter);
+
+TEST(EmaTeacher, RejectsATeacherOnAnotherDevice) {
+  // The meta device stands in for a GPU the student was not moved to.
+  OneParameter teacher(torch::kMeta);
+  OneParameter student(torch::kCPU);
+  EXPECT_EQ(error_message([&] { functional::ema_update(*teacher, *student, 0.9); }),
+            "EmaTeacher.update: student parameter 'w' is on cpu but teacher parameter 'w' is on "
+            "meta; every tensor must be on one device");
+  EXPECT_EQ(error_message([&] { functional::ema_update(*student, *OneParameter(), 0.9); }), "");
+}
+
 TEST(EmaTeacher, WorksWithTheReIdModelAndItsClassifierReset) {
   models::ReIdentifier student(torch::nn::AnyModule(models::SmallReidNet()), 128,
                                models::ReIdentifierOptions(5));

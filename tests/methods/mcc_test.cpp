@@ -6,6 +6,7 @@
 
 #include "methods/bfloat16.h"
 #include "support/golden.h"
+#include "tandem/methods/autocast.h"
 #include "tandem/methods/reid_loss.h"
 #include "tandem/methods/self_ensemble.h"
 
@@ -23,7 +24,7 @@ void mcc_golden(torch::Device device) {
         MinimumClassConfusionLossOptions(golden.option_double("temperature")));
     check_golden_case(
         golden, {"logits"}, [&](Leaves& in) { return loss(in["logits"]); }, torch::kFloat64, 1e-5,
-        1e-12);
+        1e-12, device);
   }
 }
 
@@ -34,6 +35,12 @@ TEST(MinimumClassConfusionLoss, MatchesGolden) {
 TEST(MinimumClassConfusionLoss, MatchesGoldenOnCuda_CUDA) {
   TANDEM_SKIP_WITHOUT_CUDA();
   mcc_golden(torch::Device(torch::kCUDA));
+}
+
+TEST(MinimumClassConfusionLoss, GoldenHelperRunsOnItsDevice) {
+  // MatchesGoldenOnCuda_CUDA's plumbing without a GPU: every case runs on the
+  // meta device, and the result and the gradient come back there.
+  EXPECT_TRUE(testing::golden_helper_runs_on(mcc_golden, torch::kMeta));
 }
 
 TEST(MinimumClassConfusionLoss, HandComputedTinyCases) {
@@ -82,31 +89,6 @@ TEST(MinimumClassConfusionLoss, KeepsBfloat16AndMatchesFloat32) {
   EXPECT_TRUE(testing::bf16_close(logits.grad(), logits32.grad(), 0.05));
 }
 
-// What `with torch.autocast("cpu", dtype=torch.bfloat16):` does in Python
-// (LibTorch 1.13 has no C++ guard for it): enable the AutocastCPU dispatch
-// key with a bf16 target, and restore the previous state on exit.
-class CpuAutocastGuard {
- public:
-  explicit CpuAutocastGuard(at::ScalarType dtype)
-      : was_enabled_(at::autocast::is_cpu_enabled()),
-        previous_dtype_(at::autocast::get_autocast_cpu_dtype()) {
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(dtype);
-    at::autocast::increment_nesting();
-  }
-  ~CpuAutocastGuard() {
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_cpu_enabled(was_enabled_);
-    at::autocast::set_autocast_cpu_dtype(previous_dtype_);
-  }
-  CpuAutocastGuard(const CpuAutocastGuard&) = delete;
-  CpuAutocastGuard& operator=(const CpuAutocastGuard&) = delete;
-
- private:
-  bool was_enabled_;
-  at::ScalarType previous_dtype_;
-};
-
 TEST(MethodsLosses, RunOnALinearLayerUnderCpuAutocastBfloat16) {
   // A float32 Linear under CPU autocast computes in bf16; the losses on its
   // output stay bf16 (none promotes to float32 or float64) and the float32
@@ -142,12 +124,12 @@ TEST(MethodsLosses, RunOnALinearLayerUnderCpuAutocastBfloat16) {
 
   torch::Tensor value;
   {
-    CpuAutocastGuard autocast(torch::kBFloat16);
+    const AutocastGuard autocast(c10::kCPU, torch::kBFloat16);
     const auto logits = linear(x);
     ASSERT_EQ(logits.scalar_type(), torch::kBFloat16) << "autocast did not apply to Linear";
     value = total_loss(logits, /*expect_bf16=*/true);
   }
-  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(c10::kCPU));
   value.backward();
   const auto weight_grad = linear->weight.grad().clone();
   EXPECT_EQ(weight_grad.scalar_type(), torch::kFloat32);

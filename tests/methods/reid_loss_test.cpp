@@ -43,7 +43,7 @@ void pairwise_golden(torch::Device device) {
     check_golden_case(
         golden, {"x", "y"},
         [](Leaves& in) { return pairwise_euclidean_distance(in["x"], in["y"]); }, torch::kFloat64,
-        kRtol, kAtol);
+        kRtol, kAtol, device);
   }
 }
 
@@ -104,9 +104,8 @@ void triplet_golden(torch::Device device) {
     TripletLoss loss(TripletLossOptions(golden.option_double("margin"))
                          .normalize_feature(golden.option_bool("normalize_feature")));
     check_golden_case(
-        golden, {"features"},
-        [&](Leaves& in) { return loss(in["features"], golden.input("labels").to(device)); },
-        torch::kFloat64, kRtol, kAtol);
+        golden, {"features"}, [&](Leaves& in) { return loss(in["features"], in["labels"]); },
+        torch::kFloat64, kRtol, kAtol, device);
   }
 }
 
@@ -135,9 +134,7 @@ void soft_triplet_golden(torch::Device device) {
                              .normalize_feature(golden.option_bool("normalize_feature")));
     check_golden_case(
         golden, {"features_1", "features_2"},
-        [&](Leaves& in) {
-          return loss(in["features_1"], in["features_2"], golden.input("labels").to(device));
-        },
+        [&](Leaves& in) { return loss(in["features_1"], in["features_2"], in["labels"]); },
         torch::kFloat64, kRtol, kAtol, device);
   }
 }
@@ -194,7 +191,7 @@ TEST(SoftTripletLoss, SoftVersionSendsNoGradientToTheTeacher) {
 TEST(SoftTripletLoss, DegenerateBatchesAreFinite) {
   auto f = torch::randn({4, 3});
   for (const auto& labels : {torch::tensor({0, 1, 2, 3}), torch::tensor({5, 5, 5, 5})}) {
-    for (const auto& margin : {c10::optional<double>(), c10::optional<double>(0.0)}) {
+    for (const auto& margin : {std::optional<double>(), std::optional<double>(0.0)}) {
       const auto value =
           functional::soft_triplet_loss(f, f, labels, SoftTripletLossOptions().margin(margin));
       EXPECT_TRUE(std::isfinite(value.item<double>())) << labels;
@@ -232,7 +229,7 @@ void soft_cross_entropy_golden(torch::Device device) {
     check_golden_case(
         golden, {"y_logits", "target_logits"},
         [&](Leaves& in) { return loss(in["y_logits"], in["target_logits"]); }, torch::kFloat64,
-        kRtol, kAtol);
+        kRtol, kAtol, device);
   }
 }
 
@@ -279,8 +276,7 @@ void label_smooth_golden(torch::Device device) {
     CrossEntropyLabelSmooth loss(CrossEntropyLabelSmoothOptions(golden.option_int("num_classes"))
                                      .epsilon(golden.option_double("epsilon")));
     check_golden_case(
-        golden, {"logits"},
-        [&](Leaves& in) { return loss(in["logits"], golden.input("labels").to(device)); },
+        golden, {"logits"}, [&](Leaves& in) { return loss(in["logits"], in["labels"]); },
         torch::kFloat64, kRtol, kAtol, device);
   }
 }
@@ -341,6 +337,61 @@ TEST(ReidLosses, MatchGoldenOnCuda_CUDA) {
   soft_triplet_golden(cuda);
   soft_cross_entropy_golden(cuda);
   label_smooth_golden(cuda);
+}
+
+TEST(ReidLosses, GoldenHelpersRunOnTheirDevice) {
+  // MatchGoldenOnCuda_CUDA's plumbing without a GPU: every case runs on the
+  // meta device, where a tensor left on the CPU (labels included) makes the
+  // loss throw, and what comes back must be on meta (check_golden_case).
+  const torch::Device meta(torch::kMeta);
+  EXPECT_TRUE(testing::golden_helper_runs_on(pairwise_golden, meta));
+  EXPECT_TRUE(testing::golden_helper_runs_on(triplet_golden, meta));
+  EXPECT_TRUE(testing::golden_helper_runs_on(soft_triplet_golden, meta));
+  EXPECT_TRUE(testing::golden_helper_runs_on(soft_cross_entropy_golden, meta));
+  EXPECT_TRUE(testing::golden_helper_runs_on(label_smooth_golden, meta));
+}
+
+TEST(ReidLosses, RejectTensorsOnDifferentDevicesNamingTheArgument) {
+  // The meta device stands in for a GPU: no tensor may be elsewhere.
+  const auto f = torch::randn({4, 3});
+  const auto labels = torch::tensor({0, 0, 1, 1});
+  const auto on_meta = [](const torch::Tensor& t) { return t.to(torch::kMeta); };
+  EXPECT_EQ(error_message([&] { pairwise_euclidean_distance(on_meta(f), f); }),
+            "pairwise_euclidean_distance: y is on cpu but x is on meta; every tensor must be on "
+            "one device");
+  EXPECT_EQ(error_message([&] {
+              hard_examples_mining(on_meta(torch::rand({4, 4})), torch::ones({4, 4}));
+            }),
+            "hard_examples_mining: same_label is on cpu but dist is on meta; every tensor must be "
+            "on one device");
+  EXPECT_EQ(
+      error_message([&] { functional::triplet_loss(on_meta(f), labels, TripletLossOptions(0.3)); }),
+      "triplet_loss: labels is on cpu but features is on meta; every tensor must be on one "
+      "device");
+  EXPECT_EQ(error_message([&] { functional::soft_triplet_loss(on_meta(f), f, on_meta(labels)); }),
+            "soft_triplet_loss: features_2 is on cpu but features_1 is on meta; every tensor must "
+            "be on one device");
+  EXPECT_EQ(error_message([&] { functional::soft_triplet_loss(f, f, on_meta(labels)); }),
+            "soft_triplet_loss: labels is on meta but features_1 is on cpu; every tensor must be "
+            "on one device");
+  EXPECT_EQ(error_message([&] { functional::soft_cross_entropy_loss(f, on_meta(f)); }),
+            "soft_cross_entropy_loss: target_logits is on meta but y_logits is on cpu; every "
+            "tensor must be on one device");
+  EXPECT_EQ(error_message([&] {
+              functional::cross_entropy_label_smooth(on_meta(f), labels,
+                                                     CrossEntropyLabelSmoothOptions(3));
+            }),
+            "cross_entropy_label_smooth: labels is on cpu but logits is on meta; every tensor "
+            "must be on one device");
+  // The modules check through their functionals.
+  EXPECT_NE(error_message([&] {
+              SoftTripletLoss()(f, f, on_meta(labels));
+            }).find("soft_triplet_loss: labels is on meta"),
+            std::string::npos);
+  // All on one device (meta: no values) passes the checks.
+  EXPECT_EQ(error_message(
+                [&] { functional::soft_triplet_loss(on_meta(f), on_meta(f), on_meta(labels)); }),
+            "");
 }
 
 // ---- dtypes ---------------------------------------------------------------------------
@@ -406,9 +457,7 @@ TEST(ReidLosses, Float32MatchesGoldenLoosely) {
                              .normalize_feature(golden.option_bool("normalize_feature")));
     check_golden_case(
         golden, {"features_1", "features_2"},
-        [&](Leaves& in) {
-          return loss(in["features_1"], in["features_2"], golden.input("labels"));
-        },
+        [&](Leaves& in) { return loss(in["features_1"], in["features_2"], in["labels"]); },
         torch::kFloat32, 1e-3, 1e-5);
   }
 }

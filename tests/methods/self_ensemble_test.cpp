@@ -38,8 +38,8 @@ void consistency_golden(torch::Device device) {
         reduction_named(golden.option_string("reduction"))));
     check_golden_case(
         golden, {"y", "y_teacher"},
-        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], golden.input("mask").to(device)); },
-        torch::kFloat64, kRtol, kAtol, device);
+        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], in["mask"]); }, torch::kFloat64,
+        kRtol, kAtol, device);
   }
 }
 
@@ -53,8 +53,8 @@ void l2_consistency_golden(torch::Device device) {
         L2ConsistencyLossOptions().reduction(reduction_named(golden.option_string("reduction"))));
     check_golden_case(
         golden, {"y", "y_teacher"},
-        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], golden.input("mask").to(device)); },
-        torch::kFloat64, kRtol, kAtol, device);
+        [&](Leaves& in) { return loss(in["y"], in["y_teacher"], in["mask"]); }, torch::kFloat64,
+        kRtol, kAtol, device);
   }
 }
 
@@ -265,6 +265,44 @@ TEST(SelfEnsembleLosses, MatchGoldenOnCuda_CUDA) {
   consistency_golden(cuda);
   l2_consistency_golden(cuda);
   class_balance_golden(cuda);
+}
+
+TEST(SelfEnsembleLosses, GoldenHelpersRunOnTheirDevice) {
+  // MatchGoldenOnCuda_CUDA's plumbing without a GPU: every case runs on the
+  // meta device, where a tensor left on the CPU (the mask included) makes the
+  // loss throw, and what comes back must be on meta (check_golden_case).
+  const torch::Device meta(torch::kMeta);
+  EXPECT_TRUE(testing::golden_helper_runs_on(consistency_golden, meta));
+  EXPECT_TRUE(testing::golden_helper_runs_on(l2_consistency_golden, meta));
+  EXPECT_TRUE(testing::golden_helper_runs_on(class_balance_golden, meta));
+}
+
+TEST(SelfEnsembleLosses, RejectTensorsOnDifferentDevicesNamingTheArgument) {
+  // The meta device stands in for a GPU: no tensor may be elsewhere.
+  const auto y = torch::rand({4, 3});
+  const auto y_meta = y.to(torch::kMeta);
+  EXPECT_EQ(error_message([&] { functional::l2_distance(y, y_meta); }),
+            "l2_distance: y_teacher is on meta but y is on cpu; every tensor must be on one "
+            "device");
+  EXPECT_EQ(error_message([&] { functional::l2_consistency_loss(y_meta, y, {}); }),
+            "consistency_loss: y_teacher is on cpu but y is on meta; every tensor must be on one "
+            "device");
+  EXPECT_EQ(
+      error_message([&] { functional::l2_consistency_loss(y_meta, y_meta, torch::ones({4})); }),
+      "consistency_loss: mask is on cpu but y is on meta; every tensor must be on one "
+      "device");
+  // A scalar mask too: every tensor, not only the broadcast ones.
+  EXPECT_NE(error_message([&] {
+              ConsistencyLoss(ConsistencyLossOptions(l1_distance))(y_meta, y_meta,
+                                                                   torch::tensor(1.0));
+            }).find("consistency_loss: mask is on cpu but y is on meta"),
+            std::string::npos);
+  // All on one device, with or without a mask, passes the checks.
+  EXPECT_EQ(error_message([&] {
+              functional::l2_consistency_loss(y_meta, y_meta, torch::ones({4}, torch::kMeta));
+              functional::l2_consistency_loss(y_meta, y_meta, {});
+            }),
+            "");
 }
 
 TEST(SelfEnsembleHeader, ProvidesTheEmaTeacher) {

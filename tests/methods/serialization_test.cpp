@@ -17,6 +17,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "support/python.h"
+
 namespace tandem::methods {
 namespace {
 
@@ -632,13 +634,13 @@ TEST(SaveStateDict, UnwritableFolderNamesThePath) {
 }
 
 // ---------------------------------------------------------------------------
-// Round trips with Python's torch (Debian's /usr/bin/python3).
+// Round trips with Python's torch (the project venv's, the same release as
+// the LibTorch linked here).
 
-constexpr char kPython[] = "/usr/bin/python3";
+using testing::kPython;
 
 bool python_has_torch() {
-  const std::string command = std::string(kPython) + " -c 'import torch' > /dev/null 2>&1";
-  return std::system(command.c_str()) == 0;
+  return testing::python_has("torch");
 }
 
 /// Runs `script` with `args`; the test fails with its output unless it exits 0.

@@ -1,7 +1,10 @@
 #include "support/golden.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <utility>
 
 namespace tandem::testing {
 namespace {
@@ -84,9 +87,9 @@ bool GoldenCase::option_bool(const std::string& key) const {
 std::string GoldenCase::option_string(const std::string& key) const {
   return option(key).toStringRef();
 }
-c10::optional<double> GoldenCase::option_optional_double(const std::string& key) const {
+std::optional<double> GoldenCase::option_optional_double(const std::string& key) const {
   const auto value = option(key);
-  if (value.isNone()) return c10::nullopt;
+  if (value.isNone()) return std::nullopt;
   return value.isInt() ? static_cast<double>(value.toInt()) : value.toDouble();
 }
 
@@ -128,4 +131,44 @@ torch::Tensor leaf(const torch::Tensor& t, torch::ScalarType dtype) {
   return t.detach().to(dtype).clone().set_requires_grad(true);
 }
 
+std::vector<std::string> GoldenCase::input_names() const {
+  std::vector<std::string> names;
+  for (const auto& entry : inputs_) names.push_back(entry.key().toStringRef());
+  return names;
+}
+
+Leaves golden_inputs(const GoldenCase& golden, const std::vector<std::string>& float_inputs,
+                     torch::ScalarType dtype, torch::Device device) {
+  for (const auto& name : float_inputs) golden.input(name);  // fails naming a missing one
+  Leaves inputs;
+  for (const auto& name : golden.input_names()) {
+    const auto tensor = golden.input(name).to(device);
+    const bool is_leaf =
+        std::find(float_inputs.begin(), float_inputs.end(), name) != float_inputs.end();
+    inputs[name] = is_leaf ? leaf(tensor, dtype) : tensor.clone();
+  }
+  return inputs;
+}
+
+namespace detail {
+namespace {
+// The record of golden_helper_runs_on, while one runs (tests run on one thread).
+std::optional<std::vector<torch::Device>> device_record;
+}  // namespace
+
+void note_golden_device(torch::Device device) {
+  if (device_record) device_record->push_back(device);
+}
+
+void start_golden_device_record() {
+  device_record.emplace();
+}
+
+std::vector<torch::Device> stop_golden_device_record() {
+  auto devices = std::move(device_record).value_or(std::vector<torch::Device>{});
+  device_record.reset();
+  return devices;
+}
+
+}  // namespace detail
 }  // namespace tandem::testing

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,8 @@ class GoldenCase {
   std::string label() const { return group_ + "/" + name_; }
 
   torch::Tensor input(const std::string& key) const;
+  /// The keys of inputs(), in file order.
+  std::vector<std::string> input_names() const;
   torch::Tensor output(const std::string& key = "output") const;
   bool has_grad(const std::string& key) const;
   torch::Tensor grad(const std::string& key) const;
@@ -35,7 +38,7 @@ class GoldenCase {
   bool option_bool(const std::string& key) const;
   std::string option_string(const std::string& key) const;
   /// None → nullopt.
-  c10::optional<double> option_optional_double(const std::string& key) const;
+  std::optional<double> option_optional_double(const std::string& key) const;
 
  private:
   static torch::Tensor tensor_in(const c10::impl::GenericDict& dict, const std::string& key,
@@ -67,41 +70,108 @@ torch::Tensor leaf(const torch::Tensor& t, torch::ScalarType dtype = torch::kFlo
 
 namespace tandem::testing {
 
-/// Named leaf inputs of one case.
+/// Named inputs of one case, on the device under test.
 using Leaves = std::map<std::string, torch::Tensor>;
 
-/// Runs `fn` on leaf copies (in `dtype`) of the case's float inputs listed in
-/// `float_inputs`, compares its result with outputs["output"], back-propagates
-/// the case's upstream gradient and compares every reference gradient (an
-/// input the result does not depend on must have a zero reference gradient).
-/// `device` runs the same case on a GPU (the `_CUDA` tests).
+/// Every input of `golden` on `device`: those named in `float_inputs` as
+/// leaves in `dtype` that require grad, the others (labels, masks, weights)
+/// as copies in their own dtype.
+Leaves golden_inputs(const GoldenCase& golden, const std::vector<std::string>& float_inputs,
+                     torch::ScalarType dtype, torch::Device device);
+
+namespace detail {
+/// check_golden_case notes the device of every case it runs here, for
+/// golden_helper_runs_on.
+void note_golden_device(torch::Device device);
+/// Starts (emptying) or stops the record of those devices; stop returns it.
+void start_golden_device_record();
+std::vector<torch::Device> stop_golden_device_record();
+}  // namespace detail
+
+/// Runs `fn` on the case's inputs (golden_inputs: every one, leaves or not,
+/// on `device`), compares its result with outputs["output"], back-propagates
+/// the case's upstream gradient (on `device`) and compares every reference
+/// gradient (an input the result does not depend on must have a zero
+/// reference gradient). Results and gradients must come back on `device`;
+/// they are compared on the CPU. `fn` must take every tensor it passes to the
+/// function under test from its argument, never from `golden` (which holds
+/// CPU tensors).
+///
+/// The meta device (tensors without values) tests the device plumbing of the
+/// `_CUDA` tests on a CPU host: a tensor left on the CPU makes the function
+/// under test throw (the device checks of methods/ run first), and only
+/// dtypes, devices and shapes are compared. LibTorch has C++ meta kernels for
+/// only some operators (Python registers the rest); where the function
+/// reaches one without (c10::NotImplementedError), it has passed its argument
+/// checks and the case ends there.
 template <typename Fn>
 void check_golden_case(const GoldenCase& golden, const std::vector<std::string>& float_inputs,
                        Fn&& fn, torch::ScalarType dtype = torch::kFloat64, double rtol = 1e-5,
                        double atol = 1e-8, torch::Device device = torch::kCPU) {
-  Leaves leaves;
-  for (const auto& name : float_inputs) {
-    leaves[name] = golden.input(name).to(device, dtype).detach().clone().set_requires_grad(true);
-  }
-  torch::Tensor result = fn(leaves);
-  EXPECT_EQ(result.scalar_type(), dtype) << golden.label() << ": dtype changed";
-  EXPECT_EQ(result.device(), device) << golden.label() << ": device changed";
-  EXPECT_TRUE(tensors_close(result, golden.output(), rtol, atol)) << golden.label() << " output";
-  if (!result.requires_grad()) return;
-  result.backward(golden.upstream().to(device, dtype));
-  for (const auto& name : float_inputs) {
-    if (!golden.has_grad(name)) continue;
-    auto grad = leaves[name].grad();
-    if (!grad.defined()) grad = torch::zeros_like(leaves[name]);
-    EXPECT_TRUE(tensors_close(grad, golden.grad(name), rtol, atol))
-        << golden.label() << " gradient of " << name;
+  detail::note_golden_device(device);
+  Leaves inputs = golden_inputs(golden, float_inputs, dtype, device);
+  const auto compare = [&](const torch::Tensor& actual, const torch::Tensor& expected,
+                           const std::string& what) {
+    EXPECT_EQ(actual.device(), device) << golden.label() << ": " << what << " is not on " << device;
+    if (device.is_meta()) {
+      EXPECT_EQ(actual.sizes(), expected.sizes()) << golden.label() << " " << what;
+    } else {
+      EXPECT_TRUE(tensors_close(actual.detach().cpu(), expected, rtol, atol))
+          << golden.label() << " " << what;
+    }
+  };
+  try {
+    torch::Tensor result = fn(inputs);
+    ASSERT_TRUE(result.defined()) << golden.label() << ": no result";
+    EXPECT_EQ(result.scalar_type(), dtype) << golden.label() << ": dtype changed";
+    compare(result, golden.output(), "output");
+    if (!result.requires_grad()) return;
+    result.backward(golden.upstream().to(device, dtype));
+    for (const auto& name : float_inputs) {
+      if (!golden.has_grad(name)) continue;
+      auto grad = inputs.at(name).grad();
+      if (!grad.defined()) grad = torch::zeros_like(inputs.at(name));
+      compare(grad, golden.grad(name), "gradient of " + name);
+    }
+  } catch (const c10::NotImplementedError&) {
+    if (!device.is_meta()) throw;
   }
 }
 
-/// Skips the calling test unless a CUDA device is present.
-#define TANDEM_SKIP_WITHOUT_CUDA()                                              \
-  do {                                                                          \
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device present"; \
+/// Runs a test's golden helper, `helper(device)`, and checks that it ran at
+/// least one case and every case on `device`, i.e. that it handed its device
+/// to check_golden_case. On the meta device this tests the plumbing of a
+/// `_CUDA` test on a CPU host.
+template <typename Helper>
+::testing::AssertionResult golden_helper_runs_on(Helper&& helper, torch::Device device) {
+  detail::start_golden_device_record();
+  try {
+    helper(device);
+  } catch (...) {
+    detail::stop_golden_device_record();
+    throw;
+  }
+  const auto devices = detail::stop_golden_device_record();
+  if (devices.empty()) return ::testing::AssertionFailure() << "the helper ran no golden case";
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (devices[i] != device) {
+      return ::testing::AssertionFailure()
+             << "golden case " << i << " ran on " << devices[i] << ", not on " << device;
+    }
+  }
+  return ::testing::AssertionSuccess() << devices.size() << " golden cases on " << device;
+}
+
+/// Skips the calling test, saying which and why, unless a CUDA device is
+/// visible. The `_CUDA` tests carry the ctest label `cuda`.
+#define TANDEM_SKIP_WITHOUT_CUDA()                                                        \
+  do {                                                                                    \
+    if (!torch::cuda::is_available()) {                                                   \
+      const auto* tandem_test_ = ::testing::UnitTest::GetInstance()->current_test_info(); \
+      GTEST_SKIP() << "no CUDA device visible (torch::cuda::is_available() is false): "   \
+                   << tandem_test_->test_suite_name() << "." << tandem_test_->name()      \
+                   << " runs only on a GPU host (`ctest -L cuda`)";                       \
+    }                                                                                     \
   } while (false)
 
 /// The message of the c10::Error `body` throws ("" if it does not throw).

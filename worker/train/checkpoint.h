@@ -33,15 +33,10 @@ void add_adam_state(StateDict& state, const std::string& prefix, torch::optim::A
 void load_adam_state(torch::optim::Adam& adam, const StateDict& state, const std::string& prefix);
 
 /// The key of parameter `p` in an optimizer's state map (`Map` =
-/// decltype(Optimizer::state())): a string of the TensorImpl address in
-/// LibTorch 1.x, the address itself in 2.x.
+/// decltype(Optimizer::state())): LibTorch keys it by the TensorImpl address.
 template <typename Map>
 typename Map::key_type optimizer_state_key(const torch::Tensor& p) {
-  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  } else {
-    return p.unsafeGetTensorImpl();
-  }
+  return p.unsafeGetTensorImpl();
 }
 
 /// Scalars under `meta.`.

@@ -2,10 +2,8 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
-#include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
-#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "tandem/methods/autocast.h"
 #include "tandem/methods/reid_loss.h"
 #include "tandem/worker/train/group_batch_norm.h"
 
@@ -23,40 +22,6 @@ namespace fn = methods::functional;
 using methods::models::ReIdOutput;
 
 namespace {
-
-// CUDA autocast in bfloat16 while alive (Python: torch.autocast("cuda",
-// dtype=torch.bfloat16)), including the cast cache cleared on exit.
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    previous_ = at::autocast::is_enabled();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-    at::autocast::increment_nesting();
-  }
-  ~CudaAutocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
-#else
-    at::autocast::set_enabled(previous_);
-#endif
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool on_;
-  bool previous_ = false;
-};
 
 // Counts down from 2; wait() returns once both pairs have arrived.
 class Latch {
@@ -170,7 +135,7 @@ struct MmtStep::Pair {
   std::unique_ptr<InPlaceAdam> adam;
   // The gradient all-reduce over this pair's lane (data parallel only).
   std::unique_ptr<GradientReducer> reducer;
-  CollectiveGroup* lane = nullptr;
+  c10d::ProcessGroup* lane = nullptr;
   const torch::Tensor* view = nullptr;
   // The teacher's outputs on `view` (float32 constants for the other pair).
   torch::Tensor teacher_logits, teacher_features;
@@ -234,8 +199,15 @@ class MmtStep::PairThreads {
  private:
   void loop(int which, int intra_op) {
     // The first parallel op of a thread sets its thread count to the
-    // process default; do that first, then set this thread's own.
-    at::internal::lazy_init_num_threads();
+    // process default; do that first, then set this thread's own. It must be
+    // LibTorch's own first-use flag: at::internal::lazy_init_num_threads() is
+    // inline, and the wheel builds with -fvisibility-inlines-hidden, so the
+    // header's copy of its thread_local flag is ours, not libtorch_cpu's;
+    // calling it left libtorch's flag unset, and the thread's first
+    // at::get_num_threads() inside LibTorch put it back to the process count
+    // (both pairs then ran 2 intra-op threads each on 2 cores). The exported
+    // at::get_num_threads() runs LibTorch's own lazy initialisation.
+    (void)at::get_num_threads();
     at::set_num_threads(intra_op);
     uint64_t seen = 0;
     {
@@ -333,7 +305,7 @@ void MmtStep::teacher_forward(int which) {
   Pair& pair = *pairs_[static_cast<size_t>(which)];
   ReIdOutput out;
   {
-    const CudaAutocast autocast(options_.cuda_bf16_autocast);
+    const methods::AutocastGuard autocast(c10::kCUDA, c10::kBFloat16, options_.cuda_bf16_autocast);
     const torch::InferenceMode no_autograd;  // teachers never get gradients
     out = forward_in_groups(pair.teacher->module(), *pair.view, options_.bn_group_size);
     // Outside autocast the losses see float32 (a no-op in float32 runs).
@@ -349,7 +321,7 @@ void MmtStep::teacher_forward(int which) {
 void MmtStep::student_forward(int which) {
   Pair& pair = *pairs_[static_cast<size_t>(which)];
   {
-    const CudaAutocast autocast(options_.cuda_bf16_autocast);
+    const methods::AutocastGuard autocast(c10::kCUDA, c10::kBFloat16, options_.cuda_bf16_autocast);
     pair.out = forward_in_groups(pair.student, *pair.view, options_.bn_group_size);
   }
   if (pair.lane != nullptr) {  // differentiable for this rank's rows

@@ -98,16 +98,17 @@ TEST(SmallReidNet, DepthAddsStrideOneLayersPerStage) {
   EXPECT_THROW(SmallReidNet(SmallReidNetOptions().depth(0)), c10::Error);
 }
 
-// Torchvision's ResNet with the re-ID changes, built by Debian's
-// python3-torchvision: its weights load into ReidResNet by name and give the
+// Torchvision's ResNet with the re-ID changes, built by the project venv's
+// torchvision: its weights load into ReidResNet by name and give the
 // same output; ReidResNet's exported weights load back in Python.
 class TorchvisionEquivalence
     : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(TorchvisionEquivalence, WeightsLoadBothWaysAndOutputsMatch) {
   if (!python_has("torch, torchvision")) {
-    GTEST_SKIP() << "/usr/bin/python3 with torch and torchvision is not installed "
-                    "(scripts/setup installs python3-torch and python3-torchvision)";
+    GTEST_SKIP() << testing::kPython
+                 << " cannot import torch and torchvision "
+                    "(scripts/setup installs them into the project's venv)";
   }
   const auto& [arch, format] = GetParam();
   const fs::path dir = fs::temp_directory_path() /
