@@ -105,7 +105,8 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 # Facts the configure step depends on, so that a failure is easy to read.
 {
   echo "torch prefix: $TORCH_PREFIX"
-  echo "gloo headers: $(ls "$TORCH_ROOT"/include/gloo/config.h 2>/dev/null || echo missing)"
+  echo "gloo headers: $(ls "${TANDEM_GLOO_INCLUDE_DIR:-/usr/include}"/gloo/config.h 2>/dev/null ||
+                        echo "missing (no CPU process group; set TANDEM_GLOO_INCLUDE_DIR)")"
   echo "nccl.h: $(ls "$TORCH_ROOT"/../nvidia/nccl/include/nccl.h \
                      "$TORCH_ROOT"/../nvidia/*/include/nccl.h \
                      "${CUDA_HOME_FOUND:-/usr/local/cuda}"/include/nccl.h \
@@ -116,8 +117,12 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 
 # --- 2. Configure and build ---------------------------------------------------
 CONFIGURE=(cmake -S "$SRC" -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release
-           -DTANDEM_CORE_ONLY=ON -DCMAKE_PREFIX_PATH="$TORCH_PREFIX"
+           -DTANDEM_CORE_ONLY=ON -DTorch_DIR="$TORCH_PREFIX/Torch"
+           -DTANDEM_PYTHON="$(command -v "$PYTHON")"
            -DCMAKE_CXX_COMPILER="$CXX_FOUND" "${CUDA_ARGS[@]}")
+# A GPU host has no Debian -dev packages, so no Gloo headers: a copy of
+# /usr/include/gloo carried along (bench/gpu/README.md) gives the Gloo group.
+[ -n "${TANDEM_GLOO_INCLUDE_DIR:-}" ] && CONFIGURE+=(-DTANDEM_GLOO_INCLUDE_DIR="$TANDEM_GLOO_INCLUDE_DIR")
 [ "$TESTS" = 0 ] && CONFIGURE+=(-DTANDEM_BUILD_TESTS=OFF)
 step configure 600 "${CONFIGURE[@]}" || die "configure (see $RESULTS/configure.log)"
 grep -q "cuda=ON" "$RESULTS/configure.log" ||
