@@ -32,6 +32,8 @@ struct ServerFlags {
   int max_restarts = 3;
   int expect_workers = 0;
   double rank_timeout_seconds = 300;
+  double reserve_after_seconds = 300;
+  double unplaceable_timeout_seconds = 600;
 };
 
 std::chrono::milliseconds millis(double seconds) {
@@ -57,6 +59,8 @@ int run_server(const ServerFlags& flags) {
   options.max_restarts = flags.max_restarts;
   options.expected_workers = flags.expect_workers;
   options.rank_timeout_seconds = flags.rank_timeout_seconds;
+  options.reserve_after = millis(flags.reserve_after_seconds);
+  options.unplaceable_timeout = millis(flags.unplaceable_timeout_seconds);
   server::JobCoordinator coordinator(**store, options, validate_submitted_spec);
   if (const absl::Status started = coordinator.start(); !started.ok()) {
     std::cerr << "tandem server: " << started.message() << "\n";
@@ -126,6 +130,19 @@ void add_server_command(CLI::App& app, Action& action) {
       ->add_option("--rank-timeout", flags->rank_timeout_seconds,
                    "seconds for the ranks' rendezvous and collectives")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command
+      ->add_option("--reserve-after", flags->reserve_after_seconds,
+                   "seconds a queued job that fits the workers but not the idle ones lets "
+                   "younger, smaller jobs start before it (backfill); after that the free "
+                   "workers are held for it")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command
+      ->add_option("--unplaceable-timeout", flags->unplaceable_timeout_seconds,
+                   "seconds a queued job whose world size exceeds the most workers ever "
+                   "registered at one time waits before it fails (0: for ever)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   command->callback([flags, &action] { action = [flags] { return run_server(*flags); }; });
 }

@@ -334,6 +334,12 @@ class WatchView {
       }
       out_ << std::endl;
     }
+    if (job.state() == v1::QUEUED && !job.waiting_reason().empty() &&
+        job.waiting_reason() != printed_waiting_) {
+      clear();
+      out_ << "  " << job.waiting_reason() << std::endl;
+    }
+    printed_waiting_ = job.waiting_reason();
     if (phase_changed && !terminal_ && job.state() == v1::RUNNING &&
         job.phase() != v1::JOB_PHASE_UNSPECIFIED) {
       out_ << "  epoch " << epoch_text(job.epoch()) << " " << lower(v1::JobPhase_Name(job.phase()))
@@ -453,6 +459,7 @@ class WatchView {
   size_t columns_ = 100;
   bool drawn_ = false;
   bool seen_job_ = false;
+  std::string printed_waiting_;  // the waiting reason last printed
   v1::Job job_;
   int64_t epochs_ = 0;
   bool seen_iteration_ = false;
@@ -627,6 +634,7 @@ void print_job(const v1::Job& job) {
   }
   if (job.spec().has_world_size())
     rows.push_back({"world size", std::to_string(job.spec().world_size())});
+  if (!job.waiting_reason().empty()) rows.push_back({"waiting", job.waiting_reason()});
   if (job.workers_size() > 0) {
     std::string workers;
     for (const auto& w : job.workers()) workers += (workers.empty() ? "" : ", ") + w;
@@ -692,8 +700,13 @@ int run_status(const StatusFlags& flags) {
     std::cout << "no jobs\n";
     return kExitOk;
   }
+  // A WAITING column (why a queued job is not running) when a job waits.
+  const bool any_waiting =
+      std::any_of(response.jobs().begin(), response.jobs().end(),
+                  [](const v1::Job& job) { return !job.waiting_reason().empty(); });
   std::vector<std::vector<std::string>> rows = {
       {"ID", "KIND", "STATE", "PHASE", "EPOCH", "mAP", "AGE"}};
+  if (any_waiting) rows[0].push_back("WAITING");
   for (const auto& job : response.jobs()) {
     const bool running = job.state() == v1::RUNNING;
     rows.push_back(
@@ -702,8 +715,11 @@ int run_status(const StatusFlags& flags) {
                                                              : "-",
          epoch_column(job), job.metrics_size() > 0 ? fixed1(job.metrics().rbegin()->map()) : "-",
          age(job.created_ms())});
+    if (any_waiting) rows.back().push_back(job.waiting_reason());
   }
-  print_table(std::cout, rows, {false, false, false, false, true, true, true});
+  std::vector<bool> right_aligned = {false, false, false, false, true, true, true};
+  if (any_waiting) right_aligned.push_back(false);
+  print_table(std::cout, rows, right_aligned);
   return kExitOk;
 }
 

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <deque>
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
+#include <optional>
+#include <sstream>
 #include <utility>
 
 #include "tandem/server/rendezvous.h"
@@ -23,6 +26,14 @@ int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+/// "0.25 s", "600 s".
+std::string seconds_text(Clock::duration duration) {
+  const double seconds = std::chrono::duration<double>(duration).count();
+  std::ostringstream out;
+  out << std::setprecision(seconds < 10 ? 2 : 0) << std::fixed << seconds << " s";
+  return out.str();
 }
 
 /// Events kept per job for subscribers that fall behind.
@@ -173,6 +184,11 @@ struct JobCoordinator::Runtime {
   std::vector<Slot> slots;
   std::string attempt_error;
   std::unique_ptr<Rendezvous> rendezvous;
+  // While QUEUED: since when (submitted, loaded by this server or queued
+  // again after a failed attempt), and since when its world size has been
+  // above every capacity this server has seen (empty when it is not).
+  Clock::time_point queued_since = Clock::now();
+  std::optional<Clock::time_point> unplaceable_since;
   // Events for WatchJob.
   std::deque<std::pair<int64_t, v1::JobEvent>> events;
   int64_t next_seq = 0;
@@ -210,6 +226,7 @@ absl::Status JobCoordinator::start() {
     job.set_error(record.error);
     job.set_created_ms(record.created_ms);
     job.set_updated_ms(record.updated_ms);
+    job.clear_waiting_reason();
     if (record.state == JobState::kRunning && job.cancel_requested()) {
       // The previous server died while the job's ranks were being stopped.
       job.set_state(v1::CANCELLED);
@@ -333,6 +350,7 @@ absl::StatusOr<v1::Job> JobCoordinator::cancel(const std::string& id,
   }
   if (rt->job.state() == v1::QUEUED) {
     rt->job.set_state(v1::CANCELLED);
+    rt->job.clear_waiting_reason();
     rt->job.set_finished_ms(now_ms());
     TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
     publish_job_locked(*rt);
@@ -497,19 +515,95 @@ void JobCoordinator::check_heartbeats_locked() {
 }
 
 void JobCoordinator::schedule_locked() {
-  // FIFO: the oldest queued job first; a job that does not fit holds the
-  // queue (no smaller job overtakes it).
-  for (auto& [id, rt] : jobs_) {
-    if (rt->job.state() != v1::QUEUED) continue;
-    std::vector<Worker*> idle;
-    for (auto& [wid, worker] : workers_) {
-      if (worker->job_id.empty()) idle.push_back(worker.get());
-    }
-    const int world = world_size_of(rt->job.spec());
-    if (static_cast<int>(idle.size()) < world) return;
-    idle.resize(static_cast<size_t>(world));
-    start_attempt_locked(*rt, idle);
+  // Oldest queued job first (job ids grow with submission; a job queued
+  // again after a failed attempt keeps its place). Per job, in that order:
+  //  - world size above the most workers ever registered at one time: it
+  //    cannot start, so it holds nothing; after unplaceable_timeout it
+  //    ends FAILED naming the world size and the capacity;
+  //  - enough idle workers, and no older job holds them: it starts;
+  //  - world size above the workers registered now (some were lost): it
+  //    waits for them to come back and holds nothing;
+  //  - otherwise it waits for running jobs to end. Until it has waited
+  //    reserve_after, younger jobs that fit the idle workers start beside
+  //    it (backfill); from then on it holds the idle workers, so the
+  //    workers that free up gather for it and it is not starved.
+  const auto now = Clock::now();
+  const int registered = static_cast<int>(workers_.size());
+  std::vector<Worker*> idle;
+  for (auto& [wid, worker] : workers_) {
+    if (worker->job_id.empty()) idle.push_back(worker.get());
   }
+  std::string holder;  // the older job that holds the idle workers
+  for (auto& [id, entry] : jobs_) {
+    Runtime& rt = *entry;
+    if (rt.job.state() != v1::QUEUED) continue;
+    const int world = world_size_of(rt.job.spec());
+    const std::string wanted = "waiting for " + std::to_string(world) + " slot" +
+                               (world == 1 ? "" : "s") + ", ";
+    if (world > most_live_workers_) {
+      if (!rt.unplaceable_since) rt.unplaceable_since = now;
+      const auto waited = now - *rt.unplaceable_since;
+      if (options_.unplaceable_timeout.count() > 0 && waited >= options_.unplaceable_timeout) {
+        fail_queued_locked(
+            rt, "world_size " + std::to_string(world) +
+                    " exceeds the deployment's capacity: at most " +
+                    std::to_string(most_live_workers_) +
+                    " worker(s) registered at one time since the server started, and the job "
+                    "waited " +
+                    seconds_text(waited) +
+                    " (--unplaceable-timeout) for more; start more `tandem worker`s and submit it "
+                    "again, or submit it with world_size <= " +
+                    std::to_string(std::max(most_live_workers_, 1)));
+        continue;
+      }
+      set_waiting_reason_locked(rt, wanted + std::to_string(registered) + " registered");
+      continue;
+    }
+    rt.unplaceable_since.reset();
+    if (holder.empty() && world <= static_cast<int>(idle.size())) {
+      std::vector<Worker*> chosen(idle.begin(), idle.begin() + world);
+      idle.erase(idle.begin(), idle.begin() + world);
+      start_attempt_locked(rt, std::move(chosen));
+      continue;
+    }
+    if (world > registered) {
+      set_waiting_reason_locked(rt, wanted + std::to_string(registered) + " registered");
+      continue;
+    }
+    const std::string free_text = wanted + std::to_string(idle.size()) + " of " +
+                                  std::to_string(registered) + " free";
+    if (!holder.empty()) {
+      set_waiting_reason_locked(rt, free_text + "; behind job " + holder +
+                                        ", which holds the free workers");
+    } else if (now - rt.queued_since >= options_.reserve_after) {
+      holder = rt.job.id();
+      set_waiting_reason_locked(rt, free_text + "; holding them (younger jobs wait)");
+    } else {
+      set_waiting_reason_locked(rt, free_text + "; younger jobs that fit may start meanwhile");
+    }
+  }
+}
+
+void JobCoordinator::set_waiting_reason_locked(Runtime& rt, const std::string& reason) {
+  if (rt.job.waiting_reason() == reason) return;
+  rt.job.set_waiting_reason(reason);
+  publish_job_locked(rt);
+}
+
+void JobCoordinator::fail_queued_locked(Runtime& rt, const std::string& error) {
+  v1::Job& job = rt.job;
+  job.set_state(v1::FAILED);
+  job.set_error(error);
+  job.clear_waiting_reason();
+  job.set_finished_ms(now_ms());
+  std::cout << "tandem server: job " << job.id() << " FAILED: " << error << std::endl;
+  persist_or_log_locked(rt);
+  v1::JobEvent event;
+  event.set_time_ms(now_ms());
+  event.set_error(error);
+  publish_locked(rt, std::move(event));
+  publish_job_locked(rt);
+  changed_.notify_all();
 }
 
 void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<Worker*> workers) {
@@ -532,6 +626,7 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<Worker*> work
   job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
   job.set_error("");
   job.clear_workers();
+  job.clear_waiting_reason();
   if (job.started_ms() == 0) job.set_started_ms(now_ms());
   const std::string spec_json = rank_spec_json(job.spec());
   for (int rank = 0; rank < world; ++rank) {
@@ -619,6 +714,7 @@ void JobCoordinator::finish_attempt_locked(Runtime& rt) {
                       std::to_string(options_.max_restarts) + ")");
     } else {
       job.set_state(v1::QUEUED);
+      rt.queued_since = Clock::now();
       event.set_error(rt.attempt_error + "; restarting from the last checkpoint (restart " +
                       std::to_string(rt.failures) + " of " + std::to_string(options_.max_restarts) +
                       ")");
@@ -750,6 +846,7 @@ absl::Status JobCoordinator::persist_locked(Runtime& rt) {
   progress.clear_error();
   progress.clear_created_ms();
   progress.clear_updated_ms();
+  progress.clear_waiting_reason();
   JobRecord record;
   record.id = rt.db_id;
   record.kind = job.spec().kind();

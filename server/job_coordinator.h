@@ -2,8 +2,12 @@
 //
 // Jobs are durable in the JobStore before any call that changed them
 // returns. Workers register over their control stream (WorkerChannel); the
-// scheduler gives the oldest queued job the world size it asks for (FIFO),
-// serves the job's rendezvous TCPStore, assigns the ranks and then follows
+// scheduler starts queued jobs oldest first on idle workers, letting younger
+// jobs that fit run beside an older one that does not (backfill) until that
+// one has waited `reserve_after` (then the free workers are held for it),
+// and fails a job whose world size is above every capacity the deployment
+// has had for `unplaceable_timeout` (see schedule_locked). It serves the
+// job's rendezvous TCPStore, assigns the ranks and then follows
 // each epoch through rank 0's events (extract → cluster → train → evaluate →
 // checkpoint), recording phase, progress, metrics and the checkpoint as they
 // happen and publishing them to WatchJob subscribers. A rank that fails, or a
@@ -61,6 +65,15 @@ struct CoordinatorOptions {
   /// Progress (epoch, iteration) is written to the store at most this often;
   /// phases, metrics, checkpoints and states at once.
   std::chrono::milliseconds progress_write_interval = std::chrono::seconds(1);
+  /// A queued job that fits the registered workers but not the idle ones
+  /// lets younger jobs that fit start on the idle ones (backfill) until it
+  /// has waited this long; from then on the free workers are held for it
+  /// (no younger job starts) so that it is not starved.
+  std::chrono::milliseconds reserve_after = std::chrono::minutes(5);
+  /// A queued job whose world size exceeds the most workers ever registered
+  /// at one time (since this server started) for this long ends FAILED,
+  /// naming both; 0: such a job waits for ever.
+  std::chrono::milliseconds unplaceable_timeout = std::chrono::minutes(10);
   /// How often the scheduler looks at the queue and the heartbeats.
   std::chrono::milliseconds tick = std::chrono::milliseconds(100);
 };
@@ -128,6 +141,10 @@ class JobCoordinator {
   void schedule_locked();
   void check_heartbeats_locked();
   void start_attempt_locked(Runtime& job, std::vector<Worker*> workers);
+  /// Sets the job's waiting_reason (published when it changes).
+  void set_waiting_reason_locked(Runtime& job, const std::string& reason);
+  /// Ends a queued job FAILED with `error`.
+  void fail_queued_locked(Runtime& job, const std::string& error);
   void rank_ended_locked(Runtime& job, int rank, int exit_code, const std::string& error);
   /// StopRank to every rank of the attempt that is still running.
   void stop_ranks_locked(Runtime& job);

@@ -52,6 +52,8 @@ class Deployment {
     bool clustering_service = false;
     double heartbeat_timeout = 3;
     int max_restarts = 3;
+    /// More `tandem server` flags.
+    std::vector<std::string> server_args = {};
   };
 
   Deployment(const std::string& name, Options options) : name_(name), options_(options) {
@@ -92,6 +94,7 @@ class Deployment {
                                      std::to_string(options_.max_restarts),
                                      "--rank-timeout",
                                      "30"};
+    args.insert(args.end(), options_.server_args.begin(), options_.server_args.end());
     if (!clustering_address_.empty()) {
       args.push_back("--clustering");
       args.push_back(clustering_address_);

@@ -342,6 +342,51 @@ TEST(JobService, AWorkerKilledMidEpochRestartsTheJobOnTheOtherWorker) {
   EXPECT_NE(rank_log.find("resuming from"), std::string::npos) << rank_log;
 }
 
+TEST(JobService, AJobThatCanNeverBePlacedDoesNotHoldTheQueueAndFailsAfterTheGrace) {
+  // Issue 20's report: a 64-rank job submitted before any worker registered
+  // (SubmitJob cannot refuse it yet), then two workers and two 1-rank jobs.
+  Deployment::Options options;
+  options.workers = 0;
+  options.server_args = {"--unplaceable-timeout", "15"};
+  Deployment deployment("unplaceable", options);
+  v1::JobSpec big_spec = tiny_spec("pretrain", 1, 2);
+  big_spec.set_world_size(64);
+  v1::Job big;
+  const grpc::Status accepted = deployment.submit(big_spec, &big);
+  ASSERT_TRUE(accepted.ok()) << accepted.error_message();
+  deployment.start_worker();
+  deployment.start_worker();
+  deployment.wait_for_workers(2);
+  v1::Job small[2];
+  for (auto& job : small) ASSERT_TRUE(deployment.submit(tiny_spec("pretrain", 1, 2), &job).ok());
+
+  // `tandem status` says why the big job waits, in the list and for the job.
+  const v1::Job waiting = deployment.wait_until(big.id(), [](const v1::Job& j) {
+    return ended(j) || j.waiting_reason() == "waiting for 64 slots, 2 registered";
+  });
+  ASSERT_EQ(waiting.state(), v1::QUEUED) << waiting.error();
+  auto listed = run_tandem({"status", "--server", deployment.address()}, "status-list");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find("WAITING"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("waiting for 64 slots, 2 registered"), std::string::npos) << listed.out;
+  auto shown = run_tandem({"status", big.id(), "--server", deployment.address()}, "status-job");
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("waiting:"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("waiting for 64 slots, 2 registered"), std::string::npos) << shown.out;
+
+  for (const auto& job : small) {
+    const v1::Job finished = deployment.wait_until(job.id(), ended);
+    EXPECT_EQ(finished.state(), v1::SUCCEEDED) << finished.error();
+  }
+  const v1::Job failed = deployment.wait_until(big.id(), ended);
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 worker(s)"),
+            std::string::npos)
+      << failed.error();
+  EXPECT_GE(failed.finished_ms() - failed.created_ms(), 15000) << "failed before the grace";
+  EXPECT_EQ(failed.started_ms(), 0) << "it never ran";
+}
+
 TEST(JobService, ThirtyTwoConcurrentWatchersAndPollersWhileAJobTrains) {
   Deployment deployment("clients", {/*workers=*/1});
   v1::Job job;

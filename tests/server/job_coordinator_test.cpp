@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -108,6 +109,18 @@ class JobCoordinatorTest : public ::testing::Test {
     coordinator_->on_worker_message(worker, m);
   }
   v1::Job job(const std::string& id) { return *coordinator_->get(id); }
+  /// Polls the job until `done` holds (up to 5 s); returns it as last seen.
+  v1::Job wait_job(const std::string& id, const std::function<bool(const v1::Job&)>& done) {
+    v1::Job seen = job(id);
+    for (int i = 0; i < 500 && !done(seen); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      seen = job(id);
+    }
+    return seen;
+  }
+  v1::Job wait_reason(const std::string& id) {
+    return wait_job(id, [](const v1::Job& j) { return !j.waiting_reason().empty(); });
+  }
 
   fs::path dir_;
   CoordinatorOptions options_;
@@ -255,6 +268,132 @@ TEST_F(JobCoordinatorTest, FifoQueueAndWorldSizeAboveTheWorkersIsRefused) {
   const auto b = c0->assignment(1);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->job_id(), second->id());
+}
+
+TEST_F(JobCoordinatorTest, AJobThatDoesNotFitTheIdleWorkersLetsYoungerJobsThatFitStart) {
+  auto [w0, c0] = add_worker("a");
+  auto [w1, c1] = add_worker("b");
+  const auto first = coordinator_->submit(spec(1));
+  ASSERT_TRUE(first.ok());
+  const auto a = c0->assignment();
+  ASSERT_TRUE(a);
+  const auto pair = coordinator_->submit(spec(2));
+  const auto third = coordinator_->submit(spec(1));
+  ASSERT_TRUE(pair.ok() && third.ok());
+  // The 2-rank job cannot start on the one idle worker; the younger 1-rank
+  // job backfills it.
+  const auto b = c1->assignment();
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->job_id(), third->id());
+  const std::string expected =
+      "waiting for 2 slots, 0 of 2 free; younger jobs that fit may start meanwhile";
+  const v1::Job waiting =
+      wait_job(pair->id(), [&](const v1::Job& j) { return j.waiting_reason() == expected; });
+  EXPECT_EQ(waiting.state(), v1::QUEUED);
+  EXPECT_EQ(waiting.waiting_reason(), expected);
+  exited(w0, *a, 0);
+  exited(w1, *b, 0);
+  const auto a2 = c0->assignment(1), b2 = c1->assignment(1);
+  ASSERT_TRUE(a2 && b2);
+  EXPECT_EQ(a2->job_id(), pair->id());
+  EXPECT_EQ(b2->job_id(), pair->id());
+  EXPECT_EQ(job(pair->id()).waiting_reason(), "") << "a running job does not wait";
+}
+
+TEST_F(JobCoordinatorTest, AJobQueuedLongerThanReserveAfterHoldsTheFreeWorkersForItself) {
+  options_.reserve_after = std::chrono::milliseconds(0);
+  open();
+  auto [w0, c0] = add_worker("a");
+  auto [w1, c1] = add_worker("b");
+  const auto first = coordinator_->submit(spec(1));
+  ASSERT_TRUE(first.ok());
+  const auto a = c0->assignment();
+  ASSERT_TRUE(a);
+  const auto pair = coordinator_->submit(spec(2));
+  const auto third = coordinator_->submit(spec(1));
+  ASSERT_TRUE(pair.ok() && third.ok());
+  const v1::Job held = wait_reason(third->id());
+  EXPECT_EQ(held.state(), v1::QUEUED) << "the idle worker is held for the older 2-rank job";
+  EXPECT_EQ(held.waiting_reason(),
+            "waiting for 1 slot, 1 of 2 free; behind job " + pair->id() +
+                ", which holds the free workers");
+  EXPECT_EQ(job(pair->id()).waiting_reason(),
+            "waiting for 2 slots, 1 of 2 free; holding them (younger jobs wait)");
+  exited(w0, *a, 0);
+  const auto a2 = c0->assignment(1), b = c1->assignment(0);
+  ASSERT_TRUE(a2 && b);
+  EXPECT_EQ(a2->job_id(), pair->id());
+  EXPECT_EQ(b->job_id(), pair->id());
+  EXPECT_EQ(job(third->id()).state(), v1::QUEUED);
+  exited(w0, *a2, 0);
+  exited(w1, *b, 0);
+  const auto next = c0->assignment(2);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->job_id(), third->id());
+}
+
+TEST_F(JobCoordinatorTest, AWorldSizeAboveEveryCapacityHoldsNothingAndFailsAfterTheGrace) {
+  options_.unplaceable_timeout = std::chrono::milliseconds(1000);
+  open();
+  // Submitted before any worker registered: SubmitJob cannot refuse it.
+  const auto big = coordinator_->submit(spec(64));
+  ASSERT_TRUE(big.ok()) << big.status();
+  auto [w0, c0] = add_worker("a");
+  auto [w1, c1] = add_worker("b");
+  const auto one = coordinator_->submit(spec(1));
+  const auto two = coordinator_->submit(spec(1));
+  ASSERT_TRUE(one.ok() && two.ok());
+  const auto a = c0->assignment(), b = c1->assignment();
+  ASSERT_TRUE(a && b) << "the 1-rank jobs start beside the unplaceable one";
+  EXPECT_EQ(a->job_id(), one->id());
+  EXPECT_EQ(b->job_id(), two->id());
+  const v1::Job waiting = job(big->id());
+  EXPECT_EQ(waiting.state(), v1::QUEUED);
+  EXPECT_EQ(waiting.waiting_reason(), "waiting for 64 slots, 2 registered");
+  const v1::Job failed = wait_job(big->id(), [](const v1::Job& j) { return j.state() == v1::FAILED; });
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 worker(s)"),
+            std::string::npos)
+      << failed.error();
+  EXPECT_NE(failed.error().find("--unplaceable-timeout"), std::string::npos) << failed.error();
+  EXPECT_EQ(failed.waiting_reason(), "");
+  EXPECT_GT(failed.finished_ms(), 0);
+  // Stored: a restarted server reads it FAILED with the error.
+  exited(w0, *a, 0);
+  exited(w1, *b, 0);
+  open();
+  EXPECT_EQ(job(big->id()).state(), v1::FAILED);
+  EXPECT_EQ(job(big->id()).error(), failed.error());
+}
+
+TEST_F(JobCoordinatorTest, WaitingForLostWorkersToComeBackIsNotUnplaceable) {
+  options_.unplaceable_timeout = std::chrono::milliseconds(100);
+  open();
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  ASSERT_TRUE(submitted.ok());
+  ASSERT_TRUE(c0->assignment());
+  coordinator_->on_worker_disconnected(w0);
+  const v1::Job waiting = wait_reason(submitted->id());
+  EXPECT_EQ(waiting.waiting_reason(), "waiting for 1 slot, 0 registered");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(job(submitted->id()).state(), v1::QUEUED)
+      << "the deployment had one worker: the job waits for it, past the unplaceable grace";
+  auto [w1, c1] = add_worker("b");
+  ASSERT_TRUE(c1->assignment());
+}
+
+TEST_F(JobCoordinatorTest, UnplaceableTimeoutZeroWaitsForEver) {
+  options_.unplaceable_timeout = std::chrono::milliseconds(0);
+  options_.expected_workers = 8;  // SubmitJob takes world sizes up to 8
+  open();
+  auto [w0, c0] = add_worker("a");
+  const auto big = coordinator_->submit(spec(8));
+  ASSERT_TRUE(big.ok()) << big.status();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const v1::Job waiting = job(big->id());
+  EXPECT_EQ(waiting.state(), v1::QUEUED);
+  EXPECT_EQ(waiting.waiting_reason(), "waiting for 8 slots, 1 registered");
 }
 
 TEST_F(JobCoordinatorTest, CancelQueuedAtOnceRunningAfterTheRanksStop) {
