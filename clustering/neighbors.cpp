@@ -169,6 +169,37 @@ Candidates exact_candidates(const torch::Tensor& features, const torch::Tensor& 
   return out;
 }
 
+// Exact search on the features' device: a block of rows against every
+// column per matrix product, then topk (k smallest) and argmax (the row's
+// largest) there; only the candidates cross to the host. The float32 order
+// of near-ties may differ from the heap's, which refine() settles in
+// float64 as for the other searches.
+Candidates device_candidates(const torch::Tensor& features, const NeighborOptions& options) {
+  const int64_t n = features.size(0);
+  constexpr int64_t kBlockBytes = int64_t{256} << 20;
+  const int64_t rows_per_block =
+      options.block_rows > 0
+          ? std::min(options.block_rows, n)
+          : std::clamp<int64_t>(kBlockBytes / (n * static_cast<int64_t>(sizeof(float))), 1, n);
+  const auto norms = features.pow(2).sum(1);  // float32 on the device
+  const auto columns = features.t();
+  Candidates out{torch::empty({n, options.k}, torch::kInt64), torch::empty({n}, torch::kInt64)};
+  for (int64_t i0 = 0; i0 < n; i0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, n - i0);
+    auto base = torch::mm(features.narrow(0, i0, rows), columns);
+    if (options.base == BaseDistance::kMmtJaccard) {
+      base.mul_(-2).add_(norms.unsqueeze(0), 2);
+    } else {
+      base.mul_(-2).add_(norms.unsqueeze(0)).add_(norms.narrow(0, i0, rows).unsqueeze(1));
+      base.pow_(2);
+    }
+    const auto nearest = std::get<1>(base.topk(options.k, 1, /*largest=*/false, /*sorted=*/true));
+    out.index.narrow(0, i0, rows).copy_(nearest);
+    out.farthest.narrow(0, i0, rows).copy_(base.argmax(1));
+  }
+  return out;
+}
+
 // Augmented vectors turn both base distances into inner products:
 //   kMmtJaccard: b = 2·(n_j − f_i·f_j) = −2·⟨(f_i, 1), (f_j, −n_j)⟩;
 //   squared twice: increasing in n_j − 2·f_i·f_j = −⟨(2f_i, 1), (f_j, −n_j)⟩.
@@ -308,7 +339,7 @@ double base_distance(BaseDistance base, const float* f_i, const float* f_j, int6
 }
 
 NeighborTable find_neighbors(const torch::Tensor& features, const NeighborOptions& options) {
-  const auto input = to_faiss_input(features, "features");
+  const auto input = to_faiss_input(features, "features");  // checked, on the CPU
   const int64_t n = input.size(0);
   TORCH_CHECK(options.k >= 1 && options.k <= n, "find_neighbors: k must be in [1, n = ", n,
               "], got ", options.k);
@@ -319,6 +350,10 @@ NeighborTable find_neighbors(const torch::Tensor& features, const NeighborOption
   const auto [norms, norms64] = squared_norms(input);
   if (options.search == NeighborSearch::kExact) {
     return refine(input, norms64, exact_candidates(input, norms, options), options.base);
+  }
+  if (options.search == NeighborSearch::kDevice) {
+    const auto on_device = features.device().is_cpu() ? input : features.to(torch::kFloat32).contiguous();
+    return refine(input, norms64, device_candidates(on_device, options), options.base);
   }
   auto table = refine(input, norms64, ivf_candidates(input, norms, options), options.base);
   table.estimated_recall = sampled_recall(input, table, options.base);

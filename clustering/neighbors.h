@@ -34,6 +34,12 @@ enum class NeighborSearch {
   /// FAISS IndexIVFFlat (inner product on augmented vectors): approximate
   /// neighbours and row maxima, for very large n.
   kIvf,
+  /// Exact, on the features' own device (a GPU's features stay there):
+  /// blocks of rows against all columns by one LibTorch matrix product, the
+  /// k smallest per row by torch::topk and the largest by argmax; only the
+  /// (n, k) candidates come back to the host for the float64 refinement.
+  /// The same neighbours as kExact and as FAISS's flat index.
+  kDevice,
 };
 
 /// Parameters of find_neighbors.
@@ -49,6 +55,8 @@ struct NeighborOptions {
   /// IVF: lists visited per query.
   int64_t ivf_probe = 64;
   /// Exact: tile size (rows and columns) of the Gram-matrix products (0: 2048).
+  /// Device: rows per product (0: as many as keep one block of rows × n
+  /// base distances within 256 MiB).
   int64_t block_rows = 0;
 };
 
@@ -69,8 +77,9 @@ struct NeighborTable {
   double estimated_recall = 1.0;
 };
 
-/// Neighbours of the rows of `features` (n × d float32, finite) among
-/// themselves. k ≤ n; throws c10::Error for bad input.
+/// Neighbours of the rows of `features` (n × d float32, finite, on any device
+/// for kDevice; copied to the CPU for the others) among themselves. k ≤ n;
+/// throws c10::Error for bad input.
 NeighborTable find_neighbors(const torch::Tensor& features, const NeighborOptions& options);
 
 /// b(i, j) for one pair of rows of length d, in float64 (n_i, n_j = their

@@ -1,5 +1,6 @@
 #include "tandem/clustering/neighbors.h"
 
+#include <faiss/IndexFlat.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -98,6 +99,70 @@ TEST(Neighbors, IvfWithFewProbesKeepsHighRecallOnClusteredData) {
   const double recall = static_cast<double>(found) / 5000.0;
   EXPECT_GT(recall, 0.95);
   EXPECT_NEAR(b.estimated_recall, recall, 0.05);  // the sampled estimate
+}
+
+class DeviceNeighbors : public ::testing::TestWithParam<BaseDistance> {};
+
+TEST_P(DeviceNeighbors, EqualTheExactSearchAndTheDenseDefinition) {
+  const auto f = unit_rows(150, 24, 5);
+  NeighborOptions exact;
+  exact.k = 13;
+  exact.base = GetParam();
+  auto device = exact;
+  device.search = NeighborSearch::kDevice;
+  device.block_rows = 40;  // several products, one partial
+  const auto a = find_neighbors(f, exact);
+  const auto b = find_neighbors(f, device);
+  EXPECT_TRUE(torch::equal(a.index, b.index));
+  EXPECT_TRUE(torch::equal(a.distance, b.distance));
+  EXPECT_TRUE(torch::equal(a.row_max, b.row_max));
+  EXPECT_DOUBLE_EQ(b.estimated_recall, 1.0);
+  const auto dense = dense_base(f, GetParam());
+  EXPECT_TRUE(torch::equal(b.index, std::get<1>(dense.sort(1)).narrow(1, 0, 13)));
+  // The default block size (one block here) gives the same table.
+  device.block_rows = 0;
+  EXPECT_TRUE(torch::equal(find_neighbors(f, device).index, b.index));
+}
+
+INSTANTIATE_TEST_SUITE_P(Bases, DeviceNeighbors,
+                         ::testing::Values(BaseDistance::kMmtJaccard,
+                                           BaseDistance::kSquaredEuclideanSquared));
+
+TEST(Neighbors, DeviceSearchFindsFaissFlatsNeighbours) {
+  // Unit rows: MMT's Jaccard base 2 - 2 f_i.f_j is the squared L2 distance,
+  // so FAISS's exact L2 index ranks the same neighbours.
+  const auto f = unit_rows(400, 32, 6);
+  const int64_t n = 400, k = 20;
+  faiss::IndexFlatL2 flat(32);
+  flat.add(n, f.data_ptr<float>());
+  std::vector<float> distances(static_cast<size_t>(n * k));
+  std::vector<faiss::Index::idx_t> labels(static_cast<size_t>(n * k));
+  flat.search(n, f.data_ptr<float>(), k, distances.data(), labels.data());
+  NeighborOptions options;
+  options.k = k;
+  options.search = NeighborSearch::kDevice;
+  const auto table = find_neighbors(f, options);
+  const auto index = table.index.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<int64_t> ours(index[i].data(), index[i].data() + k);
+    std::vector<int64_t> theirs(labels.begin() + i * k, labels.begin() + (i + 1) * k);
+    std::sort(ours.begin(), ours.end());
+    std::sort(theirs.begin(), theirs.end());
+    ASSERT_EQ(ours, theirs) << "row " << i;
+  }
+}
+
+TEST(Neighbors, DeviceSearchOnTheGpuEqualsTheCpu_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  const auto f = unit_rows(300, 64, 7);
+  NeighborOptions options;
+  options.k = 21;
+  options.search = NeighborSearch::kDevice;
+  const auto cpu = find_neighbors(f, options);
+  const auto gpu = find_neighbors(f.to(torch::kCUDA), options);
+  EXPECT_TRUE(torch::equal(cpu.index, gpu.index));
+  EXPECT_TRUE(torch::equal(cpu.row_max, gpu.row_max));
+  EXPECT_TRUE(gpu.index.device().is_cpu());
 }
 
 TEST(Neighbors, RejectsKLargerThanN) {
