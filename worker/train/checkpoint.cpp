@@ -67,8 +67,10 @@ void load_adam_state(torch::optim::Adam& adam, const StateDict& state, const std
       if (state.find(name + ".step") == nullptr) continue;
       auto s = std::make_unique<torch::optim::AdamParamState>();
       s->step(state_entry(state, name + ".step").item<int64_t>());
-      s->exp_avg(state_entry(state, name + ".exp_avg").clone());
-      s->exp_avg_sq(state_entry(state, name + ".exp_avg_sq").clone());
+      // Checkpoints hold CPU tensors; the moments go where the parameter is
+      // (a job saved on the CPU resumes on a GPU and back).
+      s->exp_avg(state_entry(state, name + ".exp_avg").to(p.device(), false, /*copy=*/true));
+      s->exp_avg_sq(state_entry(state, name + ".exp_avg_sq").to(p.device(), false, true));
       TORCH_CHECK(s->exp_avg().sizes() == p.sizes(), "checkpoint entry '", name,
                   ".exp_avg' does not match its parameter's shape ", p.sizes());
       map[optimizer_state_key<Map>(p)] = std::move(s);

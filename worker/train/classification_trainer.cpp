@@ -488,7 +488,8 @@ void ClassificationTrainer::load_state(const methods::StateDict& state, const st
       const std::string name = prefix + ".sgd." + std::to_string(index++) + ".momentum_buffer";
       if (state.find(name) == nullptr) continue;
       auto param_state = std::make_unique<torch::optim::SGDParamState>();
-      param_state->momentum_buffer(entry(state, name, p.sizes(), torch::kFloat32).clone());
+      param_state->momentum_buffer(
+          entry(state, name, p.sizes(), torch::kFloat32).to(p.device(), false, /*copy=*/true));
       map[optimizer_state_key<Map>(p)] = std::move(param_state);
     }
   }
