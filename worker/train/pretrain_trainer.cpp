@@ -8,6 +8,7 @@
 #include <numeric>
 #include <utility>
 
+#include "tandem/methods/autocast.h"
 #include "tandem/methods/reid_loss.h"
 #include "tandem/worker/data/random.h"
 #include "tandem/worker/data/sampler.h"
@@ -74,6 +75,7 @@ PretrainTrainer::PretrainTrainer(Model model, std::shared_ptr<const ImageSource>
       *std::min_element(pids_.begin(), pids_.end()) >= 0 && classes == model_->num_classes(),
       "PretrainTrainer: ids must be 0..", model_->num_classes() - 1,
       " (the model's classes), got up to ", classes - 1);
+  model_->to(options_.device);  // before the optimiser and the reducer see the parameters
   std::vector<torch::Tensor> parameters;
   for (const auto& p : model_->parameters()) {
     if (p.requires_grad()) parameters.push_back(p);
@@ -132,6 +134,7 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
                                        derive_seed(options_.seed, {static_cast<uint64_t>(epoch)}));
   const int64_t batch_size = options_.num_identities * options_.num_instances;
   std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
+  const torch::Device device = options_.device;
   const torch::Tensor labels = torch::tensor(pids_, torch::kInt64);
   // Data parallel: every rank drew the same global batches; each loads its
   // share and keeps the global labels for the gathered outputs.
@@ -142,7 +145,8 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   std::vector<torch::Tensor> global_labels;
   if (parallel != nullptr) {
     for (const auto& b : batches)
-      global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
+      global_labels.push_back(
+          labels.index_select(0, torch::tensor(b, torch::kInt64)).to(device, true));
     batches = rank_shares(batches, rank, world);
   }
   LoaderOptions loader_options;
@@ -173,9 +177,15 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   const int64_t groups = options_.bn_group_size;
   while (auto batch = loader.next()) {
     torch::Tensor y;
-    auto out = forward_in_groups(model_, batch->views[0], groups);
+    methods::models::ReIdOutput out;
+    {
+      methods::AutocastGuard autocast(device.type(), torch::kBFloat16, options_.bf16);
+      out = forward_in_groups(model_, batch->views[0].to(device, /*non_blocking=*/true), groups);
+    }
+    out.logits = out.logits.to(torch::kFloat32);
+    out.features = out.features.to(torch::kFloat32);
     if (parallel == nullptr) {
-      y = labels.index_select(0, batch->indices);
+      y = labels.index_select(0, batch->indices).to(device, true);
     } else {
       check_whole_share("PretrainTrainer", rank, batch->batch_index, stats.iterations,
                         batch->skipped, local_batch);
@@ -188,7 +198,8 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
       if (auto target_batch = target_loader->next()) {
         torch::NoGradGuard no_grad;
         // Train mode: BN running statistics only.
-        forward_in_groups(model_, target_batch->views[0], groups);
+        methods::AutocastGuard autocast(device.type(), torch::kBFloat16, options_.bf16);
+        forward_in_groups(model_, target_batch->views[0].to(device, true), groups);
       }
     }
     const torch::Tensor ce = fn::cross_entropy_label_smooth(out.logits, y, ce_options);
@@ -200,10 +211,16 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     total.backward();
     if (reducer_) reducer_->backward_done();
     optimizer_->step();
-    stats.ce += ce.item<double>();
-    stats.triplet += triplet.item<double>();
-    stats.total += total.item<double>();
-    correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
+    // One host copy of the iteration's figures (one sync on a GPU).
+    const torch::Tensor figures =
+        torch::stack({ce.detach(), triplet.detach(), total.detach(),
+                      out.logits.argmax(1).eq(y).sum().to(torch::kFloat32)})
+            .cpu();
+    const float* figure = figures.data_ptr<float>();
+    stats.ce += static_cast<double>(figure[0]);
+    stats.triplet += static_cast<double>(figure[1]);
+    stats.total += static_cast<double>(figure[2]);
+    correct += static_cast<int64_t>(figure[3]);
     images += y.size(0);
     ++stats.iterations;
     if (options_.on_iteration) {
@@ -211,7 +228,8 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       options_.on_iteration(
           make_iteration_progress(epoch, stats.iterations, options_.iters, images, elapsed,
-                                  {{"ce", ce.item<double>()}, {"tri", triplet.item<double>()}}));
+                                  {{"ce", static_cast<double>(figure[0])},
+                                   {"tri", static_cast<double>(figure[1])}}));
     }
   }
   const double seconds =

@@ -55,6 +55,13 @@ struct PretrainOptions {
   /// batch's loss from the gathered outputs, gradients are summed by a
   /// GradientReducer, BatchNorm statistics averaged after every epoch.
   std::shared_ptr<const DataParallel> data_parallel;
+  /// Where the model, its optimiser state, the batches and the losses live
+  /// (worker/device.h resolves a spec's device); the constructor moves the
+  /// model there. Batches are copied to it without blocking the host.
+  torch::Device device = torch::kCPU;
+  /// Forward passes under bf16 autocast on `device` (fp32 master weights,
+  /// losses in fp32).
+  bool bf16 = false;
 
   /// Called after every iteration (none: silent).
   ProgressFn on_iteration;

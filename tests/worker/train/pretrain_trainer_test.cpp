@@ -55,6 +55,35 @@ TEST(PretrainTrainer, LearnsTheSourceIdentities) {
   EXPECT_DOUBLE_EQ(last.lr, 3e-3);
 }
 
+TEST(PretrainTrainer, Bf16AutocastKeepsFp32WeightsAndTracksTheFp32Losses) {
+  const auto t = tiny_target();
+  PretrainTrainer fp32(tiny_model(1), t.source, t.pids, t.cameras, tiny_options());
+  auto options = tiny_options();
+  options.bf16 = true;  // CPU autocast here; CUDA autocast on a GPU
+  const auto model = tiny_model(1);
+  PretrainTrainer bf16(model, t.source, t.pids, t.cameras, options);
+  const PretrainEpochStats a = fp32.train_epoch(0);
+  const PretrainEpochStats b = bf16.train_epoch(0);
+  EXPECT_NE(a.total, b.total) << "autocast changed nothing";
+  EXPECT_NEAR(b.total, a.total, 0.05 * a.total);
+  for (const auto& p : model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+}
+
+TEST(PretrainTrainer, TrainsOnTheGpuAsOnTheCpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible: runs on a GPU host";
+  const auto t = tiny_target();
+  PretrainTrainer cpu(tiny_model(1), t.source, t.pids, t.cameras, tiny_options());
+  auto options = tiny_options();
+  options.device = torch::Device(torch::kCUDA, 0);
+  const auto model = tiny_model(1);
+  PretrainTrainer gpu(model, t.source, t.pids, t.cameras, options);
+  for (const auto& p : model->parameters()) EXPECT_TRUE(p.is_cuda());
+  const PretrainEpochStats a = cpu.train_epoch(0);
+  const PretrainEpochStats b = gpu.train_epoch(0);
+  EXPECT_NEAR(b.ce, a.ce, 1e-3 * a.ce);
+  EXPECT_NEAR(b.total, a.total, 1e-3 * a.total);
+}
+
 TEST(PretrainTrainer, RejectsIdsThatDoNotMatchTheHead) {
   const auto t = tiny_target();
   std::vector<int64_t> shifted = t.pids;
