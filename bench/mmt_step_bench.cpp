@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
   step_options.soft_triplet_weight = 0.8;
   step_options.label_smoothing = 0.1;
   step_options.parallel_pairs = !args.sequential;
-  step_options.cuda_bf16_autocast = args.bf16;
+  step_options.bf16_autocast = args.bf16;
   step_options.channels_last = args.channels_last;
   model_1->train();
   model_2->train();

@@ -305,7 +305,8 @@ void MmtStep::teacher_forward(int which) {
   Pair& pair = *pairs_[static_cast<size_t>(which)];
   ReIdOutput out;
   {
-    const methods::AutocastGuard autocast(c10::kCUDA, c10::kBFloat16, options_.cuda_bf16_autocast);
+    const methods::AutocastGuard autocast(pair.view->device().type(), c10::kBFloat16,
+                                          options_.bf16_autocast);
     const torch::InferenceMode no_autograd;  // teachers never get gradients
     out = forward_in_groups(pair.teacher->module(), *pair.view, options_.bn_group_size);
     // Outside autocast the losses see float32 (a no-op in float32 runs).
@@ -321,7 +322,8 @@ void MmtStep::teacher_forward(int which) {
 void MmtStep::student_forward(int which) {
   Pair& pair = *pairs_[static_cast<size_t>(which)];
   {
-    const methods::AutocastGuard autocast(c10::kCUDA, c10::kBFloat16, options_.cuda_bf16_autocast);
+    const methods::AutocastGuard autocast(pair.view->device().type(), c10::kBFloat16,
+                                          options_.bf16_autocast);
     pair.out = forward_in_groups(pair.student, *pair.view, options_.bn_group_size);
   }
   if (pair.lane != nullptr) {  // differentiable for this rank's rows

@@ -91,9 +91,10 @@ struct MmtStepOptions {
   /// (NCHW makes it reorder every convolution's input and output); the
   /// destructor gives the networks back in the contiguous layout.
   bool channels_last = false;
-  /// The four forward passes under CUDA autocast in bfloat16 (the losses
-  /// and the backward stay outside autocast, the losses in float32).
-  bool cuda_bf16_autocast = false;
+  /// The four forward passes under bfloat16 autocast on the views' device
+  /// (CUDA or CPU; the losses and the backward stay outside autocast, the
+  /// losses in float32).
+  bool bf16_autocast = false;
   /// BatchNorm over consecutive groups of this many images of each view
   /// (worker/train/group_batch_norm.h); 0: over all the images a network
   /// sees at once.

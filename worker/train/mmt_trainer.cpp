@@ -80,14 +80,17 @@ torch::Tensor extract_features(methods::models::ReIdentifier& model,
   model->eval();
   torch::NoGradGuard no_grad;
   torch::Tensor features;
+  const auto parameters = model->parameters();
+  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU)
+                                                  : parameters.front().device();
   loader.start_epoch(0, std::move(batches));
   while (auto batch = loader.next()) {
-    const torch::Tensor neck = model->forward(batch->views[0]).neck;
+    const torch::Tensor neck = model->forward(batch->views[0].to(device, /*non_blocking=*/true)).neck;
     const torch::Tensor normalised = torch::nn::functional::normalize(
         neck, torch::nn::functional::NormalizeFuncOptions().dim(1));
     // Unreadable images keep zero rows (the loader logged and counted them).
     if (!features.defined()) features = torch::zeros({n, neck.size(1)}, torch::kFloat32);
-    features.index_copy_(0, batch->indices, normalised.to(torch::kFloat32));
+    features.index_copy_(0, batch->indices, normalised.to(torch::kCPU, torch::kFloat32));
   }
   model->train(was_training);
   TORCH_CHECK(features.defined(), "extract_features: no image of ", n, " could be read");
@@ -116,6 +119,8 @@ MmtTrainer::MmtTrainer(Model model_1, Model model_2,
   TORCH_CHECK(model_1_->features_dim == model_2_->features_dim,
               "MmtTrainer: the two models have different feature widths (", model_1_->features_dim,
               " and ", model_2_->features_dim, ")");
+  model_1_->to(options_.device);  // the teachers are copies on the same device
+  model_2_->to(options_.device);
   teacher_1_ = std::make_unique<Teacher>(model_1_, options_.alpha);
   teacher_2_ = std::make_unique<Teacher>(model_2_, options_.alpha);
   synchronise();
@@ -177,7 +182,7 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   TORCH_CHECK(pseudo.labels.defined() && pseudo.labels.dim() == 1 && pseudo.labels.size(0) == n,
               "MmtTrainer: the pseudo-label function returned ",
               pseudo.labels.defined() ? pseudo.labels.numel() : 0, " labels for ", n, " images");
-  const torch::Tensor labels = pseudo.labels.to(torch::kInt64).contiguous();
+  const torch::Tensor labels = pseudo.labels.to(torch::kCPU, torch::kInt64).contiguous();
   const int64_t clusters = pseudo.centroids.defined() ? pseudo.centroids.size(0) : 0;
   TORCH_CHECK(clusters > 0, "MmtTrainer: epoch ", epoch, " found no cluster among ", n,
               " images (every image is noise): lower min_samples, raise eps, or use k-means");
@@ -211,7 +216,8 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   std::vector<torch::Tensor> global_labels;
   if (parallel != nullptr) {
     for (const auto& b : batches)
-      global_labels.push_back(labels.index_select(0, torch::tensor(b, torch::kInt64)));
+      global_labels.push_back(
+          labels.index_select(0, torch::tensor(b, torch::kInt64)).to(options_.device, true));
     batches = rank_shares(batches, rank, world);
   }
   // One Adam per student (the same update as one over both), and the pair
@@ -226,6 +232,8 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   step_options.parallel_pairs = options_.parallel_pairs;
   step_options.bn_group_size = options_.bn_group_size;
   step_options.data_parallel = options_.data_parallel;
+  step_options.bf16_autocast = options_.bf16;
+  step_options.channels_last = options_.channels_last;
   MmtStep step(model_1_, model_2_, *teacher_1_, *teacher_2_, step_options);
   stats.parallel_pairs = step.parallel();
 
@@ -247,13 +255,14 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   while (auto batch = loader.next()) {
     torch::Tensor y;
     if (parallel == nullptr) {
-      y = labels.index_select(0, batch->indices);
+      y = labels.index_select(0, batch->indices).to(options_.device, true);
     } else {
       check_whole_share("MmtTrainer", rank, batch->batch_index, stats.iterations, batch->skipped,
                         local_batch);
       y = global_labels.at(static_cast<size_t>(batch->batch_index));
     }
-    const MmtLosses losses = step.run(batch->views[0], batch->views[1], y);
+    const MmtLosses losses = step.run(batch->views[0].to(options_.device, true),
+                                      batch->views[1].to(options_.device, true), y);
     stats.losses.ce += losses.ce;
     stats.losses.triplet += losses.triplet;
     stats.losses.soft_ce += losses.soft_ce;

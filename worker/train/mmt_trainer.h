@@ -88,6 +88,14 @@ struct MmtOptions {
   /// set; rank 0 alone runs the pseudo-label function and shares the result
   /// through the store.
   std::shared_ptr<const DataParallel> data_parallel;
+  /// Where the four networks, their optimiser state and the batches live
+  /// (worker/device.h resolves a spec's device); the constructor moves the
+  /// models there. Teacher features come back to the host for clustering.
+  torch::Device device = torch::kCPU;
+  /// Forward passes under bf16 autocast on `device` (MmtStepOptions).
+  bool bf16 = false;
+  /// Networks and views channels_last during training (MmtStepOptions).
+  bool channels_last = false;
 
   /// Called after every iteration (none: silent).
   ProgressFn on_iteration;

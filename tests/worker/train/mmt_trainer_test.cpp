@@ -87,6 +87,40 @@ TEST(MmtTrainer, EpochResetsHeadsTrainsAndReportsEveryLossTerm) {
   EXPECT_EQ(features.sizes(), (std::vector<int64_t>{kIds * kCameras * kPerCamera, 32}));
 }
 
+TEST(MmtTrainer, Bf16AutocastKeepsFp32WeightsAndTracksTheFp32Losses) {
+  const TinyTarget t = tiny_target();
+  MmtTrainer fp32(tiny_model(1), tiny_model(2), t.source, t.cameras, tiny_options(),
+                  oracle_labels(t.pids));
+  auto options = tiny_options();
+  options.bf16 = true;  // CPU autocast here; CUDA autocast on a GPU
+  MmtTrainer bf16(tiny_model(1), tiny_model(2), t.source, t.cameras, options,
+                  oracle_labels(t.pids));
+  const MmtEpochStats a = fp32.train_epoch(0);
+  const MmtEpochStats b = bf16.train_epoch(0);
+  EXPECT_NE(a.losses.total, b.losses.total) << "autocast changed nothing";
+  EXPECT_NEAR(b.losses.total, a.losses.total, 0.05 * a.losses.total);
+  for (const auto& p : bf16.student(0)->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+}
+
+TEST(MmtTrainer, TrainsOnTheGpuAsOnTheCpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible: runs on a GPU host";
+  const TinyTarget t = tiny_target();
+  MmtTrainer cpu(tiny_model(1), tiny_model(2), t.source, t.cameras, tiny_options(),
+                 oracle_labels(t.pids));
+  auto options = tiny_options();
+  options.device = torch::Device(torch::kCUDA, 0);
+  MmtTrainer gpu(tiny_model(1), tiny_model(2), t.source, t.cameras, options,
+                 oracle_labels(t.pids));
+  for (int which : {0, 1}) {
+    for (const auto& p : gpu.student(which)->parameters()) EXPECT_TRUE(p.is_cuda());
+    for (const auto& p : gpu.teacher(which).module()->parameters()) EXPECT_TRUE(p.is_cuda());
+  }
+  const MmtEpochStats a = cpu.train_epoch(0);
+  const MmtEpochStats b = gpu.train_epoch(0);
+  EXPECT_NEAR(b.losses.total, a.losses.total, 1e-3 * a.losses.total);
+  EXPECT_TRUE(gpu.teacher_features().device().is_cpu()) << "features come back for clustering";
+}
+
 TEST(MmtTrainer, FirstEmaUpdateCopiesTheStudentThenAverages) {
   const TinyTarget t = tiny_target();
   MmtOptions options = tiny_options();
