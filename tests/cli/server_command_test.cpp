@@ -324,7 +324,9 @@ TEST(JobService, ServerKilledMidJobLosesNothingAndTheJobFinishesAfterARestart) {
 TEST(JobService, AWorkerKilledMidEpochRestartsTheJobOnTheOtherWorker) {
   Deployment deployment("worker-kill", {/*workers=*/2});
   v1::Job job;
-  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", kEpochs, 3), &job).ok());
+  // 8 iterations: each epoch's train phase outlasts the 100 ms poll (with 3,
+  // a quiet machine finished the job between polls of a train phase).
+  ASSERT_TRUE(deployment.submit(tiny_spec("mmt", kEpochs, 8), &job).ok());
   const v1::Job running = deployment.wait_until(job.id(), [](const v1::Job& j) {
     return ended(j) || (mid_job(j) && j.phase() == v1::TRAIN);
   });
