@@ -4,19 +4,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "support/golden.h"
+
 namespace tandem::worker {
 namespace {
 
-/// The message of the c10::Error `body` throws ("" if it does not).
-template <typename Body>
-std::string error_message(Body&& body) {
-  try {
-    body();
-  } catch (const c10::Error& error) {
-    return error.what_without_backtrace();
-  }
-  return "";
-}
+using testing::error_message;
 
 DeviceProbe host(bool cuda_built, int64_t gpus) {
   DeviceProbe probe;

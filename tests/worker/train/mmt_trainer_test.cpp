@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "../run_ranks.h"
+#include "support/golden.h"
 #include "tiny_reid.h"
 
 namespace tandem::worker {
@@ -103,7 +104,7 @@ TEST(MmtTrainer, Bf16AutocastKeepsFp32WeightsAndTracksTheFp32Losses) {
 }
 
 TEST(MmtTrainer, TrainsOnTheGpuAsOnTheCpu_CUDA) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible: runs on a GPU host";
+  TANDEM_SKIP_WITHOUT_CUDA();
   const TinyTarget t = tiny_target();
   MmtTrainer cpu(tiny_model(1), tiny_model(2), t.source, t.cameras, tiny_options(),
                  oracle_labels(t.pids));

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "../run_ranks.h"
+#include "support/golden.h"
 #include "tiny_reid.h"
 
 namespace tandem::worker {
@@ -70,7 +71,7 @@ TEST(PretrainTrainer, Bf16AutocastKeepsFp32WeightsAndTracksTheFp32Losses) {
 }
 
 TEST(PretrainTrainer, TrainsOnTheGpuAsOnTheCpu_CUDA) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible: runs on a GPU host";
+  TANDEM_SKIP_WITHOUT_CUDA();
   const auto t = tiny_target();
   PretrainTrainer cpu(tiny_model(1), t.source, t.pids, t.cameras, tiny_options());
   auto options = tiny_options();
