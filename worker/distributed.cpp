@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -161,9 +162,28 @@ ProcessGroupHandle init_process_group(const DistributedOptions& options) {
   return init_process_group(store, options);
 }
 
+static void disable_flight_recorder_unless_asked() {
+  // LibTorch 2.x records every collective in c10d's process-wide
+  // FlightRecorder (TORCH_FR_BUFFER_SIZE, default 2000 entries, each with a
+  // captured traceback). Its first record per process group inserts into a
+  // map outside its mutex, so two groups enqueuing at once (MmtStep's two
+  // lanes; ranks as threads in tests) can corrupt it: a segfault in
+  // recordWithResetEnabled, seen in MmtTrainer.TwoRanks* on 2.11. Tandem
+  // turns it off unless the user asked for a buffer size; once, before any
+  // group records (the recorder reads the variables when first used).
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("TORCH_FR_BUFFER_SIZE") == nullptr &&
+        std::getenv("TORCH_NCCL_TRACE_BUFFER_SIZE") == nullptr) {
+      ::setenv("TORCH_FR_BUFFER_SIZE", "0", /*overwrite=*/0);
+    }
+  });
+}
+
 ProcessGroupHandle init_process_group(const c10::intrusive_ptr<c10d::Store>& store,
                                       const DistributedOptions& options) {
   validate(options);
+  disable_flight_recorder_unless_asked();
   TORCH_CHECK(store, "init_process_group: store must not be null");
   store->setTimeout(options.timeout);
   // Each backend rendezvouses under its own prefix so that the same store can

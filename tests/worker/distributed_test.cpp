@@ -1,6 +1,8 @@
 #include "tandem/worker/distributed.h"
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -99,6 +101,11 @@ TEST(ProcessGroup, GlooAllReduceBetweenTwoRanksOverTcpStore) {
   const auto expected = torch::tensor({3.0f, 6.0f, 9.0f});
   EXPECT_TRUE(torch::equal(results[0], expected)) << results[0];
   EXPECT_TRUE(torch::equal(results[1], expected)) << results[1];
+  // c10d's FlightRecorder is off (its first record per group races,
+  // distributed.cpp), since this test binary did not ask for it.
+  const char* buffer = std::getenv("TORCH_FR_BUFFER_SIZE");
+  ASSERT_NE(buffer, nullptr);
+  EXPECT_STREQ(buffer, "0");
 }
 
 TEST(ProcessGroup, RendezvousThroughTcpStoreFromOptions) {
