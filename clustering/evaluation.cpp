@@ -1,7 +1,9 @@
 #include "tandem/clustering/evaluation.h"
 
 #include <ATen/Parallel.h>
+#ifdef TANDEM_WITH_FAISS
 #include <faiss/IndexFlat.h>
+#endif
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -218,30 +220,27 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
   const auto matches = count_matches(qid, qcam, q, gid, gcam, g);
   std::vector<QueryResult> results(static_cast<std::size_t>(q));
 
+  // ‖q‖² + ‖g‖² − 2 q·g of a block of queries against the whole gallery, as
+  // the originals compute it (not clamped), in one BLAS call.
+  const auto gallery_norms = gallery.pow(2).sum(1);
+  const auto block_distances = [&](int64_t start, int64_t rows) {
+    const auto block = queries.narrow(0, start, rows);
+    return torch::addmm(block.pow(2).sum(1, true) + gallery_norms.unsqueeze(0), block, gallery.t(),
+                        /*beta=*/1, /*alpha=*/-2);
+  };
   if (options.top_k == 0 || options.top_k >= g) {
-    const auto gallery_norms = gallery.pow(2).sum(1);
     for (int64_t start = 0; start < q; start += options.block_queries) {
       const int64_t rows = std::min(options.block_queries, q - start);
-      const auto block = queries.narrow(0, start, rows);
-      // ‖q‖² + ‖g‖² − 2 q·g, as the originals compute it (not clamped), in
-      // one BLAS call.
-      const auto dist = torch::addmm(block.pow(2).sum(1, true) + gallery_norms.unsqueeze(0), block,
-                                     gallery.t(), /*beta=*/1, /*alpha=*/-2);
-      score_rows(dist, start, qid, qcam, gid, gcam, matches, results);
+      score_rows(block_distances(start, rows), start, qid, qcam, gid, gcam, matches, results);
     }
     return combine(results, std::min(kMaxRank, g));
   }
 
-  // Top-k: the k nearest gallery images of each query from a FAISS index.
+  // Top-k: the k nearest gallery images of each query, (rows, k) distances
+  // and gallery indices per block of queries.
   const int64_t k = options.top_k;
-  faiss::IndexFlatL2 index(gallery.size(1));
-  index.add(g, gallery.data_ptr<float>());
-  std::vector<float> dist(static_cast<std::size_t>(options.block_queries * k));
-  std::vector<faiss::Index::idx_t> found(static_cast<std::size_t>(options.block_queries * k));
-  for (int64_t start = 0; start < q; start += options.block_queries) {
-    const int64_t rows = std::min(options.block_queries, q - start);
-    index.search(rows, queries.data_ptr<float>() + start * queries.size(1), k, dist.data(),
-                 found.data());
+  const auto score_top_k = [&](int64_t start, int64_t rows, const float* dist,
+                               const int64_t* found) {
     at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
       std::vector<double> distances(static_cast<std::size_t>(k));
       std::vector<int64_t> indices(static_cast<std::size_t>(k));
@@ -258,6 +257,31 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
                         matches[static_cast<std::size_t>(i)], match_buffer, bucket_buffer);
       }
     });
+  };
+#ifdef TANDEM_WITH_FAISS
+  if (options.top_k_with_faiss) {
+    faiss::IndexFlatL2 index(gallery.size(1));
+    index.add(g, gallery.data_ptr<float>());
+    using FaissId = faiss::Index::idx_t;
+    static_assert(sizeof(FaissId) == sizeof(int64_t), "FAISS ids must be int64");
+    std::vector<float> dist(static_cast<std::size_t>(options.block_queries * k));
+    std::vector<FaissId> found(static_cast<std::size_t>(options.block_queries * k));
+    for (int64_t start = 0; start < q; start += options.block_queries) {
+      const int64_t rows = std::min(options.block_queries, q - start);
+      index.search(rows, queries.data_ptr<float>() + start * queries.size(1), k, dist.data(),
+                   found.data());
+      score_top_k(start, rows, dist.data(), reinterpret_cast<const int64_t*>(found.data()));
+    }
+    return combine(results, std::min(kMaxRank, k));
+  }
+#endif
+  for (int64_t start = 0; start < q; start += options.block_queries) {
+    const int64_t rows = std::min(options.block_queries, q - start);
+    const auto [dist, found] =
+        block_distances(start, rows).topk(k, 1, /*largest=*/false, /*sorted=*/true);
+    const auto dist_c = dist.contiguous();
+    const auto found_c = found.contiguous();
+    score_top_k(start, rows, dist_c.data_ptr<float>(), found_c.data_ptr<int64_t>());
   }
   return combine(results, std::min(kMaxRank, k));
 }

@@ -39,9 +39,16 @@ struct FeatureEvaluationOptions {
   /// Queries per block; memory holds block × g distances, never q × g.
   int64_t block_queries = 1024;
   /// 0: rank the whole gallery (exact metrics). k > 0: only the k nearest
-  /// gallery images per query, found with a FAISS flat index: AP becomes
-  /// AP@k (matches beyond rank k count as not retrieved) and CMC stops at k.
+  /// gallery images per query: AP becomes AP@k (matches beyond rank k count
+  /// as not retrieved) and CMC stops at k.
   int64_t top_k = 0;
+  /// How top_k finds the k nearest: true, FAISS's flat index (IndexFlatL2)
+  /// where the build has FAISS; false, or a build without FAISS
+  /// (TANDEM_CORE_ONLY), torch::topk on each block of the distances the
+  /// whole-gallery ranking computes. Both give the same metrics unless tied
+  /// distances straddle rank k (within the k the scoring does not depend on
+  /// the order of ties).
+  bool top_k_with_faiss = true;
 };
 
 /// Metrics from features directly: squared Euclidean distances of the

@@ -1,7 +1,9 @@
 #include "tandem/clustering/kmeans.h"
 
+#ifdef TANDEM_WITH_FAISS
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
+#endif
 #include <torch/torch.h>
 
 #include <limits>
@@ -11,6 +13,12 @@
 namespace tandem::clustering {
 
 KMeansResult kmeans(const torch::Tensor& features, const KMeansOptions& options) {
+#ifndef TANDEM_WITH_FAISS
+  C10_THROW_ERROR(Error,
+                  "kmeans: k-means clustering needs FAISS and this build has none "
+                  "(TANDEM_CORE_ONLY); use DBSCAN on the Jaccard distance instead "
+                  "(PseudoLabelOptions::Algorithm::kDbscan; a job spec's clustering: dbscan)");
+#else
   const auto input = to_faiss_input(features, "features");
   const int64_t n = input.size(0);
   const int64_t d = input.size(1);
@@ -53,6 +61,7 @@ KMeansResult kmeans(const torch::Tensor& features, const KMeansOptions& options)
   for (float value : distances) objective += value;
   result.objective = objective;
   return result;
+#endif  // TANDEM_WITH_FAISS
 }
 
 }  // namespace tandem::clustering

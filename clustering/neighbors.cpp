@@ -1,7 +1,9 @@
 #include "tandem/clustering/neighbors.h"
 
+#ifdef TANDEM_WITH_FAISS
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFFlat.h>
+#endif
 #include <torch/torch.h>
 
 #include <ATen/Parallel.h>
@@ -16,8 +18,6 @@
 
 namespace tandem::clustering {
 namespace {
-
-using FaissId = faiss::Index::idx_t;
 
 // Candidates of the search: k columns per row and each row's farthest column.
 struct Candidates {
@@ -200,6 +200,9 @@ Candidates device_candidates(const torch::Tensor& features, const NeighborOption
   return out;
 }
 
+#ifdef TANDEM_WITH_FAISS
+using FaissId = faiss::Index::idx_t;
+
 // Augmented vectors turn both base distances into inner products:
 //   kMmtJaccard: b = 2·(n_j − f_i·f_j) = −2·⟨(f_i, 1), (f_j, −n_j)⟩;
 //   squared twice: increasing in n_j − 2·f_i·f_j = −⟨(2f_i, 1), (f_j, −n_j)⟩.
@@ -247,6 +250,7 @@ Candidates ivf_candidates(const torch::Tensor& features, const torch::Tensor& no
   }
   return out;
 }
+#endif  // TANDEM_WITH_FAISS
 
 // Recomputes the candidates' base distances in float64 and orders each row by
 // (value, column). A slot FAISS could not fill (−1) becomes the row itself.
@@ -288,6 +292,7 @@ NeighborTable refine(const torch::Tensor& features, const torch::Tensor& norms,
   return table;
 }
 
+#ifdef TANDEM_WITH_FAISS
 // Recall of an approximate table on up to 256 evenly spaced rows: their exact
 // k nearest (by float64 base distance of a full row) found in the table.
 double sampled_recall(const torch::Tensor& features, const NeighborTable& table,
@@ -317,6 +322,7 @@ double sampled_recall(const torch::Tensor& features, const NeighborTable& table,
   for (const int64_t count : found) total += count;
   return static_cast<double>(total) / static_cast<double>(samples * k);
 }
+#endif  // TANDEM_WITH_FAISS
 
 }  // namespace
 
@@ -347,17 +353,30 @@ NeighborTable find_neighbors(const torch::Tensor& features, const NeighborOption
               options.ivf_probe);
   TORCH_CHECK(options.block_rows >= 0, "find_neighbors: block_rows must be non-negative, got ",
               options.block_rows);
+#ifndef TANDEM_WITH_FAISS
+  if (options.search == NeighborSearch::kIvf) {
+    C10_THROW_ERROR(Error,
+                    "find_neighbors: NeighborSearch::kIvf needs FAISS and this build has none "
+                    "(TANDEM_CORE_ONLY); use the exact search instead (NeighborSearch::kExact, the "
+                    "default, or kDevice on the features' own device)");
+  }
+#endif
   const auto [norms, norms64] = squared_norms(input);
   if (options.search == NeighborSearch::kExact) {
     return refine(input, norms64, exact_candidates(input, norms, options), options.base);
   }
   if (options.search == NeighborSearch::kDevice) {
-    const auto on_device = features.device().is_cpu() ? input : features.to(torch::kFloat32).contiguous();
+    const auto on_device =
+        features.device().is_cpu() ? input : features.to(torch::kFloat32).contiguous();
     return refine(input, norms64, device_candidates(on_device, options), options.base);
   }
+#ifdef TANDEM_WITH_FAISS
   auto table = refine(input, norms64, ivf_candidates(input, norms, options), options.base);
   table.estimated_recall = sampled_recall(input, table, options.base);
   return table;
+#else
+  C10_THROW_ERROR(Error, "find_neighbors: unknown NeighborSearch");
+#endif
 }
 
 }  // namespace tandem::clustering

@@ -148,6 +148,10 @@ if(TANDEM_WITH_CUDA)
   endif()
 endif()
 
+# FAISS: required in the full build; a core-only build has none (its
+# clustering core uses LibTorch's exact searches; k-means and the IVF search
+# throw a c10::Error there, clustering/CMakeLists.txt).
+set(TANDEM_WITH_FAISS OFF)
 if(NOT TANDEM_CORE_ONLY)
   # --- FAISS: its package expects OpenMP, BLAS and LAPACK to be found first --
   # One OpenMP runtime per process: libtorch_cpu needs the wheel's
@@ -164,6 +168,7 @@ if(NOT TANDEM_CORE_ONLY)
   find_package(BLAS REQUIRED)
   find_package(LAPACK REQUIRED)
   find_package(faiss CONFIG REQUIRED)
+  set(TANDEM_WITH_FAISS ON)
 
   # --- Boost (Asio, Beast: header-only) and SQLite -----------------------------
   find_package(absl CONFIG REQUIRED)   # Status/StatusOr of the service code

@@ -123,5 +123,49 @@ TEST(EvaluateFeatures, TopKIsApAtKAndBoundedByTheExactAp) {
   EXPECT_NEAR(top.cmc[9], exact.cmc[9], 1e-12);
 }
 
+// The top-k path on torch::topk (what a build without FAISS runs) against
+// FAISS's flat index: the same metrics, to the bit, on random features (no
+// tied distances), for several k and block sizes.
+TEST(EvaluateFeatures, TopKOnTorchEqualsTopKOnFaissFlat) {
+#ifndef TANDEM_WITH_FAISS
+  GTEST_SKIP() << "no FAISS in this build (TANDEM_CORE_ONLY): only the torch::topk path exists";
+#endif
+  torch::manual_seed(7);
+  const int64_t q = 60, g = 400, d = 24;
+  const auto query = torch::randn({q, d});
+  const auto gallery = torch::randn({g, d});
+  const auto qid = torch::randint(0, 40, {q}, torch::kLong);
+  const auto qcam = torch::randint(0, 4, {q}, torch::kLong);
+  const auto gid = torch::randint(0, 40, {g}, torch::kLong);
+  const auto gcam = torch::randint(0, 4, {g}, torch::kLong);
+  for (const int64_t k : {1, 5, 20, 150}) {
+    for (const int64_t block : {7, 1024}) {
+      FeatureEvaluationOptions faiss_flat;
+      faiss_flat.top_k = k;
+      faiss_flat.block_queries = block;
+      FeatureEvaluationOptions torch_topk = faiss_flat;
+      torch_topk.top_k_with_faiss = false;
+      const auto a = evaluate_features(query, gallery, qid, qcam, gid, gcam, faiss_flat);
+      const auto b = evaluate_features(query, gallery, qid, qcam, gid, gcam, torch_topk);
+      EXPECT_EQ(b.valid_queries, a.valid_queries) << "k " << k << " block " << block;
+      EXPECT_DOUBLE_EQ(b.mean_ap, a.mean_ap) << "k " << k << " block " << block;
+      EXPECT_EQ(b.cmc, a.cmc) << "k " << k << " block " << block;
+      EXPECT_EQ(b.cmc.size(), static_cast<size_t>(std::min<int64_t>(k, 100)));
+    }
+  }
+}
+
+TEST(EvaluateFeatures, TopKOnTorchIsBoundedByTheExactMetrics) {
+  const auto s = clustered_set();
+  const auto exact = evaluate_features(s.query, s.gallery, s.qid, s.qcam, s.gid, s.gcam);
+  FeatureEvaluationOptions few;
+  few.top_k = 10;
+  few.top_k_with_faiss = false;
+  const auto top = evaluate_features(s.query, s.gallery, s.qid, s.qcam, s.gid, s.gcam, few);
+  EXPECT_LE(top.mean_ap, exact.mean_ap + 1e-9);
+  ASSERT_EQ(top.cmc.size(), 10u);
+  EXPECT_NEAR(top.cmc[9], exact.cmc[9], 1e-12);
+}
+
 }  // namespace
 }  // namespace tandem::clustering

@@ -6,6 +6,7 @@
 namespace tandem::clustering {
 namespace {
 
+#ifdef TANDEM_WITH_FAISS
 // Three well separated blobs of 50 points in 8-D.
 torch::Tensor three_blobs(torch::Tensor* truth) {
   torch::manual_seed(7);
@@ -69,6 +70,19 @@ TEST(KMeans, RejectsKLargerThanN) {
               std::string::npos);
   }
 }
+#else
+// A build without FAISS (TANDEM_CORE_ONLY): k-means says so and names DBSCAN.
+TEST(KMeans, WithoutFaissIsAnErrorNamingDbscan) {
+  try {
+    kmeans(torch::randn({10, 2}), KMeansOptions{});
+    FAIL() << "k-means ran without FAISS";
+  } catch (const c10::Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("needs FAISS and this build has none"), std::string::npos) << message;
+    EXPECT_NE(message.find("clustering: dbscan"), std::string::npos) << message;
+  }
+}
+#endif  // TANDEM_WITH_FAISS
 
 }  // namespace
 }  // namespace tandem::clustering

@@ -1,6 +1,8 @@
 #include "tandem/clustering/neighbors.h"
 
+#ifdef TANDEM_WITH_FAISS
 #include <faiss/IndexFlat.h>
+#endif
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -62,6 +64,7 @@ TEST(Neighbors, TiesAreOrderedByColumn) {
   }
 }
 
+#ifdef TANDEM_WITH_FAISS
 TEST(Neighbors, IvfVisitingEveryListIsExact) {
   const auto f = unit_rows(300, 16, 3);
   NeighborOptions exact;
@@ -100,6 +103,21 @@ TEST(Neighbors, IvfWithFewProbesKeepsHighRecallOnClusteredData) {
   EXPECT_GT(recall, 0.95);
   EXPECT_NEAR(b.estimated_recall, recall, 0.05);  // the sampled estimate
 }
+#else
+// A build without FAISS (TANDEM_CORE_ONLY): the IVF search says so and names
+// the exact one; the exact search (the default) works.
+TEST(Neighbors, IvfWithoutFaissIsAnErrorNamingTheExactSearch) {
+  const auto f = unit_rows(50, 8, 3);
+  NeighborOptions options;
+  options.k = 5;
+  options.search = NeighborSearch::kIvf;
+  const std::string message = error_message([&] { find_neighbors(f, options); });
+  EXPECT_NE(message.find("needs FAISS and this build has none"), std::string::npos) << message;
+  EXPECT_NE(message.find("NeighborSearch::kExact"), std::string::npos) << message;
+  options.search = NeighborSearch::kExact;
+  EXPECT_EQ(find_neighbors(f, options).index.sizes(), (std::vector<int64_t>{50, 5}));
+}
+#endif  // TANDEM_WITH_FAISS
 
 class DeviceNeighbors : public ::testing::TestWithParam<BaseDistance> {};
 
@@ -128,6 +146,7 @@ INSTANTIATE_TEST_SUITE_P(Bases, DeviceNeighbors,
                          ::testing::Values(BaseDistance::kMmtJaccard,
                                            BaseDistance::kSquaredEuclideanSquared));
 
+#ifdef TANDEM_WITH_FAISS
 TEST(Neighbors, DeviceSearchFindsFaissFlatsNeighbours) {
   // Unit rows: MMT's Jaccard base 2 - 2 f_i.f_j is the squared L2 distance,
   // so FAISS's exact L2 index ranks the same neighbours.
@@ -151,6 +170,7 @@ TEST(Neighbors, DeviceSearchFindsFaissFlatsNeighbours) {
     ASSERT_EQ(ours, theirs) << "row " << i;
   }
 }
+#endif  // TANDEM_WITH_FAISS
 
 TEST(Neighbors, DeviceSearchOnTheGpuEqualsTheCpu_CUDA) {
   TANDEM_SKIP_WITHOUT_CUDA();

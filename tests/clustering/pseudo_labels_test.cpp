@@ -5,6 +5,8 @@
 
 #include <set>
 
+#include "support/golden.h"
+
 namespace tandem::clustering {
 namespace {
 
@@ -50,6 +52,7 @@ TEST(PseudoLabels, DbscanFindsTheIdentitiesAndDropsOutliers) {
   EXPECT_LT(adaptive.eps, 0.5);
 }
 
+#ifdef TANDEM_WITH_FAISS
 TEST(PseudoLabels, PoorIvfRecallIsAnErrorNotBadLabels) {
   torch::Tensor truth;
   const auto f = identities_and_outliers(&truth);
@@ -81,6 +84,20 @@ TEST(PseudoLabels, KMeansLabelsEveryImage) {
   EXPECT_TRUE((result.labels >= 0).all().item<bool>());
   EXPECT_EQ(result.centroids.sizes(), (std::vector<int64_t>{12, 24}));
 }
+#else
+// A build without FAISS (TANDEM_CORE_ONLY): k-means pseudo labels say so.
+TEST(PseudoLabels, KMeansWithoutFaissIsAnError) {
+  torch::Tensor truth;
+  const auto f = identities_and_outliers(&truth);
+  PseudoLabelOptions options;
+  options.algorithm = PseudoLabelOptions::Algorithm::kKMeans;
+  options.kmeans.k = 12;
+  EXPECT_NE(testing::error_message([&] {
+              pseudo_labels(f, options);
+            }).find("needs FAISS and this build has none"),
+            std::string::npos);
+}
+#endif  // TANDEM_WITH_FAISS
 
 TEST(PseudoLabels, ZeroClustersGivesEmptyCentroids) {
   torch::manual_seed(6);
