@@ -21,12 +21,18 @@
 // configuration. --bf16 runs the four forward passes under CUDA autocast
 // (bfloat16); the losses are computed in float32 from the outputs and the
 // backward runs outside autocast. --channels-last stores the 4-d weights and
-// the views as NHWC.
+// the views as NHWC. On CUDA the line also holds the rank's peak GPU memory
+// (peak_gpu_memory_bytes: allocated, as torch.cuda.max_memory_allocated;
+// peak_gpu_reserved_bytes: held by the caching allocator).
 // Driven by bench/mmt_step_side_by_side.py (Python twin:
 // bench/mmt_step_reference.py) and by bench/gpu/run.sh.
 #include <torch/cuda.h>
 #include <torch/torch.h>
 #include <torch/version.h>
+
+#ifdef TANDEM_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -294,7 +300,18 @@ int main(int argc, char** argv) {
   key("last_loss") << last_total;
   key("times") << "[";
   for (size_t i = 0; i < times.size(); ++i) out << (i > 0 ? ", " : "") << times[i];
-  out << "]}";
+  out << "]";
+#ifdef TANDEM_WITH_CUDA
+  if (cuda) {
+    // The GPU memory of this one rank: peak bytes handed out by the caching
+    // allocator (torch.cuda.max_memory_allocated) and held from the driver.
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    constexpr auto kAll = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    key("peak_gpu_memory_bytes") << stats.allocated_bytes[kAll].peak;
+    key("peak_gpu_reserved_bytes") << stats.reserved_bytes[kAll].peak;
+  }
+#endif
+  out << "}";
   std::cout << out.str() << std::endl;
   return 0;
 }

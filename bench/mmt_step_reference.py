@@ -425,6 +425,10 @@ def main(argv=None):
         times.append(time.perf_counter() - start)
         first = state["total"] if first is None else first
     mean = sum(times) / len(times)
+    memory = {}
+    if cuda:  # this rank's peak GPU memory, as bench_mmt_step reports it
+        memory = {"peak_gpu_memory_bytes": torch.cuda.max_memory_allocated(),
+                  "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved()}
     print(json.dumps({
         "side": "python", "backbone": a.backbone, "batch": a.batch,
         "ids_per_batch": a.ids_per_batch, "height": a.height, "width": a.width,
@@ -435,6 +439,7 @@ def main(argv=None):
         "median_seconds_per_iter": statistics.median(times), "min_seconds_per_iter": min(times),
         "first_loss": first, "last_loss": state["total"], "times": times,
         "parallel_pairs": a.parallel_pairs and not cuda and torch.get_num_threads() >= 2,
+        **memory,
     }), flush=True)
     return 0
 
