@@ -219,6 +219,7 @@ void write_json(const fs::path& path, const nlohmann::ordered_json& value) {
 ClassificationJobResult classification_job(
     const JobSpec& spec, bool quiet, const std::shared_ptr<const worker::DataParallel>& parallel) {
   const ClassificationMethod method = worker::parse_classification_method(spec.kind);
+  const c10::Device device = prepare_job_device(spec);
   fs::create_directories(spec.output_dir);
   const fs::path out_dir(spec.output_dir);
   // Rank 0 prints and writes the output folder; the others train along.
@@ -230,6 +231,8 @@ ClassificationJobResult classification_job(
   worker::ClassificationOptions options = options_of(spec);
   options.bn_group_size = resolved_bn_group_size(spec);
   options.data_parallel = parallel;
+  options.device = device;
+  options.bf16 = spec.precision == "bf16";
   worker::ClassificationTrainer trainer(method, data.source.images, data.source.labels,
                                         data.target_train.images, data.num_classes, options);
   const fs::path checkpoint = out_dir / "checkpoint.pt";

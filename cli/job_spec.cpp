@@ -185,6 +185,16 @@ void validate_classification(const JobSpec& s, const std::string& where) {
   in(s.afn_dropout, 0, 1, true, "afn_dropout");
 }
 
+/// auto, cpu, cuda or cuda:N: the spelling worker::resolve_device accepts
+/// (whether the host has that GPU is checked when the job starts).
+bool is_device_name(const std::string& device) {
+  if (device == "auto" || device == "cpu" || device == "cuda") return true;
+  if (device.rfind("cuda:", 0) != 0) return false;
+  const std::string digits = device.substr(5);
+  return !digits.empty() && digits.size() <= 4 &&
+         digits.find_first_not_of("0123456789") == std::string::npos;
+}
+
 void validate(const JobSpec& s, const std::string& where) {
   const auto positive = [&](int64_t v, const char* field) {
     if (v < 1) fail(where, field, "must be >= 1, got " + std::to_string(v));
@@ -247,6 +257,17 @@ void validate(const JobSpec& s, const std::string& where) {
   positive(s.min_samples, "min_samples");
   if (s.eval_every < 0) fail(where, "eval_every", "must be >= 0");
   positive(s.loader_threads, "loader_threads");
+  if (!is_device_name(s.device)) {
+    fail(where, "device",
+         "must be auto, cpu, cuda or cuda:N (N a GPU index), got '" + s.device + "'");
+  }
+  if (s.precision != "fp32" && s.precision != "bf16") {
+    fail(where, "precision", "must be fp32 or bf16, got '" + s.precision + "'");
+  }
+  if (s.channels_last && s.kind != "mmt") {
+    fail(where, "channels_last", "is an mmt setting (its two-network step); " + s.kind +
+                                     " trains in the default layout");
+  }
   if (s.bn_group_size < -1) fail(where, "bn_group_size", "must be >= 0 (0: no groups)");
   if (resolved_bn_group_size(s) > 0) {
     const bool classification = is_classification_kind(s.kind);
@@ -365,6 +386,10 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
       {"eval_every", i64(s.eval_every)},
       {"loader_threads", i64(s.loader_threads)},
       {"bn_group_size", i64(s.bn_group_size)},
+      {"device", str(s.device)},
+      {"precision", str(s.precision)},
+      {"channels_last", boolean(s.channels_last)},
+      {"deterministic", boolean(s.deterministic)},
       {"batch_size", i64(s.batch_size)},
       {"momentum", f64(s.momentum)},
       {"lr_gamma", f64(s.lr_gamma)},

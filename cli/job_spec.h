@@ -108,6 +108,18 @@ struct JobSpec {
   int64_t eval_every = 1;
   /// Loader threads.
   int64_t loader_threads = 2;
+  /// Where the job trains (worker/device.h): auto (CUDA when the build has
+  /// it and a GPU is visible, else the CPU), cpu, cuda (cuda:LOCAL_RANK, one
+  /// rank per GPU) or cuda:N. A CUDA device the host lacks fails at start.
+  std::string device = "auto";
+  /// fp32, or bf16: forward passes under bf16 autocast on the device, fp32
+  /// master weights and optimiser state (pretrain, mmt and the
+  /// classification kinds; evaluate embeds in fp32 either way).
+  std::string precision = "fp32";
+  /// mmt: networks and batches stored channels_last (NHWC) while training.
+  bool channels_last = false;
+  /// cuDNN's deterministic algorithms instead of its autotuner.
+  bool deterministic = false;
   /// BatchNorm over fixed groups of this many images, whatever the number
   /// of ranks (the reference's 16 images per GPU on 4 GPUs), so that results
   /// do not depend on the world size; 0: over each rank's whole batch.

@@ -41,6 +41,8 @@
 #include "tandem/methods/models/weights.h"
 #include "tandem/methods/serialization.h"
 #include "tandem/worker/data/reid_dataset.h"
+#include "tandem/worker/device.h"
+#include "tandem/worker/distributed.h"
 #include "tandem/worker/train/checkpoint.h"
 #include "tandem/worker/train/mmt_trainer.h"
 #include "tandem/worker/train/pretrain_trainer.h"
@@ -71,6 +73,14 @@ bool is_leader(const Parallel& parallel) {
 }
 
 }  // namespace
+
+c10::Device prepare_job_device(const JobSpec& spec) {
+  const int64_t local_rank = worker::distributed_options_from_process_env().local_rank;
+  const c10::Device device = worker::resolve_device(spec.device, local_rank);
+  worker::make_current(device);
+  worker::configure_backends(spec.deterministic);
+  return device;
+}
 
 ReIdentifier make_model(const JobSpec& spec, int64_t classes) {
   namespace m = methods::models;
@@ -227,6 +237,7 @@ worker::TransformOptions train_transform(const JobSpec& spec) {
 }  // namespace
 
 JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
+  const c10::Device device = prepare_job_device(spec);
   JobResult result;
   fs::create_directories(spec.output_dir);
   const bool leader = is_leader(parallel);
@@ -258,6 +269,8 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
   options.seed = spec.seed;
   options.bn_group_size = resolved_bn_group_size(spec);
   options.data_parallel = parallel;
+  options.device = device;
+  options.bf16 = spec.precision == "bf16";
   EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
@@ -344,6 +357,7 @@ JobResult pretrain_job(const JobSpec& spec, bool quiet, const Parallel& parallel
 
 JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
                   const std::string& clustering_service) {
+  const c10::Device device = prepare_job_device(spec);
   JobResult result;
   fs::create_directories(spec.output_dir);
   const bool leader = is_leader(parallel);
@@ -439,6 +453,9 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
   options.seed = spec.seed;
   options.bn_group_size = resolved_bn_group_size(spec);
   options.data_parallel = parallel;
+  options.device = device;
+  options.bf16 = spec.precision == "bf16";
+  options.channels_last = spec.channels_last;
   EventLog events = leader ? EventLog(fs::path(spec.output_dir) / "events.jsonl") : EventLog();
   JobProgress progress(spec, events, quiet);
   options.on_iteration = [&progress](const worker::IterationProgress& p) { progress(p); };
@@ -451,7 +468,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
   double best_map = -1;
   if (const auto state = resume_state(spec, 1)) {
     // Heads have the saved number of clusters; make room, then copy all.
-    const torch::Tensor head = worker::state_entry(*state, "student_1.head.weight");
+    const torch::Tensor head = worker::state_entry(*state, "student_1.head.weight").to(device);
     for (int which : {0, 1}) {
       trainer.student(which)->reset_classifier(torch::zeros_like(head));
       trainer.teacher(which).module()->reset_classifier(torch::zeros_like(head));
@@ -560,7 +577,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
   const fs::path best_path = fs::path(spec.output_dir) / "best.pt";
   if (fs::exists(best_path)) {
     const auto saved = methods::load_state_dict(best_path.string());
-    best->reset_classifier(torch::zeros_like(worker::state_entry(saved, "head.weight")));
+    best->reset_classifier(torch::zeros_like(worker::state_entry(saved, "head.weight")).to(device));
     methods::models::load_weights(*best, saved);
   }
   // best.pt; teacher_1.pt (the teacher exported) should there be no best.pt.
@@ -572,6 +589,7 @@ JobResult mmt_job(const JobSpec& spec, bool quiet, const Parallel& parallel,
 }
 
 JobResult evaluate_job(const JobSpec& spec, bool quiet, const Parallel& parallel) {
+  const c10::Device device = prepare_job_device(spec);
   fs::create_directories(spec.output_dir);
   const auto target = worker::load_reid_dataset(worker::parse_reid_dataset_kind(spec.target.kind),
                                                 spec.target.root);
@@ -582,6 +600,7 @@ JobResult evaluate_job(const JobSpec& spec, bool quiet, const Parallel& parallel
   const auto report = methods::models::load_weights(*model, methods::load_state_dict(spec.weights));
   TORCH_CHECK(!report.loaded.empty(), spec.weights, ": no weight matches the ", spec.backbone,
               " backbone of the spec (", report.summary(), ")");
+  model->to(device);  // features are embedded there (extract_features follows the model)
   const Evaluation e = evaluate(model, query, gallery, spec, parallel);
   if (!is_leader(parallel)) return {e.map, e.rank1};
   std::cout << "tandem train: " << spec.weights << ": " << report.summary() << std::endl;
@@ -618,10 +637,11 @@ std::string seconds_text(double seconds) {
 }
 
 /// This process's rank when the torchrun variables say WORLD_SIZE > 1
-/// (null otherwise): rendezvous at MASTER_ADDR:MASTER_PORT, Gloo, two lanes
-/// (MMT's pairs).
-Parallel join_ranks(const TrainFlags& flags) {
+/// (null otherwise): rendezvous at MASTER_ADDR:MASTER_PORT, two lanes
+/// (MMT's pairs); NCCL when the job trains on a GPU, else Gloo.
+Parallel join_ranks(const TrainFlags& flags, const c10::Device& device) {
   worker::DistributedOptions base;
+  base.backend = device.is_cuda() ? worker::Backend::kNccl : worker::Backend::kGloo;
   base.timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_seconds * 1000));
   const worker::DistributedOptions options = worker::distributed_options_from_process_env(base);
   if (options.world_size == 1) return nullptr;
@@ -638,6 +658,13 @@ int run_train(const TrainFlags& flags) {
     return kExitUsage;
   }
   if (flags.nproc > 0) {
+    try {  // every local rank's GPU exists (cuda: LOCAL_RANK 0 .. nproc - 1)
+      worker::resolve_device(spec.device, flags.nproc - 1);
+    } catch (const c10::Error& error) {
+      std::cerr << "tandem train: " << flags.spec << " with --nproc " << flags.nproc << ": "
+                << error.what_without_backtrace() << std::endl;
+      return kExitUsage;
+    }
     if (std::getenv("RANK") != nullptr && std::getenv("WORLD_SIZE") != nullptr) {
       std::cerr << "tandem train: --nproc inside a launched rank (RANK is set): drop one of them"
                 << std::endl;
@@ -657,10 +684,20 @@ int run_train(const TrainFlags& flags) {
     }
     return launch_local_ranks(launch);
   }
+  // The device before any work: a GPU the host lacks (device: cuda on a CPU
+  // machine, cuda:3 on a two-GPU one) is an error here, not a CPU run.
+  c10::Device device(c10::kCPU);
+  try {
+    device = prepare_job_device(spec);
+  } catch (const c10::Error& error) {
+    std::cerr << "tandem train: " << flags.spec << ": " << error.what_without_backtrace()
+              << std::endl;
+    return kExitUsage;
+  }
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
-  const Parallel parallel = join_ranks(flags);
+  const Parallel parallel = join_ranks(flags, device);
   if (is_classification_kind(spec.kind)) {
     classification_job(spec, flags.quiet, parallel);
   } else if (spec.kind == "pretrain") {

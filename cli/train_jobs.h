@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <memory>
 
+#include <c10/core/Device.h>
+
 #include "tandem/cli/job_spec.h"
 #include "tandem/methods/models/reidentifier.h"
 #include "tandem/worker/data_parallel.h"
@@ -16,6 +18,13 @@ namespace tandem::cli {
 /// generator seeded with spec.seed: the model every re-ID job builds (and
 /// the ranking service rebuilds from ranking.json, cli/image_embedder.h).
 methods::models::ReIdentifier make_model(const JobSpec& spec, int64_t classes);
+
+/// The device this process trains spec's job on: spec.device resolved with
+/// LOCAL_RANK (torchrun's variable, 0 when unset; worker/device.h), made the
+/// current CUDA device, with cuDNN set up for spec.deterministic. Every job
+/// below calls it first; `tandem train` calls it before any work, so that a
+/// GPU the host lacks fails at once. Throws c10::Error naming spec.device.
+c10::Device prepare_job_device(const JobSpec& spec);
 
 /// Target metrics of a finished job, in percent: pretrain's last evaluation,
 /// mmt's best (MMT's model selection).

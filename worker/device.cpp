@@ -3,6 +3,9 @@
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
+#ifdef TANDEM_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 namespace tandem::worker {
 
@@ -53,6 +56,15 @@ c10::Device resolve_device(const std::string& requested, int64_t local_rank,
   }
   TORCH_CHECK(false, "spec.device: '", requested,
               "' is not a device (auto, cpu, cuda or cuda:N with N a GPU index)");
+}
+
+void make_current(const c10::Device& device) {
+  if (!device.is_cuda()) return;
+#ifdef TANDEM_WITH_CUDA
+  c10::cuda::set_device(device.index() < 0 ? 0 : device.index());
+#else
+  TORCH_CHECK(false, "make_current(", device.str(), "): this build has no CUDA");
+#endif
 }
 
 void configure_backends(bool deterministic) {

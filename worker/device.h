@@ -30,6 +30,10 @@ struct DeviceProbe {
 c10::Device resolve_device(const std::string& requested, int64_t local_rank,
                            const DeviceProbe& probe = DeviceProbe::current());
 
+/// Makes a CUDA `device` the process's current one (where NCCL and
+/// tensors created without a device go); nothing for the CPU.
+void make_current(const c10::Device& device);
+
 /// cuDNN's autotuner (benchmark mode) on, unless `deterministic`, which
 /// asks cuDNN for deterministic algorithms instead. Harmless on the CPU.
 void configure_backends(bool deterministic);

@@ -79,6 +79,67 @@ TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
   EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
 }
 
+TEST(JobSpec, DevicePrecisionAndLayoutFields) {
+  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
+  const JobSpec defaults = parse_job_spec(base, "job.yaml");
+  EXPECT_EQ(defaults.device, "auto");
+  EXPECT_EQ(defaults.precision, "fp32");
+  EXPECT_FALSE(defaults.channels_last);
+  EXPECT_FALSE(defaults.deterministic);
+  const JobSpec gpu = parse_job_spec(
+      base + "device: cuda:1\nprecision: bf16\nchannels_last: true\ndeterministic: true\n",
+      "job.yaml");
+  EXPECT_EQ(gpu.device, "cuda:1");
+  EXPECT_EQ(gpu.precision, "bf16");
+  EXPECT_TRUE(gpu.channels_last);
+  EXPECT_TRUE(gpu.deterministic);
+  for (const char* device : {"cpu", "cuda", "auto", "cuda:0", "cuda:15"}) {
+    EXPECT_EQ(error_of(base + "device: " + device + "\n"), "") << device;
+  }
+  for (const char* device : {"gpu", "cuda:", "cuda:-1", "cuda:x", "CUDA", "cuda:12345", "mps"}) {
+    EXPECT_NE(error_of(base + "device: '" + device + "'\n")
+                  .find("spec.device must be auto, cpu, cuda or cuda:N (N a GPU index), got '" +
+                        std::string(device) + "'"),
+              std::string::npos)
+        << device;
+  }
+  EXPECT_NE(error_of(base + "precision: fp16\n").find("spec.precision must be fp32 or bf16, got 'fp16'"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "deterministic: sometimes\n")
+                .find("spec.deterministic must be true or false"),
+            std::string::npos);
+  EXPECT_NE(error_of("kind: pretrain\noutput_dir: o\nsource: {kind: market1501, root: /d}\n"
+                     "channels_last: true\n")
+                .find("spec.channels_last is an mmt setting"),
+            std::string::npos);
+}
+
+TEST(TrainCommand, ACudaDeviceTheHostLacksFailsBeforeAnyWork) {
+  // This machine has no GPU: device: cuda (and cuda:N) is an error at once,
+  // with exit code 2, never a silent CPU run. (On a GPU host the same spec
+  // trains; the GPU check script runs it there.)
+  const fs::path dir = scratch_path("train-no-gpu");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const std::string device : {"cuda", "cuda:3"}) {
+    const fs::path out = dir / ("out-" + device.substr(0, 4) + device.substr(device.size() - 1));
+    write_file(dir / "job.yaml", "kind: pretrain\noutput_dir: " + out.string() +
+                                     "\nsource: {kind: market1501, root: " + (dir / "none").string() +
+                                     "}\nbackbone: small\ndevice: '" + device + "'\n");
+    const auto run = run_tandem({"train", (dir / "job.yaml").string()}, "train-" + device);
+    EXPECT_EQ(run.exit_code, 2) << run.out << run.err;
+    EXPECT_NE(run.err.find("spec.device: " + device + ", but "), std::string::npos) << run.err;
+    EXPECT_NE(run.err.find("(use device: cpu or auto)"), std::string::npos) << run.err;
+    EXPECT_FALSE(fs::exists(out / "events.jsonl")) << "no work was done";
+  }
+  // --nproc checks every local rank's GPU before launching any.
+  const auto launched = run_tandem({"train", (dir / "job.yaml").string(), "--nproc", "2"}, "train-nproc-cuda");
+  EXPECT_EQ(launched.exit_code, 2) << launched.out << launched.err;
+  EXPECT_NE(launched.err.find("with --nproc 2: spec.device"), std::string::npos) << launched.err;
+  EXPECT_FALSE(fs::exists(dir / "out-cuda3" / "ranks")) << "no rank was launched";
+  fs::remove_all(dir);
+}
+
 TEST(JobSpec, BatchNormGroupsByKind) {
   // MMT normalises over groups of 16 by default (the reference's images per
   // GPU); every other kind over the whole batch; a spec built in code (-1)

@@ -239,6 +239,10 @@ Batch DataLoader::build(int64_t epoch, int64_t batch_index, const std::vector<in
     for (auto& view : batch.views) view = view.narrow(0, 0, count);
     batch.indices = batch.indices.narrow(0, 0, count);
   }
+  if (options_.pin_memory) {
+    for (auto& view : batch.views) view = view.pin_memory();  // the pooled buffer goes back
+    batch.indices = batch.indices.pin_memory();
+  }
   return batch;
 }
 

@@ -80,6 +80,11 @@ struct LoaderOptions {
   /// sample draws the augmentation of its global position and W ranks
   /// together produce exactly the single-rank batch.
   int64_t position_offset = 0;
+  /// Copy each finished batch into page-locked (pinned) host memory on the
+  /// loader thread, so that the trainer's `.to(cuda, non_blocking)` is an
+  /// asynchronous DMA (PyTorch's DataLoader pin_memory). Needs a CUDA build
+  /// with a visible GPU; the trainers set it when they train on one.
+  bool pin_memory = false;
   /// Where the once-per-file message about a skipped image goes (default:
   /// stderr).
   std::function<void(const std::string&)> log;

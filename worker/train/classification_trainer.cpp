@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "tandem/methods/afn.h"
+#include "tandem/methods/autocast.h"
 #include "tandem/methods/mcc.h"
 #include "tandem/methods/self_ensemble.h"
 #include "tandem/worker/train/checkpoint.h"
@@ -193,6 +194,7 @@ ClassificationTrainer::ClassificationTrainer(ClassificationMethod method,
   } else {
     plain_ = SmallImageClassifier(num_classes_, options_.backbone_width, options_.bottleneck_dim);
   }
+  classifier()->to(options_.device);  // before the teacher copies it and SGD sees it
   if (method_ == ClassificationMethod::kSelfEnsemble) {
     teacher_.emplace(plain_, options_.self_ensemble_alpha);
     teacher_->train();  // as in the example: batch statistics of the clean target view
@@ -225,8 +227,16 @@ std::shared_ptr<torch::nn::Module> ClassificationTrainer::classifier() const {
 }
 
 std::tuple<torch::Tensor, torch::Tensor> ClassificationTrainer::forward(const torch::Tensor& x) {
-  if (afn_) return afn_->forward(x);
-  return plain_->forward(x);
+  methods::AutocastGuard autocast(options_.device.type(), torch::kBFloat16, options_.bf16);
+  auto [logits, features] = afn_ ? afn_->forward(x) : plain_->forward(x);
+  return {logits.to(torch::kFloat32), features.to(torch::kFloat32)};
+}
+
+std::tuple<torch::Tensor, torch::Tensor> ClassificationTrainer::teacher_forward(
+    const torch::Tensor& x) {
+  methods::AutocastGuard autocast(options_.device.type(), torch::kBFloat16, options_.bf16);
+  auto [logits, features] = (*teacher_)(x);
+  return {logits.to(torch::kFloat32), features.to(torch::kFloat32)};
 }
 
 torch::Tensor ClassificationTrainer::augment(const torch::Tensor& x) {
@@ -342,12 +352,19 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
     }
     const torch::Tensor s_idx = next_batch(source_, source_order_, source_cursor_);
     const torch::Tensor t_idx = next_batch(target_, target_order_, target_cursor_);
-    const torch::Tensor x_s = augment(source_.index_select(0, s_idx));
-    const torch::Tensor y_true = source_labels_.index_select(0, s_idx);
-    const torch::Tensor x_t_clean = target_.index_select(0, t_idx);
+    // Augmented on the host in a fixed order (source view, then the target
+    // view every method but source only uses), then copied to the device.
+    const torch::Device device = options_.device;
+    const torch::Tensor x_s = augment(source_.index_select(0, s_idx)).to(device, true);
+    const torch::Tensor y_true = source_labels_.index_select(0, s_idx).to(device, true);
+    const torch::Tensor x_t_host = target_.index_select(0, t_idx);
+    const torch::Tensor x_t_view = method_ == ClassificationMethod::kSourceOnly
+                                       ? torch::Tensor()
+                                       : augment(x_t_host).to(device, true);
+    const torch::Tensor x_t_clean = x_t_host.to(device, true);
     const int64_t b = options_.batch_size;
 
-    torch::Tensor y_s, f_s, f_t, unsupervised = torch::zeros({});
+    torch::Tensor y_s, f_s, f_t, unsupervised = torch::zeros({}, torch::TensorOptions(device));
     switch (method_) {
       case ClassificationMethod::kSourceOnly: {
         std::tie(y_s, f_s) = shared(x_s);
@@ -358,13 +375,13 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
         // in the example and French et al.).
         std::tie(y_s, f_s) = shared(x_s);
         torch::Tensor y_t;
-        std::tie(y_t, f_t) = shared(augment(x_t_clean));
+        std::tie(y_t, f_t) = shared(x_t_view);
         const torch::Tensor p_t = torch::softmax(y_t, 1);
         torch::Tensor p_teacher;
         {
           torch::NoGradGuard no_grad;
           const auto teacher_out = grouped(*teacher_->module(), mine(x_t_clean),
-                                           [&](const torch::Tensor& g) { return (*teacher_)(g); });
+                                           [&](const torch::Tensor& g) { return teacher_forward(g); });
           p_teacher = torch::softmax(all(std::get<0>(teacher_out)), 1);
         }
         const torch::Tensor mask =
@@ -379,13 +396,13 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
       }
       case ClassificationMethod::kMcc: {
         torch::Tensor y_t;
-        std::tie(y_s, f_s, y_t, f_t) = joint(x_s, augment(x_t_clean));
+        std::tie(y_s, f_s, y_t, f_t) = joint(x_s, x_t_view);
         unsupervised = options_.mcc_trade_off * fn::minimum_class_confusion_loss(y_t, mcc_options);
         break;
       }
       case ClassificationMethod::kAfn: {
         torch::Tensor y_t;
-        std::tie(y_s, f_s, y_t, f_t) = joint(x_s, augment(x_t_clean));
+        std::tie(y_s, f_s, y_t, f_t) = joint(x_s, x_t_view);
         unsupervised = options_.afn_trade_off * (fn::adaptive_feature_norm(f_s, afn_options) +
                                                  fn::adaptive_feature_norm(f_t, afn_options));
         break;
@@ -520,10 +537,10 @@ torch::Tensor ClassificationTrainer::predictions(torch::nn::Module& module, bool
   std::vector<torch::Tensor> out;
   for (int64_t start = 0; start < x.size(0); start += options_.eval_batch_size) {
     const int64_t len = std::min(options_.eval_batch_size, x.size(0) - start);
-    const torch::Tensor chunk = x.narrow(0, start, len);
+    const torch::Tensor chunk = x.narrow(0, start, len).to(options_.device, true);
     const torch::Tensor logits =
-        use_teacher ? std::get<0>((*teacher_)(chunk)) : std::get<0>(forward(chunk));
-    out.push_back(logits.argmax(1));
+        use_teacher ? std::get<0>(teacher_forward(chunk)) : std::get<0>(forward(chunk));
+    out.push_back(logits.argmax(1).to(torch::kCPU));
   }
   module.train(was_training);
   return torch::cat(out);

@@ -131,6 +131,15 @@ struct ClassificationOptions {
   /// distribution, not bit for bit.
   std::shared_ptr<const DataParallel> data_parallel;
 
+  /// Where the networks, their optimiser state and the losses live
+  /// (worker/device.h resolves a spec's device); images stay on the host,
+  /// where they are augmented (the CPU generator draws the same
+  /// augmentations on every device), and each batch is copied over.
+  torch::Device device = torch::kCPU;
+  /// Forward passes under bf16 autocast on `device` (fp32 master weights;
+  /// losses on fp32 outputs).
+  bool bf16 = false;
+
   /// Throws c10::Error naming the first invalid field.
   void validate() const;
   /// The learning rate after `iteration` steps.
@@ -218,7 +227,10 @@ class ClassificationTrainer {
   methods::EmaTeacher<SmallImageClassifier>* teacher() { return teacher_ ? &*teacher_ : nullptr; }
 
  private:
+  /// The classifier (or the teacher) on x under the options' autocast,
+  /// outputs in float32.
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x);
+  std::tuple<torch::Tensor, torch::Tensor> teacher_forward(const torch::Tensor& x);
   torch::Tensor augment(const torch::Tensor& x);
   torch::Tensor next_batch(const torch::Tensor& images, torch::Tensor& order, int64_t& cursor);
   torch::Tensor predictions(torch::nn::Module& module, bool use_teacher,

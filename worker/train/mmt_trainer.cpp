@@ -64,12 +64,21 @@ torch::Tensor extract_features(methods::models::ReIdentifier& model,
                 " ranks leave rank ", parallel->rank(), " none");
     const torch::Tensor local = extract_features(model, std::make_shared<SliceSource>(source, mine),
                                                  transform, batch_size, threads);
-    return all_gather_shards(local, parallel->group(), rows);
+    // Gathered on the model's device: NCCL serves GPU ranks' tensors (a
+    // build without Gloo has no CPU collectives), Gloo CPU ranks'.
+    const auto parameters = model->parameters();
+    const torch::Device device =
+        parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
+    return all_gather_shards(local.to(device), parallel->group(), rows).to(torch::kCPU);
   }
   const int64_t n = source->size();
   TORCH_CHECK(n > 0, "extract_features: the image source is empty");
   LoaderOptions options;
   options.num_threads = threads;
+  {
+    const auto parameters = model->parameters();
+    options.pin_memory = !parameters.empty() && parameters.front().is_cuda();
+  }
   DataLoader loader(source, transform, options);
   std::vector<std::vector<int64_t>> batches;
   for (int64_t begin = 0; begin < n; begin += batch_size) {
@@ -240,6 +249,7 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   LoaderOptions loader_options;
   loader_options.num_threads = options_.loader_threads;
   loader_options.views = 2;
+  loader_options.pin_memory = options_.device.is_cuda();  // non-blocking copies to the GPU
   loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
   loader_options.position_offset = rank * local_batch;
   DataLoader loader(target_train_, ImageTransform(options_.train_transform), loader_options);

@@ -151,6 +151,7 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   }
   LoaderOptions loader_options;
   loader_options.num_threads = options_.loader_threads;
+  loader_options.pin_memory = options_.device.is_cuda();  // non-blocking copies to the GPU
   loader_options.seed = derive_seed(options_.seed, {static_cast<uint64_t>(epoch), 1});
   loader_options.position_offset = rank * local_batch;
   DataLoader loader(source_, ImageTransform(options_.train_transform), loader_options);

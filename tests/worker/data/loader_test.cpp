@@ -2,6 +2,8 @@
 
 #include "tandem/worker/data/sampler.h"
 
+#include "support/golden.h"
+
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -89,6 +91,26 @@ TEST(DataLoader, SameSeedSameBatchesWhateverTheThreadCount) {
   EXPECT_FALSE(torch::equal(run_epoch(a, 1, batches_of(40, 8))[0].views[0],
                             run_epoch(a, 0, batches_of(40, 8))[0].views[0]))
       << "each epoch draws new augmentations";
+}
+
+TEST(DataLoader, PinnedBatchesHoldTheSameImagesInPageLockedMemory_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  auto source = memory_source(24);
+  LoaderOptions plain;
+  plain.num_threads = 2;
+  plain.seed = 3;
+  LoaderOptions pinned = plain;
+  pinned.pin_memory = true;
+  DataLoader a(source, small_train_transform(), plain), b(source, small_train_transform(), pinned);
+  const auto x = run_epoch(a, 0, batches_of(24, 8)), y = run_epoch(b, 0, batches_of(24, 8));
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_FALSE(x[i].views[0].is_pinned());
+    EXPECT_TRUE(y[i].views[0].is_pinned());
+    EXPECT_TRUE(y[i].indices.is_pinned());
+    EXPECT_TRUE(torch::equal(x[i].views[0], y[i].views[0]));
+    EXPECT_TRUE(torch::equal(x[i].views[0], y[i].views[0].to(torch::kCUDA, true).cpu()));
+  }
 }
 
 TEST(DataLoader, TestTransformBatchesEqualPerImageTransforms) {

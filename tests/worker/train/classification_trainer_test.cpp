@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/golden.h"
 #include "tandem/worker/data/fashion_mnist.h"
 
 namespace tandem::worker {
@@ -124,6 +125,58 @@ TEST(ClassificationTrainer, SameSeedSameResult) {
   };
   EXPECT_DOUBLE_EQ(run(3), run(3));
   EXPECT_NE(run(3), run(4));
+}
+
+TEST(ClassificationTrainer, Bf16AutocastKeepsFp32WeightsAndTracksTheFp32Losses) {
+  SKIP_WITHOUT_FASHION_MNIST(d);
+  for (const auto method : {ClassificationMethod::kMcc, ClassificationMethod::kSelfEnsemble}) {
+    SCOPED_TRACE(classification_method_name(method));
+    // The first step: the same weights and batch (each constructor seeds the
+    // CPU generator, so each trainer steps right after its construction),
+    // only bf16 rounding apart.
+    ClassificationTrainer fp32(method, d->source, d->source_labels, d->target_train, 10,
+                               tiny_options());
+    const ClassificationStepStats a = fp32.train(1);
+    ClassificationOptions options = tiny_options();
+    options.bf16 = true;  // CPU autocast here; CUDA autocast on a GPU
+    ClassificationTrainer bf16(method, d->source, d->source_labels, d->target_train, 10, options);
+    const ClassificationStepStats b = bf16.train(1);
+    EXPECT_NE(a.total, b.total) << "autocast changed nothing";
+    EXPECT_NEAR(b.ce, a.ce, 0.02 * a.ce);
+    for (const auto& p : bf16.classifier()->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+    const double accuracy = bf16.accuracy(d->target_test, d->target_test_labels);
+    EXPECT_GE(accuracy, 0.0);
+    EXPECT_LE(accuracy, 1.0);
+  }
+}
+
+TEST(ClassificationTrainer, TrainsOnTheGpuAsOnTheCpuAndCheckpointsMoveBetweenThem_CUDA) {
+  TANDEM_SKIP_WITHOUT_CUDA();
+  SKIP_WITHOUT_FASHION_MNIST(d);
+  for (const auto method : {ClassificationMethod::kSourceOnly, ClassificationMethod::kSelfEnsemble,
+                            ClassificationMethod::kMcc}) {
+    SCOPED_TRACE(classification_method_name(method));
+    // Each trainer steps right after its constructor seeded the CPU generator.
+    ClassificationTrainer cpu(method, d->source, d->source_labels, d->target_train, 10,
+                              tiny_options());
+    const ClassificationStepStats a = cpu.train(3);
+    ClassificationOptions options = tiny_options();
+    options.device = torch::Device(torch::kCUDA, 0);
+    ClassificationTrainer gpu(method, d->source, d->source_labels, d->target_train, 10, options);
+    for (const auto& p : gpu.classifier()->parameters()) EXPECT_TRUE(p.is_cuda());
+    const ClassificationStepStats b = gpu.train(3);
+    EXPECT_NEAR(b.total, a.total, 1e-3 * std::abs(a.total) + 1e-5);
+    EXPECT_EQ(gpu.predict(d->target_test).device().type(), torch::kCPU);
+    // The GPU run's state continues on the CPU exactly as the GPU run goes on.
+    // (load_state restores the CPU generator, so the GPU run goes first.)
+    methods::StateDict state;
+    gpu.save_state(state, "trainer");
+    const double gpu_next = gpu.train(2).total;
+    ClassificationTrainer resumed(method, d->source, d->source_labels, d->target_train, 10,
+                                  tiny_options());
+    resumed.load_state(state, "trainer");
+    EXPECT_NEAR(resumed.train(2).total, gpu_next, 1e-3 * std::abs(a.total) + 1e-5);
+  }
 }
 
 TEST(ClassificationTrainer, SelfEnsembleTeacherFollowsTheStudentByEma) {
