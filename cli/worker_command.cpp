@@ -1,9 +1,11 @@
-// `tandem worker --server ADDR`: one rank's host. Registers with the server
-// over the WorkerControl stream, heartbeats, and runs each rank it is
+// `tandem worker --server ADDR`: a host of ranks. Registers with the server
+// over the WorkerControl stream, offering slots (one per GPU with --device
+// cuda, else --slots, default one), heartbeats, and runs each rank it is
 // assigned as a `tandem train` child process with torchrun's variables (the
-// rendezvous store is the server's). Rank 0 forwards its job's events
+// rendezvous store is the server's; LOCAL_RANK is the slot, so a GPU
+// worker's slot i trains on cuda:i). Rank 0 forwards its job's events
 // (OUTPUT_DIR/events.jsonl) as they are written; every rank reports its
-// exit. When the stream breaks (server gone or restarted) the rank is
+// exit. When the stream breaks (server gone or restarted) the ranks are
 // stopped and the worker reconnects; SIGINT/SIGTERM stop both.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
@@ -34,6 +36,7 @@
 #include "tandem/cli/launcher.h"
 #include "tandem/cli/worker_command.h"
 #include "tandem/server/grpc_server.h"
+#include "tandem/worker/device.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem::cli {
@@ -52,7 +55,10 @@ struct WorkerFlags {
   std::string server = "127.0.0.1:50051";
   std::string name;
   std::string device = "cpu";
-  int gpus = 0;
+  /// --device cuda: GPUs it uses (-1: every visible one).
+  int gpus = -1;
+  /// Ranks at once (0: one per GPU for cuda, one for cpu).
+  int slots = 0;
   /// Intra-op threads of each rank (0: the rank's default).
   int threads = 0;
   double grace_seconds = 10;
@@ -151,11 +157,12 @@ class Wakeup {
   bool pending_ = false;
 };
 
-/// The rank this worker runs. A thread waits for its exit (without reaping
-/// it: the worker's loop does) and wakes the loop.
+/// A rank this worker runs in one of its slots. A thread waits for its exit
+/// (without reaping it: the worker's loop does) and wakes the loop.
 struct RunningRank {
   v1::AssignRank assignment;
   pid_t pid = -1;
+  int exit_status = 0;
   fs::path log;
   FileTail events;
   std::optional<Clock::time_point> kill_at;
@@ -181,15 +188,20 @@ struct RunningRank {
 
 class Worker {
  public:
-  explicit Worker(WorkerFlags flags) : flags_(std::move(flags)) {}
+  /// `flags` resolved: gpus and slots are the counts it offers.
+  explicit Worker(WorkerFlags flags) : flags_(std::move(flags)) {
+    ranks_.resize(static_cast<size_t>(flags_.slots));
+  }
 
   int run() {
     std::cout << "tandem worker: connecting to " << flags_.server << std::endl;
     bool said_waiting = false;
     while (g_stop_signal.load() == 0) {
       const Session result = session();
-      stop_rank_now("the control stream ended");
-      rank_.reset();  // the server restarts the job; nothing to report to
+      for (auto& rank : ranks_) {
+        stop_rank_now(rank, "the control stream ended");
+        rank.reset();  // the server restarts the job; nothing to report to
+      }
       if (result == Session::kStopped) break;
       if (result == Session::kNoServer && !said_waiting) {
         std::cout << "tandem worker: no server at " << flags_.server << " yet; retrying"
@@ -238,6 +250,7 @@ class Worker {
                                       : flags_.name);
     reg->set_device_kind(flags_.device);
     reg->set_gpus(flags_.gpus);
+    reg->set_slots(flags_.slots);
     reg->set_pid(::getpid());
     v1::WorkerCommand first;
     if (!write(hello) || !stream->Read(&first) || !first.has_registered()) {
@@ -281,7 +294,7 @@ class Worker {
         todo.swap(commands);
       }
       for (const auto& command : todo) handle(command, write);
-      poll_rank(write);
+      for (auto& rank : ranks_) poll_rank(rank, write);
       if (Clock::now() >= next_heartbeat) {
         v1::WorkerMessage beat;
         beat.mutable_heartbeat()->set_time_ms(
@@ -292,15 +305,19 @@ class Worker {
         next_heartbeat = Clock::now() + heartbeat;
       }
       auto wake_at = std::min(next_heartbeat, Clock::now() + kLongestSleep);
-      if (rank_) {
+      for (const auto& rank : ranks_) {
+        if (!rank) continue;
         wake_at = std::min(wake_at, Clock::now() + kEventPoll);
-        if (rank_->kill_at) wake_at = std::min(wake_at, *rank_->kill_at);
+        if (rank->kill_at) wake_at = std::min(wake_at, *rank->kill_at);
       }
       wakeup_.wait_until(wake_at);
     }
-    if (result == Session::kStopped && rank_) {
-      stop_rank_now("the worker was stopped");
-      report_exit(write);
+    if (result == Session::kStopped) {
+      for (auto& rank : ranks_) {
+        if (!rank) continue;
+        stop_rank_now(rank, "the worker was stopped");
+        report_exit(rank, write);
+      }
     }
     context.TryCancel();
     reader.join();
@@ -311,20 +328,32 @@ class Worker {
   template <typename Write>
   void handle(const v1::WorkerCommand& command, const Write& write) {
     if (command.has_assign()) {
-      if (rank_) {
-        stop_rank_now("a new assignment arrived");
-        report_exit(write);
+      const v1::AssignRank& assignment = command.assign();
+      const int slot = assignment.local_rank();
+      if (slot < 0 || slot >= static_cast<int>(ranks_.size())) {
+        report_failure(assignment,
+                       "the assignment names slot " + std::to_string(slot) + ", but this worker "
+                       "offers " + std::to_string(ranks_.size()) + " slot(s)",
+                       write);
+        return;
       }
-      start_rank(command.assign(), write);
-    } else if (command.has_stop() && rank_ &&
-               rank_->assignment.job_id() == command.stop().job_id() &&
-               rank_->assignment.attempt() == command.stop().attempt()) {
-      if (!rank_->kill_at) {
-        std::cout << "tandem worker: stopping job " << rank_->assignment.job_id() << " rank "
-                  << rank_->assignment.rank() << std::endl;
-        ::kill(rank_->pid, SIGTERM);
-        rank_->kill_at = Clock::now() + std::chrono::milliseconds(
-                                            static_cast<int64_t>(flags_.grace_seconds * 1000));
+      auto& rank = ranks_[static_cast<size_t>(slot)];
+      if (rank) {
+        stop_rank_now(rank, "a new assignment arrived");
+        report_exit(rank, write);
+      }
+      start_rank(assignment, write);
+    } else if (command.has_stop()) {
+      // Every rank of that attempt on this worker.
+      for (auto& rank : ranks_) {
+        if (!rank || rank->assignment.job_id() != command.stop().job_id() ||
+            rank->assignment.attempt() != command.stop().attempt() || rank->kill_at)
+          continue;
+        std::cout << "tandem worker: stopping job " << rank->assignment.job_id() << " rank "
+                  << rank->assignment.rank() << std::endl;
+        ::kill(rank->pid, SIGTERM);
+        rank->kill_at = Clock::now() + std::chrono::milliseconds(
+                                           static_cast<int64_t>(flags_.grace_seconds * 1000));
       }
     }
   }
@@ -351,14 +380,7 @@ class Worker {
       if (!out.flush()) failure = spec_path.string() + ": cannot write";
     }
     if (!failure.empty()) {
-      v1::WorkerMessage message;
-      auto* exited = message.mutable_exited();
-      exited->set_job_id(assignment.job_id());
-      exited->set_attempt(assignment.attempt());
-      exited->set_rank(assignment.rank());
-      exited->set_exit_code(1);
-      exited->set_error_tail(failure);
-      write(message);
+      report_failure(assignment, failure, write);
       return;
     }
     rank->log = ranks_dir / ("rank-" + r + ".log");
@@ -380,7 +402,7 @@ class Worker {
     child.env = {{"TANDEM_RESTART", std::to_string(assignment.attempt())},
                  {"WORLD_SIZE", std::to_string(assignment.world_size())},
                  {"RANK", r},
-                 {"LOCAL_RANK", "0"}};
+                 {"LOCAL_RANK", std::to_string(assignment.local_rank())}};
     if (assignment.world_size() > 1) {
       child.env.emplace_back("MASTER_ADDR", assignment.master_addr());
       child.env.emplace_back("MASTER_PORT", std::to_string(assignment.master_port()));
@@ -391,9 +413,26 @@ class Worker {
     rank->pid = spawn_child(child);
     rank->watch_exit(wakeup_);
     std::cout << "tandem worker: job " << assignment.job_id() << " attempt " << assignment.attempt()
-              << ": rank " << r << " of " << assignment.world_size() << " started (pid "
-              << rank->pid << ", log " << rank->log.string() << ")" << std::endl;
-    rank_ = std::move(rank);
+              << ": rank " << r << " of " << assignment.world_size() << " started in slot "
+              << assignment.local_rank() << " (pid " << rank->pid << ", log "
+              << rank->log.string() << ")" << std::endl;
+    ranks_[static_cast<size_t>(assignment.local_rank())] = std::move(rank);
+  }
+
+  /// A rank that could not start: its exit, with why.
+  template <typename Write>
+  void report_failure(const v1::AssignRank& assignment, const std::string& why,
+                      const Write& write) {
+    std::cerr << "tandem worker: job " << assignment.job_id() << " rank " << assignment.rank()
+              << ": " << why << std::endl;
+    v1::WorkerMessage message;
+    auto* exited = message.mutable_exited();
+    exited->set_job_id(assignment.job_id());
+    exited->set_attempt(assignment.attempt());
+    exited->set_rank(assignment.rank());
+    exited->set_exit_code(1);
+    exited->set_error_tail(why);
+    write(message);
   }
 
   /// The epoch results already in the job's event log: a server that was
@@ -412,63 +451,94 @@ class Worker {
   }
 
   template <typename Write>
-  void forward_events(const Write& write) {
-    for (const std::string& line : coalesce_iterations(rank_->events.read_lines())) {
-      write(event_message(rank_->assignment, line, /*replayed=*/false));
+  void forward_events(RunningRank& rank, const Write& write) {
+    for (const std::string& line : coalesce_iterations(rank.events.read_lines())) {
+      write(event_message(rank.assignment, line, /*replayed=*/false));
     }
   }
 
   template <typename Write>
-  void poll_rank(const Write& write) {
-    if (!rank_) return;
-    forward_events(write);
-    if (rank_->kill_at && Clock::now() >= *rank_->kill_at) ::kill(rank_->pid, SIGKILL);
+  void poll_rank(std::unique_ptr<RunningRank>& rank, const Write& write) {
+    if (!rank) return;
+    forward_events(*rank, write);
+    if (rank->kill_at && Clock::now() >= *rank->kill_at) ::kill(rank->pid, SIGKILL);
     int status = 0;
-    if (::waitpid(rank_->pid, &status, WNOHANG) != rank_->pid) return;
-    exit_status_ = status;
-    report_exit(write);
+    if (::waitpid(rank->pid, &status, WNOHANG) != rank->pid) return;
+    rank->exit_status = status;
+    report_exit(rank, write);
   }
 
   template <typename Write>
-  void report_exit(const Write& write) {
-    forward_events(write);
+  void report_exit(std::unique_ptr<RunningRank>& rank, const Write& write) {
+    forward_events(*rank, write);
+    const int status = rank->exit_status;
     v1::WorkerMessage message;
     auto* exited = message.mutable_exited();
-    exited->set_job_id(rank_->assignment.job_id());
-    exited->set_attempt(rank_->assignment.attempt());
-    exited->set_rank(rank_->assignment.rank());
-    exited->set_exit_code(exit_code_of_status(exit_status_));
+    exited->set_job_id(rank->assignment.job_id());
+    exited->set_attempt(rank->assignment.attempt());
+    exited->set_rank(rank->assignment.rank());
+    exited->set_exit_code(exit_code_of_status(status));
     if (exited->exit_code() != 0) {
-      exited->set_error_tail(describe_exit(exit_status_) + "; " + rank_->log.string() + ":\n" +
-                             tail_of(rank_->log));
+      exited->set_error_tail(describe_exit(status) + "; " + rank->log.string() + ":\n" +
+                             tail_of(rank->log));
     }
-    std::cout << "tandem worker: job " << rank_->assignment.job_id() << " rank "
-              << rank_->assignment.rank() << " " << describe_exit(exit_status_) << std::endl;
+    std::cout << "tandem worker: job " << rank->assignment.job_id() << " rank "
+              << rank->assignment.rank() << " " << describe_exit(status) << std::endl;
     write(message);
-    rank_.reset();
+    rank.reset();
   }
 
   /// SIGTERM, then SIGKILL after the grace period; waits for the rank.
-  void stop_rank_now(const char* why) {
-    if (!rank_ || rank_->pid <= 0) return;
+  void stop_rank_now(std::unique_ptr<RunningRank>& rank, const char* why) {
+    if (!rank || rank->pid <= 0) return;
     int status = 0;
-    if (::waitpid(rank_->pid, &status, WNOHANG) == rank_->pid) {
-      exit_status_ = status;
+    if (::waitpid(rank->pid, &status, WNOHANG) == rank->pid) {
+      rank->exit_status = status;
       return;
     }
-    std::cout << "tandem worker: stopping rank " << rank_->assignment.rank() << " of job "
-              << rank_->assignment.job_id() << " (" << why << ")" << std::endl;
-    exit_status_ = terminate_child(
-        rank_->pid, std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000)));
+    std::cout << "tandem worker: stopping rank " << rank->assignment.rank() << " of job "
+              << rank->assignment.job_id() << " (" << why << ")" << std::endl;
+    rank->exit_status = terminate_child(
+        rank->pid, std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000)));
   }
 
   WorkerFlags flags_;
-  Wakeup wakeup_;  // before rank_: a rank's exit watch uses it
-  std::unique_ptr<RunningRank> rank_;
-  int exit_status_ = 0;
+  Wakeup wakeup_;  // before ranks_: a rank's exit watch uses it
+  /// One entry per slot (LOCAL_RANK); null when the slot is free.
+  std::vector<std::unique_ptr<RunningRank>> ranks_;
 };
 
-int run_worker(const WorkerFlags& flags) {
+/// --device, --gpus and --slots checked against what this host has: the
+/// GPU count and slots it will offer, or a message naming the flag.
+std::string resolve_offer(WorkerFlags& flags, const worker::DeviceProbe& probe) {
+  if (flags.device == "cpu") {
+    if (flags.gpus > 0) return "--gpus " + std::to_string(flags.gpus) + " needs --device cuda";
+    flags.gpus = 0;
+    if (flags.slots == 0) flags.slots = 1;
+    return "";
+  }
+  if (!probe.cuda_built) return "--device cuda, but this build has no CUDA";
+  if (probe.gpus == 0)
+    return "--device cuda, but no GPU is visible (torch::cuda::device_count() is 0)";
+  if (flags.gpus < 0) flags.gpus = static_cast<int>(probe.gpus);
+  if (flags.gpus == 0 || flags.gpus > probe.gpus) {
+    return "--gpus " + std::to_string(flags.gpus) + ", but " + std::to_string(probe.gpus) +
+           " GPU(s) are visible";
+  }
+  if (flags.slots == 0) flags.slots = flags.gpus;
+  if (flags.slots > flags.gpus) {
+    return "--slots " + std::to_string(flags.slots) + " exceeds --gpus " +
+           std::to_string(flags.gpus) + " (one rank per GPU)";
+  }
+  return "";
+}
+
+int run_worker(WorkerFlags flags) {
+  if (const std::string error = resolve_offer(flags, worker::DeviceProbe::current());
+      !error.empty()) {
+    std::cerr << "tandem worker: " << error << std::endl;
+    return kExitUsage;
+  }
   struct sigaction action {};
   action.sa_handler = on_worker_signal;
   sigemptyset(&action.sa_mask);
@@ -483,7 +553,10 @@ int run_worker(const WorkerFlags& flags) {
     std::cerr << "tandem worker: " << health_server.status().message() << std::endl;
     return kExitFailure;
   }
-  std::cout << "tandem worker: health service on " << (*health_server)->target() << std::endl;
+  std::cout << "tandem worker: health service on " << (*health_server)->target() << "; "
+            << flags.slots << " slot(s) on " << flags.device
+            << (flags.device == "cuda" ? " (" + std::to_string(flags.gpus) + " GPUs)" : "")
+            << std::endl;
   Worker worker(flags);
   const int code = worker.run();
   (*health_server)->Shutdown(std::chrono::seconds(1));
@@ -507,9 +580,15 @@ void add_worker_command(CLI::App& app, Action& action) {
   command->add_option("--device", flags->device, "device kind it offers")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  command->add_option("--gpus", flags->gpus, "CUDA devices it can use")
-      ->check(CLI::Range(0, 64))
-      ->capture_default_str();
+  command
+      ->add_option("--gpus", flags->gpus,
+                   "--device cuda: GPUs it uses, cuda:0 .. cuda:N-1 (default: every visible one)")
+      ->check(CLI::Range(0, 64));
+  command
+      ->add_option("--slots", flags->slots,
+                   "ranks it runs at once, slot i as LOCAL_RANK i (default: one per GPU with "
+                   "--device cuda, else 1)")
+      ->check(CLI::Range(1, 256));
   command->add_option("--threads", flags->threads, "intra-op threads per rank (0: default)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();

@@ -90,6 +90,24 @@ int world_size_of(const v1::JobSpec& spec) {
   return spec.has_world_size() ? spec.world_size() : 1;
 }
 
+/// Which slots a job's ranks may take: `device: cuda` / `cuda:N` only GPU
+/// slots; `device: cpu` any slot (its ranks train on the CPU wherever they
+/// are); `auto` (the default) all GPU slots or all CPU workers' slots, never
+/// a mix (its ranks would pick different backends).
+enum class SlotPool { kGpu, kAny, kGpuOrCpu };
+
+SlotPool pool_of(const v1::JobSpec& spec) {
+  const std::string device = spec.has_device() ? spec.device() : "auto";
+  if (device.rfind("cuda", 0) == 0) return SlotPool::kGpu;
+  if (device == "cpu") return SlotPool::kAny;
+  return SlotPool::kGpuOrCpu;
+}
+
+/// "slot" / "GPU slot", plural when n != 1.
+std::string slots_word(SlotPool pool, int n) {
+  return std::string(pool == SlotPool::kGpu ? "GPU slot" : "slot") + (n == 1 ? "" : "s");
+}
+
 v1::JobPhase phase_of(const std::string& name) {
   if (name == "extract") return v1::EXTRACT;
   if (name == "cluster") return v1::CLUSTER;
@@ -163,10 +181,23 @@ struct JobCoordinator::Worker {
   v1::RegisterWorker info;
   std::shared_ptr<WorkerChannel> channel;
   Clock::time_point last_heartbeat;
-  /// The job and attempt whose rank it runs ("" when idle).
-  std::string job_id;
-  int64_t attempt = 0;
+  /// True for `tandem worker --device cuda`: slot i trains on cuda:i.
+  bool gpu = false;
+  /// One entry per slot (LOCAL_RANK): the job, attempt and rank it runs
+  /// (job_id "" when idle).
+  struct SlotUse {
+    std::string job_id;
+    int64_t attempt = 0;
+    int rank = -1;
+  };
+  std::vector<SlotUse> slots;
   std::string label() const { return info.name() + " (" + id + ")"; }
+  /// Frees the slots of `job_id` (one attempt, or every attempt when -1).
+  void release(const std::string& job_id, int64_t attempt = -1) {
+    for (auto& slot : slots) {
+      if (slot.job_id == job_id && (attempt < 0 || slot.attempt == attempt)) slot = SlotUse{};
+    }
+  }
 };
 
 struct JobCoordinator::Runtime {
@@ -175,11 +206,12 @@ struct JobCoordinator::Runtime {
   int64_t attempts = 0;
   /// Failed attempts so far (restarts used).
   int failures = 0;
-  // The running attempt.
+  // The running attempt: one entry per rank, with the worker and its slot.
   struct Slot {
     std::string worker_id;
     bool done = false;
     int exit_code = 0;
+    int local_rank = 0;
   };
   std::vector<Slot> slots;
   std::string attempt_error;
@@ -281,13 +313,16 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted) {
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const int capacity = std::max(options_.expected_workers, most_live_workers_);
+    const SlotPool pool = pool_of(spec);
+    const int capacity =
+        std::max(pool == SlotPool::kGpu ? 0 : options_.expected_workers,
+                 capacity_locked(static_cast<int>(pool)));
     if (capacity > 0 && world_size_of(spec) > capacity) {
       return absl::FailedPreconditionError(
           "spec.world_size: " + std::to_string(world_size_of(spec)) + " ranks, but at most " +
-          std::to_string(capacity) +
-          " workers have registered (start more `tandem worker`s or raise "
-          "--expect-workers)");
+          std::to_string(capacity) + " " + slots_word(pool, capacity) +
+          " have registered (start more `tandem worker`s" +
+          (pool == SlotPool::kGpu ? ", `--device cuda`" : " or raise --expect-workers") + ")");
     }
   }
   if (validator_) {
@@ -431,6 +466,10 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
   }
   worker->channel = std::move(channel);
   worker->last_heartbeat = Clock::now();
+  worker->gpu = info.device_kind() == "cuda";
+  // Slots: as many as it offers (one rank per GPU by default), at most 256.
+  const int offered = info.slots() > 0 ? info.slots() : (worker->gpu ? std::max(1, info.gpus()) : 1);
+  worker->slots.resize(static_cast<size_t>(std::min(offered, 256)));
   const std::string id = worker->id;
   v1::WorkerCommand command;
   command.mutable_registered()->set_worker_id(id);
@@ -439,9 +478,13 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
   worker->channel->send(command);
   std::cout << "tandem server: worker " << worker->label() << " registered ("
             << (info.device_kind().empty() ? "cpu" : info.device_kind()) << ", " << info.gpus()
-            << " GPUs)" << std::endl;
+            << " GPUs, " << worker->slots.size() << " slot" << (worker->slots.size() == 1 ? "" : "s")
+            << ")" << std::endl;
   workers_[id] = std::move(worker);
-  most_live_workers_ = std::max(most_live_workers_, static_cast<int>(workers_.size()));
+  const SlotCounts now = slot_counts_locked();
+  most_slots_.all = std::max(most_slots_.all, now.all);
+  most_slots_.gpu = std::max(most_slots_.gpu, now.gpu);
+  most_slots_.cpu = std::max(most_slots_.cpu, now.cpu);
   changed_.notify_all();
   return id;
 }
@@ -460,8 +503,11 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
     }
   } else if (message.has_exited()) {
     const auto& exited = message.exited();
-    if (worker.job_id == exited.job_id() && worker.attempt == exited.attempt()) {
-      worker.job_id.clear();
+    for (auto& slot : worker.slots) {
+      if (slot.job_id == exited.job_id() && slot.attempt == exited.attempt() &&
+          slot.rank == exited.rank()) {
+        slot = Worker::SlotUse{};
+      }
     }
     Runtime* rt = find(exited.job_id());
     if (rt != nullptr && exited.attempt() == rt->attempts && exited.rank() >= 0 &&
@@ -514,55 +560,124 @@ void JobCoordinator::check_heartbeats_locked() {
   }
 }
 
+JobCoordinator::SlotCounts JobCoordinator::slot_counts_locked() const {
+  SlotCounts counts;
+  for (const auto& [id, worker] : workers_) {
+    const int n = static_cast<int>(worker->slots.size());
+    counts.all += n;
+    (worker->gpu ? counts.gpu : counts.cpu) += n;
+  }
+  return counts;
+}
+
+int JobCoordinator::capacity_locked(int pool) const {
+  switch (static_cast<SlotPool>(pool)) {
+    case SlotPool::kGpu:
+      return most_slots_.gpu;
+    case SlotPool::kAny:
+      return most_slots_.all;
+    case SlotPool::kGpuOrCpu:
+      break;
+  }
+  return std::max(most_slots_.gpu, most_slots_.cpu);
+}
+
 void JobCoordinator::schedule_locked() {
   // Oldest queued job first (job ids grow with submission; a job queued
-  // again after a failed attempt keeps its place). Per job, in that order:
-  //  - world size above the most workers ever registered at one time: it
-  //    cannot start, so it holds nothing; after unplaceable_timeout it
-  //    ends FAILED naming the world size and the capacity;
-  //  - enough idle workers, and no older job holds them: it starts;
-  //  - world size above the workers registered now (some were lost): it
+  // again after a failed attempt keeps its place). Ranks take slots (one
+  // per CPU worker, one per GPU of a `--device cuda` worker; SlotPool says
+  // which). Per job, in that order:
+  //  - world size above the most slots of its pool ever registered at one
+  //    time: it cannot start, so it holds nothing; after
+  //    unplaceable_timeout it ends FAILED naming the world size and the
+  //    capacity;
+  //  - enough idle slots, and no older job holds them: it starts;
+  //  - world size above the slots registered now (some were lost): it
   //    waits for them to come back and holds nothing;
   //  - otherwise it waits for running jobs to end. Until it has waited
-  //    reserve_after, younger jobs that fit the idle workers start beside
-  //    it (backfill); from then on it holds the idle workers, so the
-  //    workers that free up gather for it and it is not starved.
+  //    reserve_after, younger jobs that fit the idle slots start beside
+  //    it (backfill); from then on it holds the idle slots, so the slots
+  //    that free up gather for it and it is not starved.
   const auto now = Clock::now();
-  const int registered = static_cast<int>(workers_.size());
-  std::vector<Worker*> idle;
+  const SlotCounts registered_now = slot_counts_locked();
+  // Idle slots, a worker's slots together (a job's ranks fill one worker's
+  // slots before the next worker's), GPU workers and CPU workers apart.
+  std::vector<IdleSlot> idle_gpu, idle_cpu;
   for (auto& [wid, worker] : workers_) {
-    if (worker->job_id.empty()) idle.push_back(worker.get());
+    for (size_t i = 0; i < worker->slots.size(); ++i) {
+      if (worker->slots[i].job_id.empty())
+        (worker->gpu ? idle_gpu : idle_cpu).push_back({worker.get(), static_cast<int>(i)});
+    }
   }
-  std::string holder;  // the older job that holds the idle workers
+  std::string holder;  // the older job that holds the idle slots
   for (auto& [id, entry] : jobs_) {
     Runtime& rt = *entry;
     if (rt.job.state() != v1::QUEUED) continue;
     const int world = world_size_of(rt.job.spec());
-    const std::string wanted = "waiting for " + std::to_string(world) + " slot" +
-                               (world == 1 ? "" : "s") + ", ";
-    if (world > most_live_workers_) {
+    const SlotPool pool = pool_of(rt.job.spec());
+    const int capacity = capacity_locked(static_cast<int>(pool));
+    const std::string wanted = "waiting for " + std::to_string(world) + " " +
+                               slots_word(pool, world) + ", ";
+    if (world > capacity) {
       if (!rt.unplaceable_since) rt.unplaceable_since = now;
       const auto waited = now - *rt.unplaceable_since;
       if (options_.unplaceable_timeout.count() > 0 && waited >= options_.unplaceable_timeout) {
+        const std::string more = pool == SlotPool::kGpu
+                                     ? "start `tandem worker --device cuda` on GPU hosts"
+                                     : "start more `tandem worker`s";
         fail_queued_locked(
             rt, "world_size " + std::to_string(world) +
-                    " exceeds the deployment's capacity: at most " +
-                    std::to_string(most_live_workers_) +
-                    " worker(s) registered at one time since the server started, and the job "
-                    "waited " +
-                    seconds_text(waited) +
-                    " (--unplaceable-timeout) for more; start more `tandem worker`s and submit it "
-                    "again, or submit it with world_size <= " +
-                    std::to_string(std::max(most_live_workers_, 1)));
+                    " exceeds the deployment's capacity: at most " + std::to_string(capacity) +
+                    (pool == SlotPool::kGpu ? " GPU slot(s)" : " slot(s)") +
+                    " registered at one time since the server "
+                    "started, and the job waited " +
+                    seconds_text(waited) + " (--unplaceable-timeout) for more; " + more +
+                    " and submit it again, or submit it with world_size <= " +
+                    std::to_string(std::max(capacity, 1)) +
+                    (pool == SlotPool::kGpu ? " or device: cpu" : ""));
         continue;
       }
-      set_waiting_reason_locked(rt, wanted + std::to_string(registered) + " registered");
+      const int registered = pool == SlotPool::kGpu ? registered_now.gpu : registered_now.all;
+      std::string reason = wanted + std::to_string(registered) + " registered";
+      if (pool == SlotPool::kGpu && registered == 0) {
+        reason += " (no worker offers GPUs: `tandem worker --device cuda`)";
+      }
+      set_waiting_reason_locked(rt, reason);
       continue;
     }
     rt.unplaceable_since.reset();
-    if (holder.empty() && world <= static_cast<int>(idle.size())) {
-      std::vector<Worker*> chosen(idle.begin(), idle.begin() + world);
-      idle.erase(idle.begin(), idle.begin() + world);
+    // The slots this job may take now: GPU slots for cuda, all for cpu;
+    // for auto, the GPU slots when they suffice, else the CPU workers'.
+    std::vector<IdleSlot>* from = nullptr;
+    std::vector<IdleSlot> any;
+    int registered = 0;
+    if (pool == SlotPool::kGpu) {
+      from = &idle_gpu;
+      registered = registered_now.gpu;
+    } else if (pool == SlotPool::kAny) {
+      any = idle_cpu;
+      any.insert(any.end(), idle_gpu.begin(), idle_gpu.end());
+      from = &any;
+      registered = registered_now.all;
+    } else if (world <= static_cast<int>(idle_gpu.size()) || registered_now.cpu < world) {
+      from = &idle_gpu;
+      registered = std::max(registered_now.gpu, registered_now.cpu);
+    } else {
+      from = &idle_cpu;
+      registered = std::max(registered_now.gpu, registered_now.cpu);
+    }
+    if (holder.empty() && world <= static_cast<int>(from->size())) {
+      std::vector<IdleSlot> chosen(from->begin(), from->begin() + world);
+      // Taken: out of every idle list.
+      const auto taken = [&](const IdleSlot& slot) {
+        for (const auto& c : chosen) {
+          if (c.worker == slot.worker && c.slot == slot.slot) return true;
+        }
+        return false;
+      };
+      for (auto* list : {&idle_gpu, &idle_cpu}) {
+        list->erase(std::remove_if(list->begin(), list->end(), taken), list->end());
+      }
       start_attempt_locked(rt, std::move(chosen));
       continue;
     }
@@ -570,11 +685,11 @@ void JobCoordinator::schedule_locked() {
       set_waiting_reason_locked(rt, wanted + std::to_string(registered) + " registered");
       continue;
     }
-    const std::string free_text = wanted + std::to_string(idle.size()) + " of " +
+    const std::string free_text = wanted + std::to_string(from->size()) + " of " +
                                   std::to_string(registered) + " free";
     if (!holder.empty()) {
       set_waiting_reason_locked(rt, free_text + "; behind job " + holder +
-                                        ", which holds the free workers");
+                                        ", which holds the free slots");
     } else if (now - rt.queued_since >= options_.reserve_after) {
       holder = rt.job.id();
       set_waiting_reason_locked(rt, free_text + "; holding them (younger jobs wait)");
@@ -606,9 +721,9 @@ void JobCoordinator::fail_queued_locked(Runtime& rt, const std::string& error) {
   changed_.notify_all();
 }
 
-void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<Worker*> workers) {
+void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<IdleSlot> slots) {
   v1::Job& job = rt.job;
-  const int world = static_cast<int>(workers.size());
+  const int world = static_cast<int>(slots.size());
   int port = 0;
   if (world > 1) {
     try {
@@ -630,18 +745,22 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<Worker*> work
   if (job.started_ms() == 0) job.set_started_ms(now_ms());
   const std::string spec_json = rank_spec_json(job.spec());
   for (int rank = 0; rank < world; ++rank) {
-    Worker& worker = *workers[static_cast<size_t>(rank)];
-    worker.job_id = job.id();
-    worker.attempt = rt.attempts;
-    rt.slots.push_back({worker.id, false, 0});
-    job.add_workers(worker.info.name());
+    const IdleSlot& slot = slots[static_cast<size_t>(rank)];
+    Worker& worker = *slot.worker;
+    worker.slots[static_cast<size_t>(slot.slot)] = {job.id(), rt.attempts, rank};
+    rt.slots.push_back({worker.id, false, 0, slot.slot});
+    // A worker with several slots: name#slot (its LOCAL_RANK).
+    job.add_workers(worker.slots.size() == 1
+                        ? worker.info.name()
+                        : worker.info.name() + "#" + std::to_string(slot.slot));
   }
   persist_or_log_locked(rt);
   publish_job_locked(rt);
   std::cout << "tandem server: job " << job.id() << " (" << job.spec().kind() << ") attempt "
-            << rt.attempts << " on " << world << " worker(s)" << std::endl;
+            << rt.attempts << " on " << world << " slot(s)" << std::endl;
   for (int rank = 0; rank < world; ++rank) {
-    Worker& worker = *workers[static_cast<size_t>(rank)];
+    const IdleSlot& slot = slots[static_cast<size_t>(rank)];
+    Worker& worker = *slot.worker;
     v1::WorkerCommand command;
     auto* assign = command.mutable_assign();
     assign->set_job_id(job.id());
@@ -654,6 +773,7 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<Worker*> work
     assign->set_clustering_address(options_.clustering_address);
     assign->set_timeout_seconds(options_.rank_timeout_seconds);
     assign->set_share_timeout_seconds(options_.share_timeout_seconds);
+    assign->set_local_rank(slot.slot);
     worker.channel->send(command);  // a broken stream is noticed as a lost worker
   }
 }
@@ -678,8 +798,9 @@ void JobCoordinator::stop_ranks_locked(Runtime& rt) {
   v1::WorkerCommand command;
   command.mutable_stop()->set_job_id(rt.job.id());
   command.mutable_stop()->set_attempt(rt.attempts);
+  std::set<std::string> told;  // one StopRank per worker stops all its ranks of the attempt
   for (const auto& slot : rt.slots) {
-    if (slot.done) continue;
+    if (slot.done || !told.insert(slot.worker_id).second) continue;
     const auto worker = workers_.find(slot.worker_id);
     if (worker != workers_.end()) worker->second->channel->send(command);
   }
@@ -690,9 +811,7 @@ void JobCoordinator::finish_attempt_locked(Runtime& rt) {
   rt.rendezvous.reset();
   for (const auto& slot : rt.slots) {
     const auto worker = workers_.find(slot.worker_id);
-    if (worker != workers_.end() && worker->second->job_id == job.id()) {
-      worker->second->job_id.clear();
-    }
+    if (worker != workers_.end()) worker->second->release(job.id());
   }
   rt.slots.clear();
   job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
@@ -732,19 +851,24 @@ void JobCoordinator::finish_attempt_locked(Runtime& rt) {
 void JobCoordinator::worker_lost_locked(Worker& worker, const std::string& why) {
   std::cout << "tandem server: worker " << worker.label() << " lost: " << why << std::endl;
   worker.channel->close();
-  const std::string job_id = worker.job_id;
+  std::set<std::string> job_ids;
+  for (const auto& slot : worker.slots) {
+    if (!slot.job_id.empty()) job_ids.insert(slot.job_id);
+  }
   const std::string id = worker.id;
   const std::string label = worker.label();
   workers_.erase(id);  // `worker` is gone from here on
-  if (job_id.empty()) return;
-  Runtime* rt = find(job_id);
-  if (rt == nullptr) return;
-  for (size_t rank = 0; rank < rt->slots.size(); ++rank) {
-    if (rt->slots[rank].worker_id == id && !rt->slots[rank].done) {
-      rank_ended_locked(
-          *rt, static_cast<int>(rank), -1,
-          "rank " + std::to_string(rank) + ": worker " + label + " lost (" + why + ")");
-      break;
+  for (const std::string& job_id : job_ids) {
+    Runtime* rt = find(job_id);
+    if (rt == nullptr) continue;
+    // Every rank it ran; the first ends the attempt (the others stop).
+    for (size_t rank = 0; rank < rt->slots.size(); ++rank) {
+      if (rt->slots.empty()) break;  // the attempt ended with an earlier rank
+      if (rt->slots[rank].worker_id == id && !rt->slots[rank].done) {
+        rank_ended_locked(
+            *rt, static_cast<int>(rank), -1,
+            "rank " + std::to_string(rank) + ": worker " + label + " lost (" + why + ")");
+      }
     }
   }
   changed_.notify_all();

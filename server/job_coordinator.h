@@ -1,10 +1,13 @@
 // The control plane's core: jobs, the worker registry and the scheduler.
 //
 // Jobs are durable in the JobStore before any call that changed them
-// returns. Workers register over their control stream (WorkerChannel); the
-// scheduler starts queued jobs oldest first on idle workers, letting younger
-// jobs that fit run beside an older one that does not (backfill) until that
-// one has waited `reserve_after` (then the free workers are held for it),
+// returns. Workers register over their control stream (WorkerChannel), each
+// offering slots (one rank each: one per CPU worker unless it says more, one
+// per GPU of a `--device cuda` worker, the slot index being the rank's
+// LOCAL_RANK); the scheduler starts queued jobs oldest first on idle slots
+// (GPU slots for `device: cuda`), letting younger jobs that fit run beside
+// an older one that does not (backfill) until that one has waited
+// `reserve_after` (then the free slots are held for it),
 // and fails a job whose world size is above every capacity the deployment
 // has had for `unplaceable_timeout` (see schedule_locked). It serves the
 // job's rendezvous TCPStore, assigns the ranks and then follows
@@ -59,18 +62,19 @@ struct CoordinatorOptions {
   /// for rank 0's clustering.
   double rank_timeout_seconds = 300;
   double share_timeout_seconds = 3600;
-  /// Workers the deployment will have (SubmitJob refuses a world size above
-  /// max(this, the most workers registered at one time)); 0: only those count.
+  /// Slots (ranks) the deployment will have (SubmitJob refuses a world size
+  /// above max(this, the most slots registered at one time)); 0: only those
+  /// count. GPU jobs count GPU slots only.
   int expected_workers = 0;
   /// Progress (epoch, iteration) is written to the store at most this often;
   /// phases, metrics, checkpoints and states at once.
   std::chrono::milliseconds progress_write_interval = std::chrono::seconds(1);
-  /// A queued job that fits the registered workers but not the idle ones
+  /// A queued job that fits the registered slots but not the idle ones
   /// lets younger jobs that fit start on the idle ones (backfill) until it
-  /// has waited this long; from then on the free workers are held for it
+  /// has waited this long; from then on the free slots are held for it
   /// (no younger job starts) so that it is not starved.
   std::chrono::milliseconds reserve_after = std::chrono::minutes(5);
-  /// A queued job whose world size exceeds the most workers ever registered
+  /// A queued job whose world size exceeds the most slots ever registered
   /// at one time (since this server started) for this long ends FAILED,
   /// naming both; 0: such a job waits for ever.
   std::chrono::milliseconds unplaceable_timeout = std::chrono::minutes(10);
@@ -135,12 +139,25 @@ class JobCoordinator {
  private:
   struct Runtime;
   struct Worker;
+  /// A free slot: worker and slot index (the rank's LOCAL_RANK there).
+  struct IdleSlot {
+    Worker* worker;
+    int slot;
+  };
+  /// Slots of the registered workers: all, GPU workers', CPU workers'.
+  struct SlotCounts {
+    int all = 0, gpu = 0, cpu = 0;
+  };
+  SlotCounts slot_counts_locked() const;
+  /// The most slots of a job's pool (server's SlotPool, as int) registered
+  /// at one time: the most its world size can ever get.
+  int capacity_locked(int pool) const;
 
   Runtime* find(const std::string& id) const;
   void scheduler_loop();
   void schedule_locked();
   void check_heartbeats_locked();
-  void start_attempt_locked(Runtime& job, std::vector<Worker*> workers);
+  void start_attempt_locked(Runtime& job, std::vector<IdleSlot> slots);
   /// Sets the job's waiting_reason (published when it changes).
   void set_waiting_reason_locked(Runtime& job, const std::string& reason);
   /// Ends a queued job FAILED with `error`.
@@ -165,8 +182,9 @@ class JobCoordinator {
   std::map<int64_t, std::unique_ptr<Runtime>> jobs_;
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   int64_t next_worker_ = 1;
-  /// The most workers registered at one time (SubmitJob's capacity).
-  int most_live_workers_ = 0;
+  /// The most slots registered at one time, per kind (SubmitJob's and the
+  /// scheduler's capacity).
+  SlotCounts most_slots_;
   bool stopping_ = false;
   std::thread scheduler_;
 };

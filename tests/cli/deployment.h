@@ -54,6 +54,8 @@ class Deployment {
     int max_restarts = 3;
     /// More `tandem server` flags.
     std::vector<std::string> server_args = {};
+    /// More `tandem worker` flags (every worker).
+    std::vector<std::string> worker_args = {};
   };
 
   Deployment(const std::string& name, Options options) : name_(name), options_(options) {
@@ -109,9 +111,10 @@ class Deployment {
   /// Starts one more worker; returns its index.
   size_t start_worker() {
     const size_t index = workers_.size();
-    workers_.push_back(spawn_tandem({"worker", "--server", address_, "--name",
-                                     "w" + std::to_string(index), "--threads", "1", "--grace", "5"},
-                                    name_ + "-worker-" + std::to_string(index)));
+    std::vector<std::string> args = {"worker", "--server", address_, "--name",
+                                     "w" + std::to_string(index), "--threads", "1", "--grace", "5"};
+    args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
+    workers_.push_back(spawn_tandem(args, name_ + "-worker-" + std::to_string(index)));
     return index;
   }
 
@@ -129,6 +132,9 @@ class Deployment {
     ADD_FAILURE() << "only " << registered_workers() << " of " << count << " workers registered:\n"
                   << read_file(server_.stdout_path);
   }
+
+  /// What worker `index` printed so far.
+  std::string worker_log(size_t index) const { return read_file(workers_.at(index).stdout_path); }
 
   int registered_workers() const {
     const std::string log = read_file(server_.stdout_path);

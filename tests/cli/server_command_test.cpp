@@ -107,7 +107,7 @@ TEST(JobService, SubmitWatchAndRankThroughTheCliWithTwoRanksAndTheClusteringServ
   ASSERT_EQ(mmt.metrics_size(), 2);
   // Both ranks ran; rank 0 sent its features to the clustering service.
   EXPECT_TRUE(fs::exists(mmt.spec().output_dir() + "/ranks/rank-1.log"));
-  EXPECT_NE(deployment.server_log().find("attempt 1 on 2 worker(s)"), std::string::npos);
+  EXPECT_NE(deployment.server_log().find("attempt 1 on 2 slot(s)"), std::string::npos);
 
   auto ranked = run_tandem(
       {"rank", mmt_id, "--query", "0", "--top", "5", "--json", "--server", deployment.address()},
@@ -382,11 +382,44 @@ TEST(JobService, AJobThatCanNeverBePlacedDoesNotHoldTheQueueAndFailsAfterTheGrac
   }
   const v1::Job failed = deployment.wait_until(big.id(), ended);
   ASSERT_EQ(failed.state(), v1::FAILED);
-  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 worker(s)"),
+  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),
             std::string::npos)
       << failed.error();
   EXPECT_GE(failed.finished_ms() - failed.created_ms(), 15000) << "failed before the grace";
   EXPECT_EQ(failed.started_ms(), 0) << "it never ran";
+}
+
+TEST(JobService, AWorkerWithTwoSlotsRunsBothRanksOfAJobWithLocalRanks) {
+  Deployment::Options options;
+  options.workers = 1;
+  options.worker_args = {"--slots", "2"};
+  Deployment deployment("slots", options);
+  EXPECT_NE(deployment.server_log().find("0 GPUs, 2 slots)"), std::string::npos)
+      << deployment.server_log();
+  v1::JobSpec spec = tiny_spec("pretrain", 1, 2);
+  spec.set_world_size(2);
+  spec.set_device("cpu");
+  v1::Job job;
+  ASSERT_TRUE(deployment.submit(spec, &job).ok());
+  const v1::Job done = deployment.wait_until(job.id(), ended);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error() << deployment.server_log();
+  ASSERT_EQ(done.workers_size(), 2);
+  EXPECT_EQ(done.workers(0), "w0#0");
+  EXPECT_EQ(done.workers(1), "w0#1");
+  const std::string worker_log = deployment.worker_log(0);
+  EXPECT_NE(worker_log.find("rank 0 of 2 started in slot 0"), std::string::npos) << worker_log;
+  EXPECT_NE(worker_log.find("rank 1 of 2 started in slot 1"), std::string::npos) << worker_log;
+  EXPECT_TRUE(fs::exists(done.spec().output_dir() + "/ranks/rank-1.log"));
+}
+
+TEST(WorkerCommand, DeviceCudaWithoutAGpuIsAUsageErrorNamingWhatIsMissing) {
+  const auto cuda = run_tandem({"worker", "--device", "cuda", "--server", "127.0.0.1:1"},
+                               "worker-cuda");
+  EXPECT_EQ(cuda.exit_code, 2) << cuda.out << cuda.err;
+  EXPECT_NE(cuda.err.find("tandem worker: --device cuda, but "), std::string::npos) << cuda.err;
+  const auto gpus = run_tandem({"worker", "--gpus", "2", "--server", "127.0.0.1:1"}, "worker-gpus");
+  EXPECT_EQ(gpus.exit_code, 2);
+  EXPECT_NE(gpus.err.find("--gpus 2 needs --device cuda"), std::string::npos) << gpus.err;
 }
 
 TEST(JobService, ThirtyTwoConcurrentWatchersAndPollersWhileAJobTrains) {

@@ -80,16 +80,26 @@ class JobCoordinatorTest : public ::testing::Test {
     coordinator_ = std::make_unique<JobCoordinator>(*store_, options_, nullptr);
     ASSERT_TRUE(coordinator_->start().ok());
   }
-  std::pair<std::string, std::shared_ptr<RecordingChannel>> add_worker(const std::string& name) {
+  /// A worker offering `slots` slots (0: the default for its kind), GPU
+  /// slots with `gpus` > 0 (`tandem worker --device cuda`).
+  std::pair<std::string, std::shared_ptr<RecordingChannel>> add_worker(const std::string& name,
+                                                                       int slots = 0,
+                                                                       int gpus = 0) {
     auto channel = std::make_shared<RecordingChannel>();
     v1::RegisterWorker info;
     info.set_name(name);
+    info.set_slots(slots);
+    if (gpus > 0) {
+      info.set_device_kind("cuda");
+      info.set_gpus(gpus);
+    }
     return {coordinator_->register_worker(info, channel), channel};
   }
-  static v1::JobSpec spec(int world = 1) {
+  static v1::JobSpec spec(int world = 1, const std::string& device = "") {
     v1::JobSpec s;
     s.set_kind("mmt");
     s.set_world_size(world);
+    if (!device.empty()) s.set_device(device);
     return s;
   }
   void exited(const std::string& worker, const v1::AssignRank& a, int code) {
@@ -168,6 +178,100 @@ TEST_F(JobCoordinatorTest, AssignsRanksServesTheRendezvousAndRecordsTheEpochs) {
   EXPECT_EQ(reread.state(), v1::SUCCEEDED);
   ASSERT_EQ(reread.metrics_size(), 1);
   EXPECT_EQ(reread.checkpoint(), "/x/checkpoint.pt");
+}
+
+TEST_F(JobCoordinatorTest, AWorkerWithSeveralSlotsRunsSeveralRanksEachWithItsLocalRank) {
+  auto [w0, c0] = add_worker("multi", /*slots=*/3);
+  const auto pair = coordinator_->submit(spec(2));
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  const auto a0 = c0->assignment(0), a1 = c0->assignment(1);
+  ASSERT_TRUE(a0 && a1) << "both ranks on the one worker";
+  EXPECT_EQ(a0->job_id(), pair->id());
+  EXPECT_EQ(a1->job_id(), pair->id());
+  EXPECT_EQ(a0->rank(), 0);
+  EXPECT_EQ(a1->rank(), 1);
+  EXPECT_EQ(a0->local_rank(), 0);
+  EXPECT_EQ(a1->local_rank(), 1);
+  EXPECT_EQ(a0->world_size(), 2);
+  const v1::Job running = job(pair->id());
+  ASSERT_EQ(running.workers_size(), 2);
+  EXPECT_EQ(running.workers(0), "multi#0");
+  EXPECT_EQ(running.workers(1), "multi#1");
+  // The third slot takes a one-rank job beside it, as LOCAL_RANK 2.
+  const auto one = coordinator_->submit(spec(1));
+  ASSERT_TRUE(one.ok());
+  const auto a2 = c0->assignment(2);
+  ASSERT_TRUE(a2);
+  EXPECT_EQ(a2->job_id(), one->id());
+  EXPECT_EQ(a2->local_rank(), 2);
+  // A fourth rank does not fit until a slot frees; the rank that exits
+  // frees exactly its own slot.
+  const auto next = coordinator_->submit(spec(1));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(wait_reason(next->id()).waiting_reason(),
+            "waiting for 1 slot, 0 of 3 free; younger jobs that fit may start meanwhile");
+  exited(w0, *a2, 0);
+  const auto a3 = c0->assignment(3);
+  ASSERT_TRUE(a3);
+  EXPECT_EQ(a3->job_id(), next->id());
+  EXPECT_EQ(a3->local_rank(), 2);
+  // One StopRank per worker stops both ranks of the pair (the worker stops
+  // every rank of that attempt); a lost worker ends every rank it ran.
+  coordinator_->on_worker_disconnected(w0);
+  const v1::Job requeued =
+      wait_job(pair->id(), [](const v1::Job& j) { return j.state() == v1::QUEUED; });
+  EXPECT_EQ(requeued.state(), v1::QUEUED) << "restarted from its checkpoint when slots come back";
+}
+
+TEST_F(JobCoordinatorTest, GpuJobsTakeGpuSlotsOnlyAndAutoJobsNeverMixKinds) {
+  options_.unplaceable_timeout = std::chrono::milliseconds(500);
+  open();
+  auto [cpu, cpu_channel] = add_worker("cpu-host");
+  // device: cuda with no GPU worker: it waits, saying so, then fails.
+  const auto gpu_job = coordinator_->submit(spec(1, "cuda"));
+  ASSERT_TRUE(gpu_job.ok()) << gpu_job.status();
+  EXPECT_EQ(wait_reason(gpu_job->id()).waiting_reason(),
+            "waiting for 1 GPU slot, 0 registered (no worker offers GPUs: `tandem worker "
+            "--device cuda`)");
+  const v1::Job failed =
+      wait_job(gpu_job->id(), [](const v1::Job& j) { return j.state() == v1::FAILED; });
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_NE(failed.error().find("at most 0 GPU slot(s) registered"), std::string::npos)
+      << failed.error();
+  EXPECT_NE(failed.error().find("tandem worker --device cuda"), std::string::npos);
+  EXPECT_EQ(cpu_channel->commands().size(), 1u) << "only Registered: nothing assigned";
+
+  // A GPU worker with two GPUs: two slots by default, cuda:0 and cuda:1.
+  auto [gpu, gpu_channel] = add_worker("gpu-host", 0, /*gpus=*/2);
+  const auto pair = coordinator_->submit(spec(2, "cuda"));
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  const auto g0 = gpu_channel->assignment(0), g1 = gpu_channel->assignment(1);
+  ASSERT_TRUE(g0 && g1);
+  EXPECT_EQ(g0->local_rank() + g1->local_rank(), 1);
+  // device: auto (the default) for two ranks: the GPU slots are busy and
+  // one CPU slot is not enough; the job waits rather than mixing kinds.
+  const auto auto_pair = coordinator_->submit(spec(2));
+  ASSERT_TRUE(auto_pair.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(job(auto_pair->id()).state(), v1::QUEUED);
+  EXPECT_EQ(cpu_channel->commands().size(), 1u) << "only Registered: no rank on the CPU worker";
+  exited(gpu, *g0, 0);
+  exited(gpu, *g1, 0);
+  const auto a0 = gpu_channel->assignment(2);
+  ASSERT_TRUE(a0);
+  EXPECT_EQ(a0->job_id(), auto_pair->id()) << "auto: both GPU slots, once free";
+  // device: cpu may take any slot, here the CPU worker's.
+  const auto cpu_job = coordinator_->submit(spec(1, "cpu"));
+  ASSERT_TRUE(cpu_job.ok());
+  const auto c0 = cpu_channel->assignment(0);
+  ASSERT_TRUE(c0);
+  EXPECT_EQ(c0->job_id(), cpu_job->id());
+  // SubmitJob refuses GPU world sizes above the GPU slots ever seen.
+  const auto too_big = coordinator_->submit(spec(3, "cuda"));
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(too_big.status().message().find("at most 2 GPU slots have registered"),
+            std::string::npos)
+      << too_big.status();
 }
 
 TEST_F(JobCoordinatorTest, ReplayedEpochResultsAreRecordedOncePerEpoch) {
@@ -316,7 +420,7 @@ TEST_F(JobCoordinatorTest, AJobQueuedLongerThanReserveAfterHoldsTheFreeWorkersFo
   EXPECT_EQ(held.state(), v1::QUEUED) << "the idle worker is held for the older 2-rank job";
   EXPECT_EQ(held.waiting_reason(),
             "waiting for 1 slot, 1 of 2 free; behind job " + pair->id() +
-                ", which holds the free workers");
+                ", which holds the free slots");
   EXPECT_EQ(job(pair->id()).waiting_reason(),
             "waiting for 2 slots, 1 of 2 free; holding them (younger jobs wait)");
   exited(w0, *a, 0);
@@ -352,7 +456,7 @@ TEST_F(JobCoordinatorTest, AWorldSizeAboveEveryCapacityHoldsNothingAndFailsAfter
   EXPECT_EQ(waiting.waiting_reason(), "waiting for 64 slots, 2 registered");
   const v1::Job failed = wait_job(big->id(), [](const v1::Job& j) { return j.state() == v1::FAILED; });
   ASSERT_EQ(failed.state(), v1::FAILED);
-  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 worker(s)"),
+  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),
             std::string::npos)
       << failed.error();
   EXPECT_NE(failed.error().find("--unplaceable-timeout"), std::string::npos) << failed.error();
