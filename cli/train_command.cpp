@@ -132,8 +132,12 @@ Evaluation evaluate(ReIdentifier& model, const Split& query, const Split& galler
       worker::extract_features(model, query.source, test, 64, spec.loader_threads, parallel.get());
   const torch::Tensor g = worker::extract_features(model, gallery.source, test, 64,
                                                    spec.loader_threads, parallel.get());
-  const auto metrics =
-      clustering::evaluate_features(q, g, query.pids, query.cameras, gallery.pids, gallery.cameras);
+  // The distances on the model's device (features come back to the host).
+  const auto parameters = model->parameters();
+  const torch::Device device =
+      parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
+  const auto metrics = clustering::evaluate_features(q.to(device), g.to(device), query.pids,
+                                                     query.cameras, gallery.pids, gallery.cameras);
   Evaluation out;
   out.map = 100 * metrics.mean_ap;
   out.rank1 = metrics.cmc.empty() ? 0 : 100 * metrics.cmc[0];

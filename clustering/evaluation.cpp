@@ -204,8 +204,14 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
   check_labels(gallery_ids, g, "gallery_ids");
   check_labels(gallery_cams, g, "gallery_cams");
   namespace F = torch::nn::functional;
-  const auto normalize = [](const torch::Tensor& x) {
-    return F::normalize(x.to(torch::kCPU), F::NormalizeFuncOptions().dim(1)).contiguous();
+  // The distances are computed where the features are (a GPU job's
+  // evaluation runs on its GPU, block by block, each block's rows copied to
+  // the host for scoring); FAISS's top-k reads host copies.
+  const torch::Device device =
+      query_features.device() == gallery_features.device() ? query_features.device() : torch::kCPU;
+  const auto normalize = [&](const torch::Tensor& x) {
+    return F::normalize(x.to(device), F::NormalizeFuncOptions().dim(1))
+        .contiguous();
   };
   const auto queries = normalize(query_features);
   const auto gallery = normalize(gallery_features);
@@ -260,15 +266,17 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
   };
 #ifdef TANDEM_WITH_FAISS
   if (options.top_k_with_faiss) {
+    const auto gallery_host = gallery.cpu();
+    const auto queries_host = queries.cpu();
     faiss::IndexFlatL2 index(gallery.size(1));
-    index.add(g, gallery.data_ptr<float>());
+    index.add(g, gallery_host.data_ptr<float>());
     using FaissId = faiss::Index::idx_t;
     static_assert(sizeof(FaissId) == sizeof(int64_t), "FAISS ids must be int64");
     std::vector<float> dist(static_cast<std::size_t>(options.block_queries * k));
     std::vector<FaissId> found(static_cast<std::size_t>(options.block_queries * k));
     for (int64_t start = 0; start < q; start += options.block_queries) {
       const int64_t rows = std::min(options.block_queries, q - start);
-      index.search(rows, queries.data_ptr<float>() + start * queries.size(1), k, dist.data(),
+      index.search(rows, queries_host.data_ptr<float>() + start * queries.size(1), k, dist.data(),
                    found.data());
       score_top_k(start, rows, dist.data(), reinterpret_cast<const int64_t*>(found.data()));
     }
@@ -279,8 +287,8 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
     const int64_t rows = std::min(options.block_queries, q - start);
     const auto [dist, found] =
         block_distances(start, rows).topk(k, 1, /*largest=*/false, /*sorted=*/true);
-    const auto dist_c = dist.contiguous();
-    const auto found_c = found.contiguous();
+    const auto dist_c = dist.to(torch::kCPU).contiguous();
+    const auto found_c = found.to(torch::kCPU).contiguous();
     score_top_k(start, rows, dist_c.data_ptr<float>(), found_c.data_ptr<int64_t>());
   }
   return combine(results, std::min(kMaxRank, k));
