@@ -33,6 +33,7 @@
 #include "tandem/cli/train_jobs.h"
 #include "tandem/methods/models/weights.h"
 #include "tandem/methods/serialization.h"
+#include "tandem/methods/atomic_file.h"
 #include "tandem/worker/data/fashion_mnist.h"
 #include "tandem/worker/data/image.h"
 #include "tandem/worker/data/reid_dataset.h"
@@ -206,12 +207,7 @@ torch::nn::Module& predicting_network(worker::ClassificationTrainer& trainer) {
 }
 
 void write_json(const fs::path& path, const nlohmann::ordered_json& value) {
-  {
-    std::ofstream out(path.string() + ".tmp");
-    out << value.dump(2) << "\n";
-    if (!out.flush()) throw std::runtime_error(path.string() + ": write failed");
-  }
-  fs::rename(path.string() + ".tmp", path);
+  methods::write_file_atomically(path.string(), value.dump(2) + "\n");
 }
 
 }  // namespace

@@ -40,6 +40,7 @@
 #include "tandem/methods/models/resnet.h"
 #include "tandem/methods/models/weights.h"
 #include "tandem/methods/serialization.h"
+#include "tandem/methods/atomic_file.h"
 #include "tandem/worker/data/reid_dataset.h"
 #include "tandem/worker/device.h"
 #include "tandem/worker/distributed.h"
@@ -169,14 +170,9 @@ std::optional<worker::StateDict> resume_state(const JobSpec& spec, double kind_c
   return state;
 }
 
-/// Writes `text` to `path` atomically (temp file + rename).
+/// Writes `text` to `path` atomically and durably (methods::write_file_atomically).
 void write_text_atomically(const fs::path& path, const std::string& text) {
-  {
-    std::ofstream out(path.string() + ".tmp");
-    out << text;
-    if (!out.flush()) throw std::runtime_error(path.string() + ": write failed");
-  }
-  fs::rename(path.string() + ".tmp", path);
+  methods::write_file_atomically(path.string(), text);
 }
 
 /// One split of the ranking export: the L2-normalised features of `model`
@@ -617,12 +613,7 @@ JobResult evaluate_job(const JobSpec& spec, bool quiet, const Parallel& parallel
                                           {"rank5", e.rank5}};
   EventLog(fs::path(spec.output_dir) / "events.jsonl").write(metrics);
   const fs::path metrics_path = fs::path(spec.output_dir) / "metrics.json";
-  {
-    std::ofstream out(metrics_path.string() + ".tmp");
-    out << metrics.dump(2) << "\n";
-    if (!out.flush()) throw std::runtime_error(metrics_path.string() + ": write failed");
-  }
-  fs::rename(metrics_path.string() + ".tmp", metrics_path);
+  write_text_atomically(metrics_path, metrics.dump(2) + "\n");
   export_ranking(model, target, spec, spec.weights);
   if (!quiet) {
     std::cout << "tandem train: " << target.root << ": mAP " << std::fixed << std::setprecision(1)

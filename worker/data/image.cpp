@@ -1,5 +1,7 @@
 #include "tandem/worker/data/image.h"
 
+#include "tandem/methods/atomic_file.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -261,22 +263,11 @@ std::vector<uint8_t> encode_png(const Image& image) {
 }
 
 void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  const std::string temp = path + ".tmp";
-  std::FILE* file = std::fopen(temp.c_str(), "wb");
-  if (file == nullptr) throw ImageError(temp + ": cannot create (" + std::strerror(errno) + ")");
-  const bool written =
-      bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-  const int write_errno = errno;
-  const bool closed = std::fclose(file) == 0;
-  if (!written || !closed) {
-    std::remove(temp.c_str());
-    throw ImageError(temp + ": write failed (" + std::strerror(written ? errno : write_errno) +
-                     ")");
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(temp.c_str());
-    throw ImageError(path + ": cannot rename the temp file into place (" + reason + ")");
+  try {
+    methods::write_file_atomically(
+        path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  } catch (const c10::Error& error) {
+    throw ImageError(error.what_without_backtrace());
   }
 }
 
