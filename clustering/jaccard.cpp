@@ -109,33 +109,21 @@ SparseDistance jaccard_from_table(const torch::Tensor& input, const NeighborTabl
   for (int64_t first = 0; first < n; first += kBlockRows) {
     const int64_t rows = std::min(kBlockRows, n - first);
     at::parallel_for(0, rows, 32, [&](int64_t begin, int64_t end) {
-      std::vector<double> shared(static_cast<std::size_t>(n), 0.0);
-      std::vector<int64_t> touched;
+      MinOverlapScratch scratch(n);
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t i = first + r;
-        touched.clear();
-        for (int64_t e = encoding.row_ptr[i]; e < encoding.row_ptr[i + 1]; ++e) {
-          const int64_t k = encoding.col[e];
-          const double v_ik = encoding.value[e];
-          for (int64_t t = inverted.row_ptr[k]; t < inverted.row_ptr[k + 1]; ++t) {
-            const int64_t j = inverted.col[t];
-            if (shared[j] == 0.0) touched.push_back(j);
-            shared[j] += std::min(v_ik, inverted.value[t]);
-          }
-        }
-        std::sort(touched.begin(), touched.end());
         auto& row = block_rows[static_cast<std::size_t>(r)];
         row.clear();
-        for (const int64_t j : touched) {
-          const double s = shared[j];
-          shared[j] = 0.0;
-          double exact = 1.0 - s / (2.0 - s);
-          // Pairs with identical encodings are 0 in exact arithmetic and come
-          // out as float64 rounding noise; distinct values are far above 1e-12.
-          if (exact < kZeroTolerance) exact = 0.0;
-          const auto distance = static_cast<float>(exact);
-          if (distance < 1.0f) row.emplace_back(static_cast<int32_t>(j), distance);
-        }
+        for_each_min_overlap(encoding, inverted, first + r, 0, /*sorted=*/true, scratch,
+                             [&](int64_t j, double s) {
+                               double exact = 1.0 - s / (2.0 - s);
+                               // Pairs with identical encodings are 0 in exact
+                               // arithmetic and come out as float64 rounding
+                               // noise; distinct values are far above 1e-12.
+                               if (exact < kZeroTolerance) exact = 0.0;
+                               const auto distance = static_cast<float>(exact);
+                               if (distance < 1.0f)
+                                 row.emplace_back(static_cast<int32_t>(j), distance);
+                             });
       }
     });
     std::size_t block_nnz = 0;

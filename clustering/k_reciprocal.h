@@ -7,6 +7,7 @@
 // grows with n·k1, never n².
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -46,6 +47,44 @@ SparseRows k_reciprocal_encoding(const torch::Tensor& features, const NeighborTa
 
 /// The columns of `rows` as sparse rows (the inverted index of Zhong et al.).
 SparseRows transpose(const SparseRows& rows);
+
+/// Per-thread scratch of for_each_min_overlap: one accumulator per row.
+struct MinOverlapScratch {
+  explicit MinOverlapScratch(int64_t rows) : shared(static_cast<std::size_t>(rows), 0.0) {}
+  std::vector<double> shared;
+  std::vector<int64_t> touched;
+};
+
+/// The Jaccard numerator of the k-reciprocal encodings (Zhong et al., eq. 10;
+/// notes' Jaccard section): s_ij = Σ_k min(V[i, k], V[j, k]) of row i of
+/// `encoding` against every row j ≥ `first_row` that shares a column with it,
+/// through `inverted` = transpose(encoding). Calls visit(j, s_ij) once per
+/// such j, in ascending j when `sorted`, else in the order j was reached.
+/// The shared kernel of jaccard_distance and re-ranking.
+template <typename Visit>
+void for_each_min_overlap(const SparseRows& encoding, const SparseRows& inverted, int64_t i,
+                          int64_t first_row, bool sorted, MinOverlapScratch& scratch,
+                          Visit&& visit) {
+  auto& shared = scratch.shared;
+  auto& touched = scratch.touched;
+  touched.clear();
+  for (int64_t e = encoding.row_ptr[i]; e < encoding.row_ptr[i + 1]; ++e) {
+    const int64_t k = encoding.col[e];
+    const double v_ik = encoding.value[e];
+    for (int64_t t = inverted.row_ptr[k]; t < inverted.row_ptr[k + 1]; ++t) {
+      const int64_t j = inverted.col[t];
+      if (j < first_row) continue;
+      if (shared[j] == 0.0) touched.push_back(j);
+      shared[j] += v_ik < inverted.value[t] ? v_ik : inverted.value[t];
+    }
+  }
+  if (sorted) std::sort(touched.begin(), touched.end());
+  for (const int64_t j : touched) {
+    const double s = shared[j];
+    shared[j] = 0.0;
+    visit(j, s);
+  }
+}
 
 /// Python's round(x) for x ≥ 0: halves go to the even neighbour (round(2.5) = 2).
 int64_t round_half_even(double x);

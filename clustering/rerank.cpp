@@ -50,27 +50,15 @@ torch::Tensor rerank(const torch::Tensor& query, const torch::Tensor& gallery,
   result = (1 - options.lambda) + options.lambda * result;
   double* out = result.data_ptr<double>();
   at::parallel_for(0, q, 16, [&](int64_t begin, int64_t end) {
-    std::vector<double> shared(static_cast<std::size_t>(n), 0.0);
-    std::vector<int64_t> touched;
+    MinOverlapScratch scratch(n);
     for (int64_t i = begin; i < end; ++i) {
-      touched.clear();
-      for (int64_t e = encoding.row_ptr[i]; e < encoding.row_ptr[i + 1]; ++e) {
-        const int64_t k = encoding.col[e];
-        const double v_ik = encoding.value[e];
-        for (int64_t t = inverted.row_ptr[k]; t < inverted.row_ptr[k + 1]; ++t) {
-          const int64_t j = inverted.col[t];
-          if (j < q) continue;  // gallery columns only
-          if (shared[j] == 0.0) touched.push_back(j);
-          shared[j] += std::min(v_ik, inverted.value[t]);
-        }
-      }
-      for (const int64_t j : touched) {
-        const double s = shared[j];
-        shared[j] = 0.0;
-        const double jaccard = std::max(0.0, 1.0 - s / (2.0 - s));
-        // Replace the Jaccard term 1 by the real one.
-        out[i * g + (j - q)] += (1 - options.lambda) * (jaccard - 1.0);
-      }
+      // Gallery rows only (j >= q).
+      for_each_min_overlap(encoding, inverted, i, q, /*sorted=*/false, scratch,
+                           [&](int64_t j, double s) {
+                             const double jaccard = std::max(0.0, 1.0 - s / (2.0 - s));
+                             // Replace the Jaccard term 1 by the real one.
+                             out[i * g + (j - q)] += (1 - options.lambda) * (jaccard - 1.0);
+                           });
     }
   });
   return result.to(torch::kFloat32);
