@@ -1,5 +1,7 @@
 #include "tandem/worker/data_parallel.h"
 
+#include "tandem/worker/data/sampler.h"
+
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -168,6 +170,25 @@ torch::Tensor all_gather_shards(const torch::Tensor& local, c10d::ProcessGroup& 
   for (int r = 0; r < world; ++r)
     kept.push_back(parts[static_cast<size_t>(r)].narrow(0, 0, rows[r]));
   return torch::cat(kept);
+}
+
+RankBatches share_batches(std::vector<std::vector<int64_t>> global_batches, int64_t batch_size,
+                          const torch::Tensor& labels, const DataParallel* parallel,
+                          const torch::Device& device) {
+  RankBatches out;
+  out.world = parallel ? parallel->world_size() : 1;
+  out.rank = parallel ? parallel->rank() : 0;
+  out.local_batch = batch_size / out.world;
+  if (parallel == nullptr) {
+    out.batches = std::move(global_batches);
+    return out;
+  }
+  for (const auto& b : global_batches) {
+    out.global_labels.push_back(
+        labels.index_select(0, torch::tensor(b, torch::kInt64)).to(device, true));
+  }
+  out.batches = rank_shares(global_batches, out.rank, out.world);
+  return out;
 }
 
 void check_whole_share(const char* owner, int rank, int64_t batch_index, int64_t expected_index,

@@ -111,6 +111,24 @@ std::vector<torch::Tensor> share_from_rank0(
 void check_whole_share(const char* owner, int rank, int64_t batch_index, int64_t expected_index,
                        int64_t skipped, int64_t share);
 
+/// One rank's part of an epoch's global P×K batches (every rank drew the
+/// same ones): its contiguous share of each batch and, with several ranks,
+/// the labels of each whole global batch on `device` (the losses run on the
+/// gathered outputs). The block pretrain and MMT share.
+struct RankBatches {
+  int world = 1;
+  int rank = 0;
+  /// Images of each global batch this rank loads (batch_size / world).
+  int64_t local_batch = 0;
+  /// This rank's share of each global batch (all of it on one rank).
+  std::vector<std::vector<int64_t>> batches;
+  /// Labels of each global batch (empty on one rank).
+  std::vector<torch::Tensor> global_labels;
+};
+RankBatches share_batches(std::vector<std::vector<int64_t>> global_batches, int64_t batch_size,
+                          const torch::Tensor& labels, const DataParallel* parallel,
+                          const torch::Device& device);
+
 /// Communication of one GradientReducer, summed over the backward passes
 /// since the last reset.
 struct CommunicationStats {

@@ -219,16 +219,13 @@ MmtEpochStats MmtTrainer::train_epoch(int64_t epoch) {
   const int64_t batch_size = options_.num_identities * options_.num_instances;
   std::vector<std::vector<int64_t>> batches = sampler_batches(sampler, batch_size, options_.iters);
   // Every rank drew the same global batches; each loads its share.
-  const int world = parallel ? parallel->world_size() : 1;
-  const int rank = parallel ? parallel->rank() : 0;
-  const int64_t local_batch = batch_size / world;
-  std::vector<torch::Tensor> global_labels;
-  if (parallel != nullptr) {
-    for (const auto& b : batches)
-      global_labels.push_back(
-          labels.index_select(0, torch::tensor(b, torch::kInt64)).to(options_.device, true));
-    batches = rank_shares(batches, rank, world);
-  }
+  RankBatches shares =
+      share_batches(std::move(batches), batch_size, labels, parallel, options_.device);
+  const int world = shares.world;
+  const int rank = shares.rank;
+  const int64_t local_batch = shares.local_batch;
+  const std::vector<torch::Tensor>& global_labels = shares.global_labels;
+  batches = std::move(shares.batches);
   // One Adam per student (the same update as one over both), and the pair
   // threads, made before the loader's threads start.
   MmtStepOptions step_options;

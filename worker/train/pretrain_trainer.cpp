@@ -139,16 +139,12 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
   // Data parallel: every rank drew the same global batches; each loads its
   // share and keeps the global labels for the gathered outputs.
   const DataParallel* parallel = reducer_ ? options_.data_parallel.get() : nullptr;
-  const int world = parallel ? parallel->world_size() : 1;
-  const int rank = parallel ? parallel->rank() : 0;
-  const int64_t local_batch = batch_size / world;
-  std::vector<torch::Tensor> global_labels;
-  if (parallel != nullptr) {
-    for (const auto& b : batches)
-      global_labels.push_back(
-          labels.index_select(0, torch::tensor(b, torch::kInt64)).to(device, true));
-    batches = rank_shares(batches, rank, world);
-  }
+  RankBatches shares = share_batches(std::move(batches), batch_size, labels, parallel, device);
+  const int world = shares.world;
+  const int rank = shares.rank;
+  const int64_t local_batch = shares.local_batch;
+  const std::vector<torch::Tensor>& global_labels = shares.global_labels;
+  batches = std::move(shares.batches);
   LoaderOptions loader_options;
   loader_options.num_threads = options_.loader_threads;
   loader_options.pin_memory = options_.device.is_cuda();  // non-blocking copies to the GPU
