@@ -31,6 +31,7 @@
 #include "tandem/cli/app.h"
 #include "tandem/cli/launcher.h"
 #include "tandem/client/health_client.h"
+#include "tandem/rpc/channel.h"
 #include "tandem/v1/tandem.grpc.pb.h"
 #include "tandem/worker/data/reid_dataset.h"
 
@@ -228,7 +229,8 @@ int run_demo(const DemoFlags& flags) {
   std::cout << "\n2. Services (logs in " << (workdir / "logs").string() << ")" << std::endl;
   background("cluster", {"cluster", "--listen", clustering});
   background("server", {"server", "--listen", address, "--db", (workdir / "tandem.db").string(),
-                        "--jobs-dir", (workdir / "jobs").string(), "--clustering", clustering});
+                        "--jobs-dir", (workdir / "jobs").string(), "--clustering", clustering,
+                        "--data-root", workdir.string()});
   for (const auto& target_address : {clustering, address}) {
     const auto ready = client::wait_until_serving(target_address, std::chrono::seconds(30));
     if (!ready.ok()) {
@@ -243,8 +245,13 @@ int run_demo(const DemoFlags& flags) {
   }
   std::cout << "  tandem server on " << address << ", tandem cluster on " << clustering
             << ", 2 tandem workers" << std::endl;
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  auto stub = v1::Tandem::NewStub(channel);
+  // Plaintext: everything the demo starts listens on loopback.
+  auto channel = rpc::make_channel(address, {});
+  if (!channel.ok()) {
+    std::cerr << "tandem demo: " << channel.status().message() << std::endl;
+    return kExitFailure;
+  }
+  auto stub = v1::Tandem::NewStub(*channel);
 
   // 3. Two source models, one per worker, at the same time.
   std::cout << "\n3. Pre-training two source models (MMT's two peers), one per worker" << std::endl;

@@ -8,11 +8,14 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <vector>
 
 #include "tandem/cli/app.h"
 #include "tandem/cli/image_embedder.h"
 #include "tandem/cli/signals.h"
 #include "tandem/cli/spec_validation.h"
+#include "tandem/rpc/auth.h"
+#include "tandem/rpc/tls.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/server/job_coordinator.h"
 #include "tandem/server/job_store.h"
@@ -34,6 +37,14 @@ struct ServerFlags {
   double rank_timeout_seconds = 300;
   double reserve_after_seconds = 300;
   double unplaceable_timeout_seconds = 600;
+  // Security (docs/security.md).
+  std::string tls_cert, tls_key, client_ca, tokens;
+  std::vector<std::string> data_roots;
+  double submit_rate = 60;
+  int max_queued = 100;
+  int64_t max_image_bytes = 16 << 20;
+  int64_t max_image_pixels = 4096LL * 4096;
+  double retention_days = 0;
 };
 
 std::chrono::milliseconds millis(double seconds) {
@@ -44,6 +55,42 @@ int run_server(const ServerFlags& flags) {
   if (!(flags.heartbeat_timeout_seconds > flags.heartbeat_seconds)) {
     std::cerr << "tandem server: --heartbeat-timeout must be longer than --heartbeat" << std::endl;
     return kExitUsage;
+  }
+  rpc::ServerTls tls{flags.tls_cert, flags.tls_key, flags.client_ca,
+                     rpc::ClientCertificates::kVerifyIfPresented};
+  auto credentials = rpc::server_credentials(tls);
+  if (!credentials.ok()) {
+    std::cerr << "tandem server: " << credentials.status().message() << "\n";
+    return kExitUsage;
+  }
+  rpc::Authorizer authorizer;
+  if (!flags.tokens.empty()) {
+    auto tokens = rpc::TokenTable::Load(flags.tokens);
+    if (!tokens.ok()) {
+      std::cerr << "tandem server: " << tokens.status().message() << "\n";
+      return kExitUsage;
+    }
+    authorizer = rpc::Authorizer(*std::move(tokens));
+  }
+  for (const auto& root : flags.data_roots) {
+    if (!std::filesystem::is_directory(root)) {
+      std::cerr << "tandem server: --data-root " << root << " is not a folder\n";
+      return kExitUsage;
+    }
+  }
+  if (!rpc::is_loopback_address(flags.listen)) {
+    if (!tls.enabled()) {
+      std::cerr << "tandem server: warning: serving " << flags.listen
+                << " in plaintext: tokens, specs and results cross the network unencrypted "
+                   "(give --tls-cert and --tls-key)"
+                << std::endl;
+    }
+    if (!authorizer.enabled()) {
+      std::cerr << "tandem server: warning: serving " << flags.listen
+                << " without --tokens: anyone who reaches it may submit jobs and register "
+                   "workers"
+                << std::endl;
+    }
   }
   auto store = server::JobStore::Open(flags.db);
   if (!store.ok()) {
@@ -61,15 +108,26 @@ int run_server(const ServerFlags& flags) {
   options.rank_timeout_seconds = flags.rank_timeout_seconds;
   options.reserve_after = millis(flags.reserve_after_seconds);
   options.unplaceable_timeout = millis(flags.unplaceable_timeout_seconds);
+  options.data_roots = std::vector<std::string>();
+  for (const auto& root : flags.data_roots) {
+    options.data_roots->push_back(std::filesystem::absolute(root).string());
+  }
+  options.submits_per_minute = flags.submit_rate;
+  options.max_queued_per_principal = flags.max_queued;
+  options.retention = millis(flags.retention_days * 86400.0);
   server::JobCoordinator coordinator(**store, options, validate_submitted_spec);
   if (const absl::Status started = coordinator.start(); !started.ok()) {
     std::cerr << "tandem server: " << started.message() << "\n";
     return kExitFailure;
   }
-  server::TandemService jobs(coordinator, embed_image_bytes);
-  server::WorkerControlService workers(coordinator);
+  server::UploadLimits upload_limits;
+  upload_limits.max_image_bytes = flags.max_image_bytes;
+  upload_limits.max_image_pixels = flags.max_image_pixels;
+  server::TandemService jobs(coordinator, embed_image_bytes, authorizer, upload_limits);
+  server::WorkerControlService workers(coordinator, authorizer, !flags.client_ca.empty());
   server::GrpcOptions grpc_options;
   grpc_options.address = flags.listen;
+  grpc_options.credentials = *credentials;
   auto grpc_server = server::GrpcServer::Create(grpc_options, {&jobs, &workers},
                                                 {"tandem.v1.Tandem", "tandem.v1.WorkerControl"});
   if (!grpc_server.ok()) {
@@ -80,7 +138,9 @@ int run_server(const ServerFlags& flags) {
             << " (job store " << flags.db << ", job folders under " << options.jobs_dir
             << (flags.clustering.empty() ? ", clustering in the ranks"
                                          : ", clustering service " + flags.clustering)
-            << ")" << std::endl;
+            << (tls.enabled() ? (flags.client_ca.empty() ? ", TLS" : ", TLS with client certificates")
+                              : ", plaintext")
+            << (authorizer.enabled() ? ", tokens required" : ", no tokens") << ")" << std::endl;
   const int code = serve_until_stopped(**grpc_server, "tandem server");
   coordinator.stop();
   return code;
@@ -142,6 +202,41 @@ void add_server_command(CLI::App& app, Action& action) {
       ->add_option("--unplaceable-timeout", flags->unplaceable_timeout_seconds,
                    "seconds a queued job whose world size exceeds the most workers ever "
                    "registered at one time waits before it fails (0: for ever)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command->add_option("--tls-cert", flags->tls_cert, "PEM certificate chain: serve TLS");
+  command->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert");
+  command->add_option("--client-ca", flags->client_ca,
+                      "PEM CA that signs client certificates: workers must present one "
+                      "(mutual TLS); users may connect with a token alone");
+  command->add_option("--tokens", flags->tokens,
+                      "file of `TOKEN ROLE [NAME]` lines (roles admin, submit, read, worker): "
+                      "every call but health needs `authorization: Bearer TOKEN`");
+  command
+      ->add_option("--data-root", flags->data_roots,
+                   "a folder jobs may read data sets and weights from (repeatable; paths in "
+                   "specs must resolve under one; none: specs may name no data path)");
+  command
+      ->add_option("--submit-rate", flags->submit_rate,
+                   "SubmitJob calls per minute per token (0: unlimited)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command
+      ->add_option("--max-queued", flags->max_queued,
+                   "queued jobs one token may have at a time (0: unlimited)")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  command->add_option("--max-image-bytes", flags->max_image_bytes, "largest Rank image upload")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
+  command
+      ->add_option("--max-image-pixels", flags->max_image_pixels,
+                   "largest width x height of a Rank image upload (read from its header)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 32))
+      ->capture_default_str();
+  command
+      ->add_option("--retention-days", flags->retention_days,
+                   "delete ended jobs and their folders this many days after they ended (0: keep)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   command->callback([flags, &action] { action = [flags] { return run_server(*flags); }; });

@@ -6,7 +6,10 @@
 // worker's slot i trains on cuda:i). Rank 0 forwards its job's events
 // (OUTPUT_DIR/events.jsonl) as they are written; every rank reports its
 // exit. When the stream breaks (server gone or restarted) the ranks are
-// stopped and the worker reconnects; SIGINT/SIGTERM stop both.
+// stopped and the worker reconnects; SIGINT/SIGTERM stop both. With
+// --tls-ca (and --tls-cert/--tls-key for mutual TLS) it dials over TLS and
+// hands those files to its ranks (TANDEM_TLS_*), whose clustering client
+// dials the clustering service with them; --token is the worker's own.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -35,6 +38,7 @@
 #include "tandem/cli/app.h"
 #include "tandem/cli/launcher.h"
 #include "tandem/cli/worker_command.h"
+#include "tandem/rpc/channel.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/worker/device.h"
 #include "tandem/v1/worker.grpc.pb.h"
@@ -64,6 +68,9 @@ struct WorkerFlags {
   double grace_seconds = 10;
   /// Where this worker serves grpc.health.v1.Health (port 0: any).
   std::string health_listen = "127.0.0.1:0";
+  /// Empty ones come from TANDEM_TOKEN and TANDEM_TLS_CA/CERT/KEY
+  /// (resolved in run_worker).
+  rpc::ClientSecurity security;
 };
 
 /// The last `lines` lines of a file (at most 2,000 characters).
@@ -228,8 +235,12 @@ class Worker {
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
     arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    auto channel =
-        grpc::CreateCustomChannel(flags_.server, grpc::InsecureChannelCredentials(), arguments);
+    auto made = rpc::make_channel(flags_.server, flags_.security, arguments);
+    if (!made.ok()) {  // checked in run_worker; a file that went away since
+      std::cerr << "tandem worker: " << made.status().message() << std::endl;
+      return Session::kNoServer;
+    }
+    const std::shared_ptr<grpc::Channel> channel = *made;
     if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(2))) {
       return Session::kNoServer;
     }
@@ -410,6 +421,13 @@ class Worker {
     }
     if (flags_.threads > 0)
       child.env.emplace_back("OMP_NUM_THREADS", std::to_string(flags_.threads));
+    // The rank's clustering client reads its TLS files from the environment
+    // (rpc::ClientSecurity::from_environment). The worker's token stays
+    // here: ranks do not call the job service.
+    child.env.emplace_back("TANDEM_TLS_CA", flags_.security.tls_ca_file);
+    child.env.emplace_back("TANDEM_TLS_CERT", flags_.security.tls_cert_file);
+    child.env.emplace_back("TANDEM_TLS_KEY", flags_.security.tls_key_file);
+    child.env.emplace_back("TANDEM_TOKEN", "");
     rank->pid = spawn_child(child);
     rank->watch_exit(wakeup_);
     std::cout << "tandem worker: job " << assignment.job_id() << " attempt " << assignment.attempt()
@@ -539,6 +557,17 @@ int run_worker(WorkerFlags flags) {
     std::cerr << "tandem worker: " << error << std::endl;
     return kExitUsage;
   }
+  flags.security.with_environment();
+  // Absolute, as the ranks get them (they may run elsewhere than this
+  // folder one day); and checked now, not on the first connection.
+  for (std::string* file : {&flags.security.tls_ca_file, &flags.security.tls_cert_file,
+                            &flags.security.tls_key_file}) {
+    if (!file->empty()) *file = fs::absolute(*file).lexically_normal().string();
+  }
+  if (auto checked = rpc::make_channel(flags.server, flags.security); !checked.ok()) {
+    std::cerr << "tandem worker: " << checked.status().message() << std::endl;
+    return kExitUsage;
+  }
   struct sigaction action {};
   action.sa_handler = on_worker_signal;
   sigemptyset(&action.sa_mask);
@@ -573,6 +602,16 @@ void add_worker_command(CLI::App& app, Action& action) {
       ->envname("TANDEM_SERVER")
       ->capture_default_str();
   command->add_option("--name", flags->name, "name shown in job listings (default host:pid)");
+  command->add_option("--token", flags->security.token,
+                      "bearer token of the `worker` role (default: $TANDEM_TOKEN)");
+  command->add_option("--tls-ca", flags->security.tls_ca_file,
+                      "PEM CA bundle that signs the server's and the clustering service's "
+                      "certificates; given: TLS, also for the ranks (default: $TANDEM_TLS_CA)");
+  command->add_option("--tls-cert", flags->security.tls_cert_file,
+                      "PEM certificate of this worker and its ranks for mutual TLS "
+                      "(default: $TANDEM_TLS_CERT)");
+  command->add_option("--tls-key", flags->security.tls_key_file,
+                      "PEM private key of --tls-cert (default: $TANDEM_TLS_KEY)");
   command
       ->add_option("--health-listen", flags->health_listen,
                    "host:port of this worker's grpc.health.v1 service (port 0: any free one)")

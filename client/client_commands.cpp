@@ -1,11 +1,12 @@
 // The client subcommands of `tandem`, talking to a `tandem.v1.Tandem`
-// service (`tandem server`): submit, status, watch, cancel, rank. Human
-// output by default, the replies' protobuf JSON with --json; a gRPC error
-// prints `tandem <command>: <CODE>: <message>` and exits 1.
+// service (`tandem server`): submit, status, watch, cancel, delete, rank.
+// Human output by default, the replies' protobuf JSON with --json; a gRPC
+// error prints `tandem <command>: <CODE>: <message>` and exits 1. Every call
+// carries the bearer token of --token (or TANDEM_TOKEN), over TLS when
+// --tls-ca (or TANDEM_TLS_CA) names the server's CA (docs/security.md).
 #include <google/protobuf/util/json_util.h>
+#include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -27,6 +28,7 @@
 
 #include "tandem/client/command.h"
 #include "tandem/client/spec_proto.h"
+#include "tandem/rpc/channel.h"
 
 namespace tandem::client {
 namespace {
@@ -38,6 +40,9 @@ struct ClientFlags {
   std::string server = "127.0.0.1:50051";
   bool json = false;
   double timeout_s = 30;
+  /// Empty ones are filled from TANDEM_TOKEN and TANDEM_TLS_CA/CERT/KEY
+  /// (rpc::ClientSecurity::with_environment).
+  std::string token, tls_ca, tls_cert, tls_key;
 };
 
 void add_client_flags(CLI::App& command, ClientFlags& flags) {
@@ -49,6 +54,26 @@ void add_client_flags(CLI::App& command, ClientFlags& flags) {
   command.add_option("--timeout", flags.timeout_s, "seconds to wait for each unary reply")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  command.add_option("--token", flags.token,
+                     "bearer token sent with every call (default: $TANDEM_TOKEN)");
+  command.add_option("--tls-ca", flags.tls_ca,
+                     "PEM CA bundle that signs the server's certificate; given: TLS "
+                     "(default: $TANDEM_TLS_CA)");
+  command.add_option("--tls-cert", flags.tls_cert,
+                     "PEM client certificate for mutual TLS (default: $TANDEM_TLS_CERT)");
+  command.add_option("--tls-key", flags.tls_key,
+                     "PEM private key of --tls-cert (default: $TANDEM_TLS_KEY)");
+}
+
+/// The flags' security settings, the environment's where a flag is absent.
+rpc::ClientSecurity security_of(const ClientFlags& flags) {
+  rpc::ClientSecurity security;
+  security.token = flags.token;
+  security.tls_ca_file = flags.tls_ca;
+  security.tls_cert_file = flags.tls_cert;
+  security.tls_key_file = flags.tls_key;
+  security.with_environment();
+  return security;
 }
 
 /// How long a watch waits for a lost server to come back, by default.
@@ -229,10 +254,19 @@ bool ended(v1::JobState state) {
 class Client {
  public:
   Client(const ClientFlags& flags, std::string command)
-      : flags_(flags),
-        command_(std::move(command)),
-        stub_(v1::Tandem::NewStub(
-            grpc::CreateChannel(flags.server, grpc::InsecureChannelCredentials()))) {}
+      : flags_(flags), command_(std::move(command)) {
+    auto channel = rpc::make_channel(flags.server, security_of(flags));
+    if (channel.ok()) {
+      stub_ = v1::Tandem::NewStub(*channel);
+    } else {
+      setup_error_ = std::string(channel.status().message());
+    }
+  }
+
+  /// Whether the channel could be made (TLS files readable); when not,
+  /// setup_failed() reports why. Every command checks it first.
+  bool ready() const { return stub_ != nullptr; }
+  int setup_failed() const { return fail(setup_error_); }
 
   v1::Tandem::Stub& stub() { return *stub_; }
   const ClientFlags& flags() const { return flags_; }
@@ -259,13 +293,19 @@ class Client {
         std::cerr << "no answer from the server at " << flags_.server << " within "
                   << flags_.timeout_s << " s (--timeout)";
         break;
+      case grpc::StatusCode::UNAUTHENTICATED:
+        std::cerr << "the server at " << flags_.server
+                  << " refused the call: " << status.error_message()
+                  << ". Give a token with --token or TANDEM_TOKEN";
+        break;
+      // PERMISSION_DENIED: the server's message names the role and what it lacks.
       default: std::cerr << status.error_message();
     }
     std::cerr << "\n";
     return kExitFailure;
   }
 
-  /// Prints a local error (a spec, a file) and returns 1.
+  /// Prints a local error (a spec, a file, a TLS file) and returns 1.
   int fail(const std::string& message) const {
     std::cerr << "tandem " << command_ << ": " << message << "\n";
     return kExitFailure;
@@ -274,7 +314,8 @@ class Client {
  private:
   ClientFlags flags_;
   std::string command_;
-  std::unique_ptr<v1::Tandem::Stub> stub_;
+  std::unique_ptr<v1::Tandem::Stub> stub_;  // null when the channel could not be made
+  std::string setup_error_;
 };
 
 /// Draws a job's WatchJob events for people: on a terminal, a bar for the
@@ -595,6 +636,7 @@ struct SubmitFlags {
 
 int run_submit(const SubmitFlags& flags) {
   Client client(flags.client, "submit");
+  if (!client.ready()) return client.setup_failed();
   v1::SubmitJobRequest request;
   try {
     *request.mutable_spec() = job_spec_proto_from_file(flags.spec);
@@ -625,6 +667,7 @@ void print_job(const v1::Job& job) {
       {"kind", job.spec().kind()},
       {"state", v1::JobState_Name(job.state())},
   };
+  if (!job.owner().empty()) rows.push_back({"owner", job.owner()});
   if (job.state() == v1::RUNNING) {
     if (job.phase() != v1::JOB_PHASE_UNSPECIFIED) {
       rows.push_back({"phase", lower(v1::JobPhase_Name(job.phase()))});
@@ -661,6 +704,7 @@ void print_job(const v1::Job& job) {
 
 int run_status(const StatusFlags& flags) {
   Client client(flags.client, "status");
+  if (!client.ready()) return client.setup_failed();
   if (!flags.job.empty()) {
     v1::GetJobRequest request;
     request.set_id(flags.job);
@@ -734,6 +778,7 @@ struct WatchFlags {
 
 int run_watch(const WatchFlags& flags) {
   Client client(flags.client, "watch");
+  if (!client.ready()) return client.setup_failed();
   return watch_job(client, flags.job, flags.rate, flags.reconnect_seconds);
 }
 
@@ -744,6 +789,7 @@ struct CancelFlags {
 
 int run_cancel(const CancelFlags& flags) {
   Client client(flags.client, "cancel");
+  if (!client.ready()) return client.setup_failed();
   v1::CancelJobRequest request;
   request.set_id(flags.job);
   v1::Job job;
@@ -754,6 +800,33 @@ int run_cancel(const CancelFlags& flags) {
     std::cout << to_json(job) << std::endl;
   } else {
     std::cout << "job " << job.id() << ": " << v1::JobState_Name(job.state()) << std::endl;
+  }
+  return kExitOk;
+}
+
+// ---- delete ------------------------------------------------------------------
+
+struct DeleteFlags {
+  ClientFlags client;
+  std::string job;
+};
+
+int run_delete(const DeleteFlags& flags) {
+  Client client(flags.client, "delete");
+  if (!client.ready()) return client.setup_failed();
+  v1::DeleteJobRequest request;
+  request.set_id(flags.job);
+  v1::DeleteJobResponse response;
+  auto context = client.unary();
+  const grpc::Status status = client.stub().DeleteJob(context.get(), request, &response);
+  if (!status.ok()) return client.fail(status);
+  if (flags.client.json) {
+    std::cout << to_json(response) << std::endl;
+  } else {
+    std::cout << "deleted job " << response.id();
+    if (!response.removed_output_dir().empty())
+      std::cout << " (removed " << response.removed_output_dir() << ")";
+    std::cout << std::endl;
   }
   return kExitOk;
 }
@@ -771,6 +844,7 @@ struct RankFlags {
 
 int run_rank(const RankFlags& flags) {
   Client client(flags.client, "rank");
+  if (!client.ready()) return client.setup_failed();
   if (flags.has_query == !flags.image.empty()) {
     return client.fail("give one of --query N (a query of the job's target) or --image FILE");
   }
@@ -878,6 +952,14 @@ void add_client_commands(CLI::App& app, Action& action) {
     command->add_option("JOB", flags->job, "job id")->required();
     add_client_flags(*command, flags->client);
     command->callback([flags, &action] { action = [flags] { return run_cancel(*flags); }; });
+  }
+  {
+    auto flags = std::make_shared<DeleteFlags>();
+    auto* command = app.add_subcommand(
+        "delete", "Remove an ended job and its output folder from the server");
+    command->add_option("JOB", flags->job, "job id")->required();
+    add_client_flags(*command, flags->client);
+    command->callback([flags, &action] { action = [flags] { return run_delete(*flags); }; });
   }
   {
     auto flags = std::make_shared<RankFlags>();

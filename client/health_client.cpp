@@ -1,11 +1,12 @@
 #include "tandem/client/health_client.h"
 
 #include <grpc/health/v1/health.grpc.pb.h>
+#include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 
 #include <thread>
+
+#include "tandem/rpc/channel.h"
 
 namespace tandem::client {
 
@@ -22,8 +23,17 @@ const char* to_string(ServingStatus status) {
 absl::StatusOr<ServingStatus> check_health(const std::string& target, const std::string& service,
                                            std::chrono::milliseconds timeout) {
   if (target.empty()) return absl::InvalidArgumentError("health check target is empty");
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-  auto stub = grpc::health::v1::Health::NewStub(channel);
+  // TLS when TANDEM_TLS_CA (and for mutual TLS TANDEM_TLS_CERT/KEY) is set:
+  // a TLS listener's health service answers only over TLS. The health
+  // service needs no token, so none is sent.
+  rpc::ClientSecurity security = rpc::ClientSecurity::from_environment();
+  security.token.clear();
+  auto channel = rpc::make_channel(target, security);
+  if (!channel.ok()) {
+    return absl::Status(channel.status().code(),
+                        "health check of " + target + ": " + std::string(channel.status().message()));
+  }
+  auto stub = grpc::health::v1::Health::NewStub(*channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + timeout);
   grpc::health::v1::HealthCheckRequest request;
@@ -49,6 +59,8 @@ absl::Status wait_until_serving(const std::string& target, std::chrono::millisec
   absl::Status last = absl::DeadlineExceededError("no health check was made");
   while (std::chrono::steady_clock::now() < give_up) {
     auto answer = check_health(target, service, std::chrono::milliseconds(500));
+    // A bad target or TLS file does not get better by waiting.
+    if (answer.status().code() == absl::StatusCode::kInvalidArgument) return answer.status();
     if (answer.ok() && *answer == ServingStatus::kServing) return absl::OkStatus();
     last = answer.ok() ? absl::UnavailableError(target + " answers " + to_string(*answer))
                        : answer.status();

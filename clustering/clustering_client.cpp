@@ -1,8 +1,8 @@
 #include "tandem/clustering/clustering_client.h"
 
+#include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <tandem/v1/clustering.grpc.pb.h>
 #include <torch/torch.h>
 
@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "tandem/clustering/tensor_checks.h"
+#include "tandem/rpc/channel.h"
 
 namespace tandem::clustering {
 namespace {
@@ -54,9 +55,13 @@ PseudoLabels cluster_remote(const torch::Tensor& features, const PseudoLabelOpti
               input.size(1), " floats");
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(-1);  // labels and centroids of large inputs
+  // Mutual TLS when the worker passed its TLS files (TANDEM_TLS_CA, _CERT,
+  // _KEY) to this rank; plaintext otherwise.
   auto channel =
-      grpc::CreateCustomChannel(client.target, grpc::InsecureChannelCredentials(), arguments);
-  auto stub = tandem::v1::ClusteringService::NewStub(channel);
+      rpc::make_channel(client.target, rpc::ClientSecurity::from_environment(), arguments);
+  TORCH_CHECK(channel.ok(), "clustering service at ", client.target, ": ",
+              channel.status().message());
+  auto stub = tandem::v1::ClusteringService::NewStub(*channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + client.timeout);
   tandem::v1::ClusterResponse response;

@@ -52,7 +52,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
   // gRPC sets SO_REUSEPORT by default, which lets a second server bind a
   // port already in use and silently share its calls; refuse that instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(
+      options.address,
+      options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &bound_port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (grpc::Service* service : services) builder.RegisterService(service);

@@ -12,6 +12,7 @@
 
 namespace grpc {
 class Server;
+class ServerCredentials;
 class Service;
 class HealthCheckServiceInterface;
 }  // namespace grpc
@@ -23,6 +24,9 @@ struct GrpcOptions {
   std::string address = "127.0.0.1:50051";
   /// Largest message accepted or sent (features are streamed in chunks).
   int max_message_bytes = 64 << 20;
+  /// The listener's credentials (rpc::server_credentials: TLS, mutual TLS);
+  /// null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class GrpcServer {

@@ -12,7 +12,11 @@
 #include <sstream>
 #include <utility>
 
+#include <sys/random.h>
+
+#include "tandem/server/confinement.h"
 #include "tandem/server/rendezvous.h"
+#include "tandem/server/spec_limits.h"
 #include "tandem/server/status.h"
 
 namespace tandem::server {
@@ -117,16 +121,25 @@ v1::JobPhase phase_of(const std::string& name) {
   return v1::JOB_PHASE_UNSPECIFIED;
 }
 
-absl::StatusOr<int64_t> parse_job_id(const std::string& id) {
-  if (id.empty()) return absl::InvalidArgumentError("id: empty job id");
-  int64_t value = 0;
-  for (const char c : id) {
-    if (c < '0' || c > '9' || value > (INT64_MAX - 9) / 10) {
-      return absl::NotFoundError("no job with id '" + id + "'");
+/// 128 random bits as 32 hex digits: a job id nobody can guess.
+std::string random_job_id() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    const ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error("getrandom failed: cannot make a job id");
     }
-    value = value * 10 + (c - '0');
+    got += static_cast<size_t>(n);
   }
-  return value;
+  static const char* kHex = "0123456789abcdef";
+  std::string id;
+  for (const unsigned char b : bytes) {
+    id += kHex[b >> 4];
+    id += kHex[b & 15];
+  }
+  return id;
 }
 
 /// A number of the event JSON, flattened into `values` under `prefix`.
@@ -253,7 +266,8 @@ absl::Status JobCoordinator::start() {
       return absl::DataLossError("job store: job " + std::to_string(record.id) +
                                  " has an unreadable spec");
     }
-    job.set_id(std::to_string(record.id));
+    job.set_id(record.public_id.empty() ? std::to_string(record.id) : record.public_id);
+    job.set_owner(record.owner);
     job.set_state(to_wire(record.state));
     job.set_error(record.error);
     job.set_created_ms(record.created_ms);
@@ -278,6 +292,7 @@ absl::Status JobCoordinator::start() {
       std::cout << "tandem server: job " << record.id
                 << " was running when the server stopped; queued again" << std::endl;
     }
+    ids_[rt->job.id()] = record.id;
     jobs_[record.id] = std::move(rt);
   }
   stopping_ = false;
@@ -297,16 +312,45 @@ void JobCoordinator::stop() {
 }
 
 JobCoordinator::Runtime* JobCoordinator::find(const std::string& id) const {
-  const auto parsed = parse_job_id(id);
-  if (!parsed.ok()) return nullptr;
-  const auto it = jobs_.find(*parsed);
+  const auto row = ids_.find(id);
+  if (row == ids_.end()) return nullptr;
+  const auto it = jobs_.find(row->second);
   return it == jobs_.end() ? nullptr : it->second.get();
 }
 
-absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted) {
+absl::Status JobCoordinator::take_submit_locked(const std::string& owner) {
+  if (options_.submits_per_minute <= 0) return absl::OkStatus();
+  const auto now = Clock::now();
+  const double capacity = options_.submits_per_minute;
+  auto [it, fresh] = submit_buckets_.try_emplace(owner, SubmitBucket{capacity, now});
+  SubmitBucket& bucket = it->second;
+  const double minutes = std::chrono::duration<double>(now - bucket.refilled).count() / 60.0;
+  bucket.tokens = std::min(capacity, bucket.tokens + minutes * capacity);
+  bucket.refilled = now;
+  if (bucket.tokens < 1.0) {
+    const double wait_s = (1.0 - bucket.tokens) / capacity * 60.0;
+    std::ostringstream message;
+    message << "submit rate: '" << owner << "' may submit " << capacity
+            << " jobs per minute (--submit-rate); try again in " << std::fixed
+            << std::setprecision(1) << wait_s << " s";
+    return absl::ResourceExhaustedError(message.str());
+  }
+  bucket.tokens -= 1.0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted,
+                                               const std::string& owner) {
   v1::JobSpec spec = submitted;
+  // The rate first: every attempt costs, valid or not (validation reads the
+  // data sets).
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TANDEM_RETURN_IF_ERROR(take_submit_locked(owner));
+  }
   if (spec.kind().empty())
     return absl::InvalidArgumentError("spec.kind: missing (pretrain, mmt, ...)");
+  TANDEM_RETURN_IF_ERROR(check_spec_limits(spec));
   if (spec.has_world_size() && spec.world_size() < 1) {
     return absl::InvalidArgumentError("spec.world_size: must be >= 1, got " +
                                       std::to_string(spec.world_size()));
@@ -325,28 +369,73 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted) {
           (pool == SlotPool::kGpu ? ", `--device cuda`" : " or raise --expect-workers") + ")");
     }
   }
+  // Confined before anything reads the paths: an outside path gets the same
+  // answer whether or not it exists.
+  const std::string public_id = random_job_id();
+  TANDEM_RETURN_IF_ERROR(confine_output_dir(spec, options_.jobs_dir, public_id));
+  if (options_.data_roots) {
+    std::vector<std::string> weight_roots = *options_.data_roots;
+    weight_roots.push_back(options_.jobs_dir);  // weights earlier jobs wrote
+    v1::JobSpec weights_only = spec;
+    weights_only.clear_source();
+    weights_only.clear_target();
+    TANDEM_RETURN_IF_ERROR(confine_data_paths(weights_only, weight_roots));
+    v1::JobSpec data_only = spec;
+    data_only.clear_init();
+    data_only.clear_init_1();
+    data_only.clear_init_2();
+    data_only.clear_weights();
+    TANDEM_RETURN_IF_ERROR(confine_data_paths(data_only, *options_.data_roots));
+    if (spec.has_source()) *spec.mutable_source() = data_only.source();
+    if (spec.has_target()) *spec.mutable_target() = data_only.target();
+    spec.set_init(weights_only.init());
+    spec.set_init_1(weights_only.init_1());
+    spec.set_init_2(weights_only.init_2());
+    spec.set_weights(weights_only.weights());
+  }
   if (validator_) {
     const absl::Status valid = status_from_exceptions([&] { return validator_(spec); });
     if (!valid.ok()) return valid;
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  // Durable before we answer: the row first, then the server's output folder.
-  auto id = store_.insert_job(spec.kind(), to_json(spec));
+  if (options_.max_queued_per_principal > 0) {
+    int queued = 0;
+    for (const auto& [row, rt] : jobs_) {
+      queued += rt->job.state() == v1::QUEUED && rt->job.owner() == owner;
+    }
+    if (queued >= options_.max_queued_per_principal) {
+      return absl::ResourceExhaustedError(
+          "queue cap: '" + owner + "' already has " + std::to_string(queued) +
+          " queued jobs, the most the server allows (--max-queued); wait for some to start or "
+          "cancel them");
+    }
+  }
+  // One folder per job: DeleteJob and retention remove it, so no job may
+  // write into (or around) another's.
+  for (const auto& [row, other] : jobs_) {
+    const std::string& theirs = other->job.spec().output_dir();
+    if (!theirs.empty() && (is_within(spec.output_dir(), theirs) ||
+                            is_within(theirs, spec.output_dir()))) {
+      return absl::FailedPreconditionError("spec.output_dir: " + spec.output_dir() +
+                                           " overlaps the folder of job " + other->job.id() +
+                                           " (" + theirs + "); choose another folder");
+    }
+  }
+  // Durable before we answer.
+  auto id = store_.insert_job(spec.kind(), to_json(spec), public_id, owner);
   if (!id.ok()) return id.status();
   auto rt = std::make_unique<Runtime>();
   rt->db_id = *id;
-  if (spec.output_dir().empty()) {
-    spec.set_output_dir(
-        (fs::absolute(options_.jobs_dir) / ("job-" + std::to_string(*id))).lexically_normal());
-  }
   v1::Job& job = rt->job;
   *job.mutable_spec() = spec;
-  job.set_id(std::to_string(*id));
+  job.set_id(public_id);
+  job.set_owner(owner);
   job.set_state(v1::QUEUED);
   job.set_created_ms(now_ms());
   job.set_updated_ms(job.created_ms());
   TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
   Runtime& stored = *rt;
+  ids_[public_id] = *id;
   jobs_[*id] = std::move(rt);
   publish_job_locked(stored);
   changed_.notify_all();
@@ -404,6 +493,74 @@ absl::StatusOr<v1::Job> JobCoordinator::cancel(const std::string& id,
   }
   changed_.wait_for(lock, wait, [&] { return is_terminal(rt->job.state()); });
   return rt->job;
+}
+
+absl::StatusOr<v1::DeleteJobResponse> JobCoordinator::remove(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Runtime* rt = find(id);
+  if (rt == nullptr) return absl::NotFoundError("id: no job '" + id + "'");
+  if (!is_terminal(rt->job.state())) {
+    return absl::FailedPreconditionError("job " + id + " is " +
+                                         v1::JobState_Name(rt->job.state()) +
+                                         "; cancel it before deleting it");
+  }
+  v1::DeleteJobResponse response;
+  response.set_id(id);
+  auto removed = remove_locked(*rt);
+  if (!removed.ok()) return removed.status();
+  response.set_removed_output_dir(*removed);
+  return response;
+}
+
+absl::StatusOr<std::string> JobCoordinator::remove_locked(Runtime& rt) {
+  const std::string id = rt.job.id();
+  const std::string output_dir = rt.job.spec().output_dir();
+  // The row first: a crash after it leaves at most an orphaned folder under
+  // jobs_dir, never a job whose files are gone.
+  TANDEM_RETURN_IF_ERROR(store_.delete_job(rt.db_id));
+  const int64_t row = rt.db_id;
+  ids_.erase(id);
+  jobs_.erase(row);  // rt is gone from here on
+  std::string removed;
+  std::error_code error;
+  // Only folders under jobs_dir (older jobs may name others: left alone).
+  if (!output_dir.empty() && is_within(output_dir, options_.jobs_dir) &&
+      resolve_path(output_dir) != resolve_path(options_.jobs_dir) && fs::exists(output_dir, error)) {
+    fs::remove_all(output_dir, error);
+    if (error) {
+      std::cerr << "tandem server: job " << id << " deleted, but its folder " << output_dir
+                << " could not be removed: " << error.message() << std::endl;
+    } else {
+      removed = output_dir;
+    }
+  }
+  changed_.notify_all();
+  return removed;
+}
+
+void JobCoordinator::apply_retention_locked() {
+  if (options_.retention.count() <= 0) return;
+  const auto now = Clock::now();
+  if (now - last_retention_ < std::chrono::seconds(10)) return;
+  last_retention_ = now;
+  const int64_t cutoff = now_ms() - options_.retention.count();
+  std::vector<Runtime*> expired;
+  for (const auto& [row, rt] : jobs_) {
+    const v1::Job& job = rt->job;
+    const int64_t ended = job.finished_ms() > 0 ? job.finished_ms() : job.updated_ms();
+    if (is_terminal(job.state()) && ended < cutoff) expired.push_back(rt.get());
+  }
+  for (Runtime* rt : expired) {
+    const std::string id = rt->job.id();
+    auto removed = remove_locked(*rt);
+    if (!removed.ok()) {
+      std::cerr << "tandem server: retention: job " << id << ": " << removed.status().message()
+                << std::endl;
+    } else {
+      std::cout << "tandem server: retention: deleted job " << id
+                << (removed->empty() ? "" : " and " + *removed) << std::endl;
+    }
+  }
 }
 
 absl::Status JobCoordinator::watch(const std::string& id, double max_iteration_events_per_second,
@@ -496,13 +653,34 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
   if (it == workers_.end()) return;
   Worker& worker = *it->second;
   worker.last_heartbeat = Clock::now();
+  // A worker speaks only for the ranks it was assigned: events for the
+  // attempt whose rank 0 it runs, exits for its own ranks. Anything else is
+  // dropped (and logged): one worker cannot end or steer another's job.
+  const auto runs = [&worker](const std::string& job_id, int64_t attempt, int rank) {
+    return std::any_of(worker.slots.begin(), worker.slots.end(), [&](const Worker::SlotUse& slot) {
+      return slot.job_id == job_id && slot.attempt == attempt && slot.rank == rank;
+    });
+  };
   if (message.has_event()) {
-    Runtime* rt = find(message.event().job_id());
-    if (rt != nullptr && message.event().attempt() == rt->attempts && !rt->slots.empty()) {
-      apply_event_locked(*rt, message.event().event_json(), message.event().replayed());
+    const auto& event = message.event();
+    if (!runs(event.job_id(), event.attempt(), 0)) {
+      std::cerr << "tandem server: worker " << worker.label() << " sent an event for job "
+                << event.job_id() << " attempt " << event.attempt()
+                << ", whose rank 0 it does not run; ignored" << std::endl;
+      return;
+    }
+    Runtime* rt = find(event.job_id());
+    if (rt != nullptr && event.attempt() == rt->attempts && !rt->slots.empty()) {
+      apply_event_locked(*rt, event.event_json(), event.replayed());
     }
   } else if (message.has_exited()) {
     const auto& exited = message.exited();
+    if (!runs(exited.job_id(), exited.attempt(), exited.rank())) {
+      std::cerr << "tandem server: worker " << worker.label() << " reported the exit of rank "
+                << exited.rank() << " of job " << exited.job_id() << " attempt "
+                << exited.attempt() << ", which it does not run; ignored" << std::endl;
+      return;
+    }
     for (auto& slot : worker.slots) {
       if (slot.job_id == exited.job_id() && slot.attempt == exited.attempt() &&
           slot.rank == exited.rank()) {
@@ -511,7 +689,8 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
     }
     Runtime* rt = find(exited.job_id());
     if (rt != nullptr && exited.attempt() == rt->attempts && exited.rank() >= 0 &&
-        static_cast<size_t>(exited.rank()) < rt->slots.size()) {
+        static_cast<size_t>(exited.rank()) < rt->slots.size() &&
+        rt->slots[exited.rank()].worker_id == worker_id) {
       std::string error;
       if (exited.exit_code() != 0) {
         error = "rank " + std::to_string(exited.rank()) + " on worker " + worker.label() +
@@ -541,6 +720,7 @@ void JobCoordinator::scheduler_loop() {
   while (!stopping_) {
     check_heartbeats_locked();
     schedule_locked();
+    apply_retention_locked();
     changed_.wait_for(lock, options_.tick);
   }
 }
@@ -727,7 +907,7 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<IdleSlot> slo
   int port = 0;
   if (world > 1) {
     try {
-      rt.rendezvous = std::make_unique<Rendezvous>(world);
+      rt.rendezvous = std::make_unique<Rendezvous>(world, options_.advertise_host);
       port = rt.rendezvous->port();
     } catch (const std::exception& error) {
       std::cerr << "tandem server: job " << job.id() << ": " << error.what() << std::endl;
@@ -971,6 +1151,7 @@ absl::Status JobCoordinator::persist_locked(Runtime& rt) {
   progress.clear_created_ms();
   progress.clear_updated_ms();
   progress.clear_waiting_reason();
+  progress.clear_owner();
   JobRecord record;
   record.id = rt.db_id;
   record.kind = job.spec().kind();

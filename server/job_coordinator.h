@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -80,6 +81,21 @@ struct CoordinatorOptions {
   std::chrono::milliseconds unplaceable_timeout = std::chrono::minutes(10);
   /// How often the scheduler looks at the queue and the heartbeats.
   std::chrono::milliseconds tick = std::chrono::milliseconds(100);
+
+  // --- Confinement and limits (docs/security.md) ----------------------------
+  /// Folders a job's data sets, lists and weight files must lie in
+  /// (confinement.h; weight files may also lie under jobs_dir). nullopt: not
+  /// confined (embedding, tests); `tandem server` always sets it, and an
+  /// empty list refuses every data path.
+  std::optional<std::vector<std::string>> data_roots;
+  /// SubmitJob calls one principal may make per minute (a token bucket
+  /// holding as many); 0: unlimited.
+  double submits_per_minute = 0;
+  /// Queued jobs one principal may have at a time; 0: unlimited.
+  int max_queued_per_principal = 0;
+  /// Ended jobs that finished longer ago than this are deleted with their
+  /// output folders; 0: kept.
+  std::chrono::milliseconds retention{0};
 };
 
 /// Checks a submitted spec the way a rank will read it; INVALID_ARGUMENT (or
@@ -111,13 +127,20 @@ class JobCoordinator {
   void stop();
 
   // --- tandem.v1.Tandem -----------------------------------------------------
-  absl::StatusOr<tandem::v1::Job> submit(const tandem::v1::JobSpec& spec);
+  /// Checks the spec (limits, confinement, the validator), then stores and
+  /// queues it for `owner` (a principal's name). RESOURCE_EXHAUSTED when the
+  /// owner is over its submit rate or queue cap.
+  absl::StatusOr<tandem::v1::Job> submit(const tandem::v1::JobSpec& spec,
+                                         const std::string& owner = "anonymous");
   absl::StatusOr<tandem::v1::Job> get(const std::string& id) const;
   std::vector<tandem::v1::Job> list(const std::vector<tandem::v1::JobState>& states,
                                     int limit) const;
   /// QUEUED: cancelled at once. RUNNING: the ranks are stopped and the call
   /// waits up to `wait` for them. FAILED_PRECONDITION for an ended job.
   absl::StatusOr<tandem::v1::Job> cancel(const std::string& id, std::chrono::milliseconds wait);
+  /// Removes an ended job from the store, and its output folder when that
+  /// lies under jobs_dir. FAILED_PRECONDITION for a queued or running job.
+  absl::StatusOr<tandem::v1::DeleteJobResponse> remove(const std::string& id);
   /// Sends the job, then its events, until it ends, `send` returns false or
   /// `cancelled` returns true. Iteration events at most
   /// `max_iteration_events_per_second` (<= 0: 2).
@@ -157,6 +180,13 @@ class JobCoordinator {
   void scheduler_loop();
   void schedule_locked();
   void check_heartbeats_locked();
+  /// Deletes ended jobs past options_.retention.
+  void apply_retention_locked();
+  /// Removes the job from memory, the store and (under jobs_dir) the disk;
+  /// the removed folder, or "".
+  absl::StatusOr<std::string> remove_locked(Runtime& job);
+  /// Takes one submit from `owner`'s bucket; RESOURCE_EXHAUSTED when empty.
+  absl::Status take_submit_locked(const std::string& owner);
   void start_attempt_locked(Runtime& job, std::vector<IdleSlot> slots);
   /// Sets the job's waiting_reason (published when it changes).
   void set_waiting_reason_locked(Runtime& job, const std::string& reason);
@@ -180,6 +210,15 @@ class JobCoordinator {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<int64_t, std::unique_ptr<Runtime>> jobs_;
+  /// Public job id -> the store's row id (the key of jobs_).
+  std::map<std::string, int64_t> ids_;
+  /// Per principal: submits left in its bucket and when it was refilled.
+  struct SubmitBucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point refilled;
+  };
+  std::map<std::string, SubmitBucket> submit_buckets_;
+  std::chrono::steady_clock::time_point last_retention_{};
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   int64_t next_worker_ = 1;
   /// The most slots registered at one time, per kind (SubmitJob's and the

@@ -74,7 +74,8 @@ absl::Status exec(sqlite3* db, const char* sql) {
 }
 
 constexpr const char* kJobColumns =
-    "id, kind, spec_json, state, error, created_ms, updated_ms, progress_json, attempts";
+    "id, kind, spec_json, state, error, created_ms, updated_ms, progress_json, attempts, "
+    "public_id, owner";
 
 absl::StatusOr<JobRecord> read_job(const Statement& row) {
   JobRecord job;
@@ -89,6 +90,8 @@ absl::StatusOr<JobRecord> read_job(const Statement& row) {
   job.updated_ms = row.column_int(6);
   job.progress_json = row.column_text(7);
   job.attempts = row.column_int(8);
+  job.public_id = row.column_text(9);
+  job.owner = row.column_text(10);
   return job;
 }
 
@@ -163,29 +166,64 @@ absl::Status JobStore::migrate() {
                                 "COMMIT;"));
   }
   // 1 -> 2: the service's progress of each job.
+  if (version < 2) {
+    TANDEM_RETURN_IF_ERROR(
+        exec(db_,
+             "BEGIN IMMEDIATE;"
+             "ALTER TABLE jobs ADD COLUMN progress_json TEXT NOT NULL DEFAULT '{}';"
+             "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
+             "PRAGMA user_version=2;"
+             "COMMIT;"));
+  }
+  // 2 -> 3: unguessable public ids (older jobs keep their number) and the
+  // submitting principal.
   TANDEM_RETURN_IF_ERROR(
       exec(db_,
            "BEGIN IMMEDIATE;"
-           "ALTER TABLE jobs ADD COLUMN progress_json TEXT NOT NULL DEFAULT '{}';"
-           "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
-           "PRAGMA user_version=2;"
+           "ALTER TABLE jobs ADD COLUMN public_id TEXT NOT NULL DEFAULT '';"
+           "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+           "UPDATE jobs SET public_id = CAST(id AS TEXT) WHERE public_id = '';"
+           "CREATE UNIQUE INDEX jobs_public_id ON jobs(public_id);"
+           "PRAGMA user_version=3;"
            "COMMIT;"));
   return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> JobStore::insert_job(const std::string& kind,
-                                             const std::string& spec_json) {
+                                             const std::string& spec_json,
+                                             const std::string& public_id,
+                                             const std::string& owner) {
   if (kind.empty()) return absl::InvalidArgumentError("job kind is empty");
+  // The row and its public id in one statement: "" takes the row id's text.
   Statement insert(db_,
-                   "INSERT INTO jobs (kind, spec_json, state, created_ms, updated_ms) "
-                   "VALUES (?1, ?2, ?3, ?4, ?4)");
+                   "INSERT INTO jobs (kind, spec_json, state, created_ms, updated_ms, public_id, "
+                   "owner) VALUES (?1, ?2, ?3, ?4, ?4, CASE WHEN ?5 = '' THEN "
+                   "CAST((SELECT IFNULL(MAX(seq), 0) + 1 FROM sqlite_sequence WHERE name = "
+                   "'jobs') AS TEXT) ELSE ?5 END, ?6)");
   TANDEM_RETURN_IF_ERROR(insert.prepared());
   insert.bind(1, kind);
   insert.bind(2, spec_json);
   insert.bind(3, std::string(to_string(JobState::kQueued)));
   insert.bind(4, now_ms());
-  if (insert.step() != SQLITE_DONE) return sqlite_error(db_, "storing a new job");
+  insert.bind(5, public_id);
+  insert.bind(6, owner);
+  const int rc = insert.step();
+  if (rc == SQLITE_CONSTRAINT) {
+    return absl::AlreadyExistsError("job store: public id '" + public_id + "' is taken");
+  }
+  if (rc != SQLITE_DONE) return sqlite_error(db_, "storing a new job");
   return static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+}
+
+absl::Status JobStore::delete_job(int64_t id) {
+  Statement remove(db_, "DELETE FROM jobs WHERE id = ?1");
+  TANDEM_RETURN_IF_ERROR(remove.prepared());
+  remove.bind(1, id);
+  if (remove.step() != SQLITE_DONE) {
+    return sqlite_error(db_, "deleting job " + std::to_string(id));
+  }
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError("no job with id " + std::to_string(id));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JobRecord> JobStore::get_job(int64_t id) {

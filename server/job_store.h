@@ -41,6 +41,11 @@ struct JobRecord {
   std::string progress_json = "{}";
   /// How often the job's group was started (first start and restarts).
   int64_t attempts = 0;
+  /// The id clients see: 32 random hex digits (jobs stored before schema 3
+  /// keep their number as text).
+  std::string public_id;
+  /// The submitting principal's name (rpc::Principal).
+  std::string owner;
 };
 
 class JobStore {
@@ -54,8 +59,11 @@ class JobStore {
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
 
-  /// Stores a new QUEUED job and returns its id.
-  absl::StatusOr<int64_t> insert_job(const std::string& kind, const std::string& spec_json);
+  /// Stores a new QUEUED job and returns its row id. `public_id` "" stores
+  /// the row id as text; a public id already taken is ALREADY_EXISTS.
+  absl::StatusOr<int64_t> insert_job(const std::string& kind, const std::string& spec_json,
+                                     const std::string& public_id = "",
+                                     const std::string& owner = "");
   /// NOT_FOUND for an unknown id.
   absl::StatusOr<JobRecord> get_job(int64_t id);
   /// Changes state (and error text); NOT_FOUND for an unknown id.
@@ -63,12 +71,15 @@ class JobStore {
   /// Writes every mutable field of `job` (spec, state, error, progress,
   /// attempts) in one transaction; NOT_FOUND for an unknown id.
   absl::Status update_job(const JobRecord& job);
+  /// Removes a job; NOT_FOUND for an unknown id.
+  absl::Status delete_job(int64_t id);
   /// Every job, oldest first.
   absl::StatusOr<std::vector<JobRecord>> list_jobs();
 
   /// Schema version this build writes (PRAGMA user_version).
-  /// 1: id, kind, spec, state, error, times; 2: + progress_json, attempts.
-  static constexpr int kSchemaVersion = 2;
+  /// 1: id, kind, spec, state, error, times; 2: + progress_json, attempts;
+  /// 3: + public_id (unique), owner.
+  static constexpr int kSchemaVersion = 3;
 
  private:
   explicit JobStore(sqlite3* db);

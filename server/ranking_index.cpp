@@ -4,6 +4,7 @@
 #include <torch/types.h>
 
 #include <absl/strings/str_cat.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -47,7 +48,38 @@ absl::StatusOr<std::vector<int64_t>> id_column(const methods::StateDict& state,
   return std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + rows);
 }
 
+/// The data set root ranking.json names ("dataset"; "" when it names none).
+absl::StatusOr<std::string> dataset_root(const fs::path& marker) {
+  std::ifstream in(marker);
+  if (!in) return absl::InternalError(absl::StrCat(marker.string(), ": cannot be read"));
+  nlohmann::json ranking = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (ranking.is_discarded() || !ranking.is_object()) {
+    return absl::InternalError(absl::StrCat(marker.string(), ": not a JSON object"));
+  }
+  const auto dataset = ranking.find("dataset");
+  if (dataset == ranking.end()) return std::string();
+  if (!dataset->is_string()) {
+    return absl::InternalError(absl::StrCat(marker.string(), ": 'dataset' is not a string"));
+  }
+  return dataset->get<std::string>();
+}
+
 }  // namespace
+
+std::string RankingIndex::relative_to_dataset(const std::string& path, const std::string& root) {
+  const fs::path normal = fs::path(path).lexically_normal();
+  fs::path base = fs::path(root).lexically_normal();
+  if (base.has_relative_path() && base.filename().empty()) base = base.parent_path();
+  if (!root.empty()) {
+    const fs::path relative = normal.lexically_relative(base);
+    if (!relative.empty() && *relative.begin() != ".." && relative != ".") {
+      return relative.generic_string();
+    }
+  } else if (normal.is_relative() && !normal.empty() && *normal.begin() != "..") {
+    return normal.generic_string();  // no root named: relative paths as exported
+  }
+  return normal.filename().string();
+}
 
 RankingIndex::~RankingIndex() = default;
 
@@ -65,11 +97,13 @@ absl::StatusOr<std::shared_ptr<const RankingIndex>> RankingIndex::load(
     return absl::FailedPreconditionError(
         absl::StrCat("job has no ranking export yet: ", (dir / kMarker).string(), " not found"));
   }
+  auto root = dataset_root(dir / kMarker);
+  if (!root.ok()) return root.status();
   std::shared_ptr<RankingIndex> index(new RankingIndex());
   index->output_dir_ = output_dir;
   // Reads one split's features, ids, cameras and paths; checks they agree.
-  const auto read_split = [&dir](const char* features_file, const char* paths_file,
-                                 Split& split) -> absl::StatusOr<int64_t> {
+  const auto read_split = [&dir, &root](const char* features_file, const char* paths_file,
+                                        Split& split) -> absl::StatusOr<int64_t> {
     const std::string file = (dir / features_file).string();
     std::error_code missing;
     if (!fs::exists(file, missing)) {
@@ -103,7 +137,9 @@ absl::StatusOr<std::shared_ptr<const RankingIndex>> RankingIndex::load(
     const std::string list = (dir / paths_file).string();
     std::ifstream in(list);
     if (!in) return absl::InternalError(absl::StrCat(list, ": missing from the ranking export"));
-    for (std::string line; std::getline(in, line);) split.paths.push_back(line);
+    for (std::string line; std::getline(in, line);) {
+      split.paths.push_back(relative_to_dataset(line, *root));
+    }
     if (static_cast<int64_t>(split.paths.size()) != rows) {
       return absl::InternalError(absl::StrCat(list, ": ", split.paths.size(), " paths for the ",
                                               rows, " feature rows of ", file));

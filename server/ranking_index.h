@@ -8,6 +8,10 @@
 // order). It is a retrieval API, not the Market-1501 evaluation protocol:
 // gallery images of the query's own id and camera, junk (-1) and
 // distractor (0) ids are all ranked like any other image.
+//
+// Gallery paths come back relative to the data set's root (ranking.json's
+// "dataset"), never absolute: a client learns nothing of the server's file
+// system beyond the data set (issue 19).
 #pragma once
 
 #include <cstdint>
@@ -34,10 +38,12 @@ class RankingIndex {
   /// Entries returned for top_k 0.
   static constexpr int kDefaultTopK = 10;
 
-  /// Loads and validates the export in `output_dir`. FAILED_PRECONDITION
-  /// "job has no ranking export yet" when ranking.json (written last by the
-  /// export) is missing; INTERNAL naming the file when a file is missing,
-  /// unreadable or disagrees with the others (row counts, feature widths).
+  /// Loads and validates the export in `output_dir`; gallery and query
+  /// paths become relative_to_dataset(path, ranking.json's "dataset").
+  /// FAILED_PRECONDITION "job has no ranking export yet" when ranking.json
+  /// (written last by the export) is missing; INTERNAL naming the file when
+  /// a file is missing, unreadable, not JSON (ranking.json) or disagrees
+  /// with the others (row counts, feature widths).
   static absl::StatusOr<std::shared_ptr<const RankingIndex>> load(const std::string& output_dir);
 
   ~RankingIndex();
@@ -66,6 +72,13 @@ class RankingIndex {
 
   /// The export's files, relative to OUTPUT_DIR (ranking.json last).
   static const std::vector<std::string>& export_files();
+
+  /// `path` (an exported image path) as the Rank RPC returns it: relative
+  /// to the data set `root`, compared lexically ("a/./b", "a/x/../b" and
+  /// "a/b/" are "a/b"); a path not under `root` is just its file name. With
+  /// no root (""), a relative path that stays below "." is kept. Never an
+  /// absolute path.
+  static std::string relative_to_dataset(const std::string& path, const std::string& root);
 
  private:
   /// One exported split: rows of `features` (n × dimension, row-major).

@@ -6,7 +6,9 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "tandem/rpc/tls.h"
 #include "tandem/server/status.h"
+#include "tandem/server/upload_limits.h"
 
 namespace tandem::server {
 namespace {
@@ -47,27 +49,56 @@ class StreamChannel final : public WorkerChannel {
 
 }  // namespace
 
-TandemService::TandemService(JobCoordinator& coordinator, ImageEmbedder embed)
-    : coordinator_(coordinator), embed_(std::move(embed)) {}
+/// Answers `status` from the enclosing RPC handler when it is not OK.
+#define TANDEM_RPC_RETURN_IF_ERROR(expr)                          \
+  do {                                                            \
+    const ::absl::Status tandem_rpc_status_ = (expr);             \
+    if (!tandem_rpc_status_.ok()) return to_grpc_status(tandem_rpc_status_); \
+  } while (false)
 
-grpc::Status TandemService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
-                                      v1::Job* reply) {
-  auto job = coordinator_.submit(request->spec());
+TandemService::TandemService(JobCoordinator& coordinator, ImageEmbedder embed,
+                             rpc::Authorizer authorizer, UploadLimits limits)
+    : coordinator_(coordinator),
+      embed_(std::move(embed)),
+      authorizer_(std::move(authorizer)),
+      limits_(limits) {}
+
+absl::Status TandemService::authorize_change(const grpc::ServerContext& context,
+                                             const std::string& id) const {
+  auto caller = authorizer_.authorize(context, rpc::Permission::kSubmit);
+  if (!caller.ok()) return caller.status();
+  auto job = coordinator_.get(id);
+  if (!job.ok()) return job.status();
+  if (rpc::grants(caller->role, rpc::Permission::kAdmin) || job->owner() == caller->name) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError("job " + id + " belongs to '" + job->owner() + "', not '" +
+                                     caller->name + "' (only an admin token changes others' jobs)");
+}
+
+grpc::Status TandemService::SubmitJob(grpc::ServerContext* context,
+                                      const v1::SubmitJobRequest* request, v1::Job* reply) {
+  auto caller = authorizer_.authorize(*context, rpc::Permission::kSubmit);
+  if (!caller.ok()) return to_grpc_status(caller.status());
+  auto job = coordinator_.submit(request->spec(), caller->name);
   if (!job.ok()) return to_grpc_status(job.status());
   *reply = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status TandemService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+grpc::Status TandemService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                    v1::Job* reply) {
+  TANDEM_RPC_RETURN_IF_ERROR(authorizer_.authorize(*context, rpc::Permission::kRead).status());
   auto job = coordinator_.get(request->id());
   if (!job.ok()) return to_grpc_status(job.status());
   *reply = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status TandemService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+grpc::Status TandemService::ListJobs(grpc::ServerContext* context,
+                                     const v1::ListJobsRequest* request,
                                      v1::ListJobsResponse* reply) {
+  TANDEM_RPC_RETURN_IF_ERROR(authorizer_.authorize(*context, rpc::Permission::kRead).status());
   if (request->limit() < 0) {
     return to_grpc_status(absl::InvalidArgumentError("limit: must be >= 0"));
   }
@@ -77,8 +108,9 @@ grpc::Status TandemService::ListJobs(grpc::ServerContext*, const v1::ListJobsReq
   return grpc::Status::OK;
 }
 
-grpc::Status TandemService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
-                                      v1::Job* reply) {
+grpc::Status TandemService::CancelJob(grpc::ServerContext* context,
+                                      const v1::CancelJobRequest* request, v1::Job* reply) {
+  TANDEM_RPC_RETURN_IF_ERROR(authorize_change(*context, request->id()));
   auto job = coordinator_.cancel(request->id(), kCancelWait);
   if (!job.ok()) return to_grpc_status(job.status());
   *reply = *std::move(job);
@@ -88,6 +120,7 @@ grpc::Status TandemService::CancelJob(grpc::ServerContext*, const v1::CancelJobR
 grpc::Status TandemService::WatchJob(grpc::ServerContext* context,
                                      const v1::WatchJobRequest* request,
                                      grpc::ServerWriter<v1::JobEvent>* writer) {
+  TANDEM_RPC_RETURN_IF_ERROR(authorizer_.authorize(*context, rpc::Permission::kRead).status());
   if (request->max_iteration_events_per_second() < 0) {
     return to_grpc_status(
         absl::InvalidArgumentError("max_iteration_events_per_second: must be >= 0"));
@@ -99,8 +132,9 @@ grpc::Status TandemService::WatchJob(grpc::ServerContext* context,
   return to_grpc_status(status);
 }
 
-grpc::Status TandemService::Rank(grpc::ServerContext*, const v1::RankRequest* request,
+grpc::Status TandemService::Rank(grpc::ServerContext* context, const v1::RankRequest* request,
                                  v1::RankResponse* reply) {
+  TANDEM_RPC_RETURN_IF_ERROR(authorizer_.authorize(*context, rpc::Permission::kRead).status());
   auto job = coordinator_.get(request->job_id());
   if (!job.ok()) return to_grpc_status(job.status());
   if (request->top_k() < 0) {
@@ -124,6 +158,9 @@ grpc::Status TandemService::Rank(grpc::ServerContext*, const v1::RankRequest* re
       if (request->image().empty()) {
         return to_grpc_status(absl::InvalidArgumentError("image: empty"));
       }
+      // The header's size, before any decoder sees the bytes.
+      TANDEM_RPC_RETURN_IF_ERROR(check_uploaded_image(request->image(), limits_.max_image_bytes,
+                                                      limits_.max_image_pixels));
       std::vector<float> feature;
       try {
         feature = embed_(job->spec().output_dir(), request->image());
@@ -143,12 +180,32 @@ grpc::Status TandemService::Rank(grpc::ServerContext*, const v1::RankRequest* re
   return grpc::Status::OK;
 }
 
-WorkerControlService::WorkerControlService(JobCoordinator& coordinator)
-    : coordinator_(coordinator) {}
+grpc::Status TandemService::DeleteJob(grpc::ServerContext* context,
+                                      const v1::DeleteJobRequest* request,
+                                      v1::DeleteJobResponse* reply) {
+  TANDEM_RPC_RETURN_IF_ERROR(authorize_change(*context, request->id()));
+  auto removed = coordinator_.remove(request->id());
+  if (!removed.ok()) return to_grpc_status(removed.status());
+  *reply = *std::move(removed);
+  return grpc::Status::OK;
+}
+
+WorkerControlService::WorkerControlService(JobCoordinator& coordinator,
+                                           rpc::Authorizer authorizer, bool require_certificate)
+    : coordinator_(coordinator),
+      authorizer_(std::move(authorizer)),
+      require_certificate_(require_certificate) {}
 
 grpc::Status WorkerControlService::Connect(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::WorkerCommand, v1::WorkerMessage>* stream) {
+  // Credentials before the first read: nothing registers without them.
+  TANDEM_RPC_RETURN_IF_ERROR(authorizer_.authorize(*context, rpc::Permission::kWorker).status());
+  if (require_certificate_ && !rpc::peer_has_verified_certificate(*context)) {
+    return to_grpc_status(absl::UnauthenticatedError(
+        "a worker must present a client certificate signed by the server's --client-ca "
+        "(tandem worker --tls-cert/--tls-key)"));
+  }
   v1::WorkerMessage first;
   if (!stream->Read(&first)) return grpc::Status::OK;
   if (!first.has_register_()) {

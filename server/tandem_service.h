@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/rpc/auth.h"
 #include "tandem/server/job_coordinator.h"
 #include "tandem/server/ranking_index.h"
 #include "tandem/v1/tandem.grpc.pb.h"
@@ -19,10 +20,20 @@ namespace tandem::server {
 using ImageEmbedder =
     std::function<std::vector<float>(const std::string& output_dir, const std::string& bytes)>;
 
+/// Bounds on Rank's image uploads, checked on the header before decoding.
+struct UploadLimits {
+  int64_t max_image_bytes = 16 << 20;
+  int64_t max_image_pixels = 4096LL * 4096;
+};
+
+/// Every call is authorised first (rpc/auth.h: read for GetJob, ListJobs,
+/// WatchJob and Rank; submit for SubmitJob; CancelJob and DeleteJob need
+/// submit and the job's ownership, or admin).
 class TandemService final : public tandem::v1::Tandem::Service {
  public:
   /// `embed` may be empty: image queries then answer UNIMPLEMENTED.
-  TandemService(JobCoordinator& coordinator, ImageEmbedder embed);
+  TandemService(JobCoordinator& coordinator, ImageEmbedder embed,
+                rpc::Authorizer authorizer = {}, UploadLimits limits = {});
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const tandem::v1::SubmitJobRequest* request,
                          tandem::v1::Job* reply) override;
@@ -36,16 +47,29 @@ class TandemService final : public tandem::v1::Tandem::Service {
                         grpc::ServerWriter<tandem::v1::JobEvent>* writer) override;
   grpc::Status Rank(grpc::ServerContext* context, const tandem::v1::RankRequest* request,
                     tandem::v1::RankResponse* reply) override;
+  grpc::Status DeleteJob(grpc::ServerContext* context,
+                         const tandem::v1::DeleteJobRequest* request,
+                         tandem::v1::DeleteJobResponse* reply) override;
 
  private:
+  /// The caller may change job `id` (submit and owner, or admin): OK, or
+  /// the status to answer (NOT_FOUND, PERMISSION_DENIED).
+  absl::Status authorize_change(const grpc::ServerContext& context, const std::string& id) const;
+
   JobCoordinator& coordinator_;
   ImageEmbedder embed_;
+  rpc::Authorizer authorizer_;
+  UploadLimits limits_;
   RankingIndexCache rankings_;
 };
 
+/// Only `worker` tokens register; with `require_certificate` (the server's
+/// --client-ca) the worker must also present a client certificate that CA
+/// signed.
 class WorkerControlService final : public tandem::v1::WorkerControl::Service {
  public:
-  explicit WorkerControlService(JobCoordinator& coordinator);
+  explicit WorkerControlService(JobCoordinator& coordinator, rpc::Authorizer authorizer = {},
+                                bool require_certificate = false);
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<tandem::v1::WorkerCommand,
@@ -53,6 +77,8 @@ class WorkerControlService final : public tandem::v1::WorkerControl::Service {
 
  private:
   JobCoordinator& coordinator_;
+  rpc::Authorizer authorizer_;
+  bool require_certificate_;
 };
 
 }  // namespace tandem::server

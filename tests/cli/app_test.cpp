@@ -12,7 +12,7 @@ TEST(TandemCli, HelpListsTheSubcommands) {
   EXPECT_EQ(result.exit_code, 0) << result.err;
   for (const char* subcommand :
        {"server", "cluster", "health", "demo", "dataset", "synth", "train", "bench", "worker",
-        "submit", "status", "watch", "cancel", "rank"}) {
+        "submit", "status", "watch", "cancel", "delete", "rank"}) {
     EXPECT_NE(result.out.find(subcommand), std::string::npos) << subcommand << "\n" << result.out;
   }
 }

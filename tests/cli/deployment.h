@@ -95,7 +95,13 @@ class Deployment {
                                      "--max-restarts",
                                      std::to_string(options_.max_restarts),
                                      "--rank-timeout",
-                                     "30"};
+                                     "30",
+                                     // The data sets and the scratch folder
+                                     // (weights a test wrote) may be read.
+                                     "--data-root",
+                                     tiny_domains().string(),
+                                     "--data-root",
+                                     dir_.string()};
     args.insert(args.end(), options_.server_args.begin(), options_.server_args.end());
     if (!clustering_address_.empty()) {
       args.push_back("--clustering");

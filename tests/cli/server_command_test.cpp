@@ -100,7 +100,9 @@ TEST(JobService, SubmitWatchAndRankThroughTheCliWithTwoRanksAndTheClusteringServ
 
   auto listed = run_tandem({"status", "--json", "--server", deployment.address()}, "status");
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
-  const std::string mmt_id = std::to_string(std::stoll(pretrain.id()) + 1);
+  // `tandem submit` prints the new job's id first (ids are random).
+  const std::string mmt_id = submitted.out.substr(0, submitted.out.find('\n'));
+  EXPECT_EQ(mmt_id.size(), 32u) << submitted.out;
   const v1::Job mmt = deployment.get(mmt_id);
   ASSERT_EQ(mmt.state(), v1::SUCCEEDED) << mmt.error();
   EXPECT_EQ(mmt.workers_size(), 2);
@@ -121,10 +123,13 @@ TEST(JobService, SubmitWatchAndRankThroughTheCliWithTwoRanksAndTheClusteringServ
     previous = entry.value("distance", 0.0);
     EXPECT_FALSE(entry.value("gallery_path", std::string()).empty());
   }
-  // An uploaded image: a gallery image's own bytes rank it first.
+  // An uploaded image: a gallery image's own bytes rank it first. Gallery
+  // paths are relative to the data set (never the server's absolute paths).
   const std::string image = reply["entries"][1]["gallery_path"];
+  ASSERT_FALSE(fs::path(image).is_absolute()) << image;
+  const std::string image_file = (testing::tiny_domains() / "duke" / image).string();
   auto by_image = run_tandem(
-      {"rank", mmt_id, "--image", image, "--top", "3", "--json", "--server", deployment.address()},
+      {"rank", mmt_id, "--image", image_file, "--top", "3", "--json", "--server", deployment.address()},
       "rank-image");
   ASSERT_EQ(by_image.exit_code, 0) << by_image.out << by_image.err;
   const auto image_reply = nlohmann::json::parse(by_image.out.substr(0, by_image.out.find('\n')));

@@ -1,4 +1,4 @@
-// The client subcommands (submit, status, watch, cancel, rank), run as the
+// The client subcommands (submit, status, watch, cancel, delete, rank), run as the
 // real `tandem` binary against CannedTandemService: a test double of the
 // server's replies (canned jobs, events and rankings, and a record of what
 // it was sent). It tests the client only; the real service has its own
@@ -40,7 +40,9 @@ int64_t now_ms() {
 
 /// Test double of the tandem.v1.Tandem service's replies. Jobs: job-ok (an
 /// MMT job of two epochs that succeeds), job-fail (fails in epoch 1),
-/// job-slow (answers GetJob after 3 s); anything else is NOT_FOUND.
+/// job-slow (answers GetJob after 3 s), job-locked (GetJob: UNAUTHENTICATED
+/// without a token, PERMISSION_DENIED with one); anything else is NOT_FOUND.
+/// ListJobs records the authorization metadata it was sent.
 class CannedTandemService final : public v1::Tandem::Service {
  public:
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
@@ -52,12 +54,20 @@ class CannedTandemService final : public v1::Tandem::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                       v1::Job* reply) override {
     if (request->id() == "job-slow") std::this_thread::sleep_for(std::chrono::seconds(3));
-    if (request->id() == "job-ok")
+    if (request->id() == "job-locked") {
+      if (authorization_of(*context).empty()) {
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no bearer token");
+      }
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "role worker may not call GetJob (needs read)");
+    }
+    if (request->id() == "job-ok") {
       *reply = job("job-ok", v1::RUNNING);
-    else if (request->id() == "job-fail")
+      reply->set_owner("alice");
+    } else if (request->id() == "job-fail")
       *reply = job("job-fail", v1::RUNNING);
     else if (request->id() == "job-slow")
       *reply = job("job-slow", v1::RUNNING);
@@ -66,11 +76,12 @@ class CannedTandemService final : public v1::Tandem::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                         v1::ListJobsResponse* reply) override {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       listed_.push_back(*request);
+      authorizations_.push_back(authorization_of(*context));
     }
     v1::Job running = job("job-run", v1::RUNNING);
     running.set_phase(v1::CLUSTER);
@@ -94,6 +105,22 @@ class CannedTandemService final : public v1::Tandem::Service {
                           "job " + request->id() + " already ended");
     }
     *reply = job("job-ok", v1::CANCELLED);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status DeleteJob(grpc::ServerContext*, const v1::DeleteJobRequest* request,
+                         v1::DeleteJobResponse* reply) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    deleted_.push_back(request->id());
+    if (request->id() == "job-ok") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "job job-ok is RUNNING; cancel it first");
+    }
+    if (request->id() != "job-done" && request->id() != "job-bare") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "job '" + request->id() + "' not found");
+    }
+    reply->set_id(request->id());
+    if (request->id() == "job-done") reply->set_removed_output_dir("/srv/jobs/job-done");
     return grpc::Status::OK;
   }
 
@@ -210,13 +237,30 @@ class CannedTandemService final : public v1::Tandem::Service {
     std::lock_guard<std::mutex> lock(mutex_);
     return ranked_;
   }
+  std::vector<std::string> deleted() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return deleted_;
+  }
+  /// The `authorization` metadata of each ListJobs call ("" when absent).
+  std::vector<std::string> authorizations() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return authorizations_;
+  }
 
  private:
+  static std::string authorization_of(const grpc::ServerContext& context) {
+    const auto& metadata = context.client_metadata();
+    const auto it = metadata.find("authorization");
+    return it == metadata.end() ? "" : std::string(it->second.data(), it->second.size());
+  }
+
   std::mutex mutex_;
   std::vector<v1::SubmitJobRequest> submitted_;
   std::vector<v1::ListJobsRequest> listed_;
   std::vector<std::string> cancelled_;
   std::vector<v1::RankRequest> ranked_;
+  std::vector<std::string> deleted_;
+  std::vector<std::string> authorizations_;
 };
 
 class ClientCommands : public ::testing::Test {
@@ -365,6 +409,7 @@ TEST_F(ClientCommands, StatusOfOneJobAndUnknownJob) {
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_TRUE(contains(result.out, "state:")) << result.out;
   EXPECT_TRUE(contains(result.out, "RUNNING")) << result.out;
+  EXPECT_TRUE(std::regex_search(result.out, std::regex("owner: +alice\n"))) << result.out;
   result = tandem({"status", "job-nope"}, "status-nope");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_EQ(result.err, "tandem status: NOT_FOUND: job 'job-nope' not found\n");
@@ -424,6 +469,81 @@ TEST_F(ClientCommands, CancelSendsTheId) {
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_EQ(result.err, "tandem cancel: FAILED_PRECONDITION: job job-done already ended\n");
   EXPECT_EQ(service_.cancelled(), (std::vector<std::string>{"job-ok", "job-done"}));
+}
+
+TEST_F(ClientCommands, DeleteSendsTheIdAndPrintsTheRemovedFolder) {
+  auto result = tandem({"delete", "job-done"}, "delete");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "deleted job job-done (removed /srv/jobs/job-done)\n");
+  result = tandem({"delete", "job-bare"}, "delete-bare");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "deleted job job-bare\n");
+  result = tandem({"delete", "job-done", "--json"}, "delete-json");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  v1::DeleteJobResponse response;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(result.out, &response).ok())
+      << result.out;
+  EXPECT_EQ(response.id(), "job-done");
+  EXPECT_EQ(response.removed_output_dir(), "/srv/jobs/job-done");
+  result = tandem({"delete", "job-ok"}, "delete-running");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.err,
+            "tandem delete: FAILED_PRECONDITION: job job-ok is RUNNING; cancel it first\n");
+  EXPECT_EQ(service_.deleted(),
+            (std::vector<std::string>{"job-done", "job-bare", "job-done", "job-ok"}));
+}
+
+TEST_F(ClientCommands, TokenFlagAndEnvironmentArriveAsBearerMetadata) {
+  auto result = tandem({"status", "--json"}, "no-token");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  result = tandem({"status", "--json", "--token", "flag-token-0123456789"}, "token-flag");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  ::setenv("TANDEM_TOKEN", "env-token-0123456789", 1);
+  result = tandem({"status", "--json"}, "token-env");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  // The flag wins over the environment.
+  result = tandem({"status", "--json", "--token", "flag-token-0123456789"}, "token-both");
+  ::unsetenv("TANDEM_TOKEN");
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(service_.authorizations(),
+            (std::vector<std::string>{"", "Bearer flag-token-0123456789",
+                                      "Bearer env-token-0123456789",
+                                      "Bearer flag-token-0123456789"}));
+}
+
+TEST_F(ClientCommands, UnauthenticatedAndPermissionDeniedSayWhy) {
+  auto result = tandem({"status", "job-locked"}, "unauthenticated");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.err, "tandem status: UNAUTHENTICATED: the server at " + target_ +
+                            " refused the call: no bearer token. Give a token with --token or "
+                            "TANDEM_TOKEN\n");
+  result = tandem({"status", "job-locked", "--token", "worker-token-0123456789"}, "denied");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.err,
+            "tandem status: PERMISSION_DENIED: role worker may not call GetJob (needs read)\n");
+}
+
+TEST_F(ClientCommands, AnUnreadableTlsFileFailsNamingTheFlag) {
+  const std::string missing = testing::scratch_path("no-such-ca.pem");
+  std::filesystem::remove(missing);
+  auto result = tandem({"status", "--tls-ca", missing}, "tls-ca-missing");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_TRUE(contains(result.err, "tandem status: --tls-ca")) << result.err;
+  EXPECT_TRUE(contains(result.err, missing)) << result.err;
+  // From the environment too, for every command, before any call.
+  ::setenv("TANDEM_TLS_CA", missing.c_str(), 1);
+  result = tandem({"delete", "job-done"}, "tls-ca-env");
+  ::unsetenv("TANDEM_TLS_CA");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_TRUE(contains(result.err, "tandem delete: --tls-ca")) << result.err;
+  const std::string cert = testing::scratch_path("client-cert.pem");
+  testing::write_file(cert, "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n");
+  result = tandem({"status", "--tls-cert", cert}, "tls-cert-without-key");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_TRUE(contains(result.err, "--tls-key")) << result.err;
+  std::filesystem::remove(cert);
+  EXPECT_TRUE(service_.listed().empty());
+  EXPECT_TRUE(service_.deleted().empty());
 }
 
 TEST_F(ClientCommands, RankMarksEntriesRightOrWrong) {
@@ -496,6 +616,7 @@ TEST(ClientUnreachable, EveryCommandSaysTheServerIsNotReachableQuickly) {
                                                           {"status"},
                                                           {"watch", "job-ok"},
                                                           {"cancel", "job-ok"},
+                                                          {"delete", "job-ok"},
                                                           {"rank", "job-ok", "--query", "1"}};
   for (auto args : commands) {
     const std::string name = args[0];

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -598,6 +599,201 @@ TEST_F(JobCoordinatorTest, WatchSendsTheJobThenItsEventsUntilItEnds) {
                     "nope", 1, [](const v1::JobEvent&) { return true; }, nullptr)
                 .code(),
             absl::StatusCode::kNotFound);
+}
+
+// --- Security (issue 19, docs/security.md) -----------------------------------
+
+TEST_F(JobCoordinatorTest, JobIdsAre128RandomBitsAndOwnersAreStored) {
+  const auto a = coordinator_->submit(spec(), "alice");
+  const auto b = coordinator_->submit(spec(), "bob");
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const auto& id : {a->id(), b->id()}) {
+    EXPECT_EQ(id.size(), 32u) << id;
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+  }
+  EXPECT_NE(a->id(), b->id());
+  EXPECT_EQ(a->owner(), "alice");
+  EXPECT_EQ(coordinator_->get("1").status().code(), absl::StatusCode::kNotFound)
+      << "row numbers are not ids";
+  open();
+  EXPECT_EQ(job(a->id()).owner(), "alice") << "durable";
+  EXPECT_EQ(job(b->id()).owner(), "bob");
+}
+
+TEST_F(JobCoordinatorTest, OnlyTheAssignedWorkerReportsItsRanksEventsAndExits) {
+  auto [w0, c0] = add_worker("a");
+  const auto submitted = coordinator_->submit(spec(1));
+  ASSERT_TRUE(submitted.ok());
+  const auto assigned = c0->assignment();
+  ASSERT_TRUE(assigned);
+  auto [intruder, ci] = add_worker("intruder");
+  // Another worker claims the rank ended and sends its results: ignored.
+  event(intruder, *assigned, R"({"event":"phase","phase":"cluster","epoch":0})");
+  event(intruder, *assigned,
+        R"({"event":"epoch","kind":"mmt","epoch":0,"mAP":99,"rank1":99,"rank5":99})");
+  exited(intruder, *assigned, 0);
+  v1::Job still = job(submitted->id());
+  EXPECT_EQ(still.state(), v1::RUNNING);
+  EXPECT_EQ(still.phase(), v1::JOB_PHASE_UNSPECIFIED);
+  EXPECT_EQ(still.metrics_size(), 0);
+  // A rank the worker does not run, or an old attempt: ignored too.
+  v1::AssignRank other_rank = *assigned;
+  other_rank.set_rank(1);
+  exited(w0, other_rank, 1);
+  v1::AssignRank old_attempt = *assigned;
+  old_attempt.set_attempt(assigned->attempt() - 1);
+  exited(w0, old_attempt, 1);
+  EXPECT_EQ(job(submitted->id()).state(), v1::RUNNING);
+  // The assigned worker: accepted.
+  event(w0, *assigned, R"({"event":"phase","phase":"cluster","epoch":0})");
+  EXPECT_EQ(job(submitted->id()).phase(), v1::CLUSTER);
+  exited(w0, *assigned, 0);
+  EXPECT_EQ(job(submitted->id()).state(), v1::SUCCEEDED);
+}
+
+TEST_F(JobCoordinatorTest, OutputFoldersStayUnderTheJobsDir) {
+  v1::JobSpec relative = spec();
+  relative.set_output_dir("team/run-1");
+  const auto inside = coordinator_->submit(relative);
+  ASSERT_TRUE(inside.ok()) << inside.status();
+  EXPECT_EQ(inside->spec().output_dir(),
+            (fs::weakly_canonical(options_.jobs_dir) / "team" / "run-1").string());
+  for (const std::string outside : {"/etc/tandem", "../escape", "team/../../escape"}) {
+    v1::JobSpec s = spec();
+    s.set_output_dir(outside);
+    const auto refused = coordinator_->submit(s);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << outside;
+    EXPECT_NE(refused.status().message().find("spec.output_dir"), std::string::npos);
+    EXPECT_NE(refused.status().message().find("--jobs-dir"), std::string::npos);
+  }
+  EXPECT_EQ(coordinator_->list({}, 0).size(), 1u) << "nothing stored for refused specs";
+}
+
+TEST_F(JobCoordinatorTest, DataPathsMustLieUnderTheDataRootsWithoutRevealingWhatExists) {
+  fs::create_directories(dir_ / "data" / "market");
+  fs::create_directories(options_.jobs_dir);
+  std::ofstream(fs::path(options_.jobs_dir) / "model.pt") << "weights";
+  options_.data_roots = std::vector<std::string>{(dir_ / "data").string()};
+  open();
+  v1::JobSpec ok = spec();
+  ok.mutable_target()->set_kind("market1501");
+  ok.mutable_target()->set_root((dir_ / "data" / "market").string());
+  ok.set_init_1((fs::path(options_.jobs_dir) / "model.pt").string());
+  const auto accepted = coordinator_->submit(ok);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(accepted->spec().target().root(),
+            fs::weakly_canonical(dir_ / "data" / "market").string());
+  // Outside: the same answer for a file that exists and one that does not.
+  std::string messages[2];
+  int i = 0;
+  for (const std::string path : {"/etc/hostname", "/etc/no-such-file-tandem"}) {
+    v1::JobSpec s = spec();
+    s.set_init_1(path);
+    const auto refused = coordinator_->submit(s);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    std::string message(refused.status().message());
+    EXPECT_NE(message.find("spec.init_1"), std::string::npos) << message;
+    EXPECT_NE(message.find("--data-root"), std::string::npos) << message;
+    message.replace(message.find(path), path.size(), "PATH");
+    messages[i++] = message;
+  }
+  EXPECT_EQ(messages[0], messages[1]);
+  // A symlink inside the data root that points outside.
+  fs::create_symlink("/etc", dir_ / "data" / "etc-link");
+  v1::JobSpec linked = spec();
+  linked.mutable_source()->set_kind("market1501");
+  linked.mutable_source()->set_root((dir_ / "data" / "etc-link").string());
+  EXPECT_EQ(coordinator_->submit(linked).status().code(), absl::StatusCode::kInvalidArgument);
+  // Data sets are not read from the jobs folder (only weights are).
+  v1::JobSpec jobs_data = spec();
+  jobs_data.mutable_target()->set_kind("market1501");
+  jobs_data.mutable_target()->set_root(options_.jobs_dir);
+  EXPECT_EQ(coordinator_->submit(jobs_data).status().code(), absl::StatusCode::kInvalidArgument);
+  // No data roots at all: every data path is refused, saying how to allow one.
+  options_.data_roots = std::vector<std::string>{};
+  open();
+  const auto none = coordinator_->submit(ok);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("--data-root"), std::string::npos) << none.status();
+}
+
+TEST_F(JobCoordinatorTest, SizeFieldsAboveTheLimitsAreRefused) {
+  v1::JobSpec big = spec();
+  big.set_height(1000000);
+  const auto refused = coordinator_->submit(big);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("spec.height"), std::string::npos) << refused.status();
+}
+
+TEST_F(JobCoordinatorTest, SubmitRateAndQueueCapArePerPrincipal) {
+  options_.submits_per_minute = 3;
+  options_.max_queued_per_principal = 2;
+  open();
+  // No workers: jobs stay queued. Two fit alice's queue cap, the third not.
+  ASSERT_TRUE(coordinator_->submit(spec(), "alice").ok());
+  ASSERT_TRUE(coordinator_->submit(spec(), "alice").ok());
+  const auto capped = coordinator_->submit(spec(), "alice");
+  EXPECT_EQ(capped.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(capped.status().message().find("--max-queued"), std::string::npos) << capped.status();
+  // Her rate (3 per minute) is spent; even a refused spec costs.
+  const auto limited = coordinator_->submit(spec(), "alice");
+  EXPECT_EQ(limited.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(limited.status().message().find("--submit-rate"), std::string::npos)
+      << limited.status();
+  // Bob has his own bucket and queue.
+  EXPECT_TRUE(coordinator_->submit(spec(), "bob").ok());
+  // A cancelled job frees a queue place (the rate still binds alice).
+  const auto alices = coordinator_->list({v1::QUEUED}, 0);
+  for (const auto& j : alices) {
+    if (j.owner() == "alice") {
+      ASSERT_TRUE(coordinator_->cancel(j.id(), std::chrono::seconds(1)).ok());
+      break;
+    }
+  }
+  EXPECT_EQ(coordinator_->submit(spec(), "alice").status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(JobCoordinatorTest, DeleteRemovesAnEndedJobAndItsFolderOnly) {
+  const auto queued = coordinator_->submit(spec());
+  ASSERT_TRUE(queued.ok());
+  fs::create_directories(queued->spec().output_dir());
+  std::ofstream(fs::path(queued->spec().output_dir()) / "model.pt") << "w";
+  EXPECT_EQ(coordinator_->remove(queued->id()).status().code(),
+            absl::StatusCode::kFailedPrecondition)
+      << "queued: cancel first";
+  ASSERT_TRUE(coordinator_->cancel(queued->id(), std::chrono::seconds(1)).ok());
+  const auto removed = coordinator_->remove(queued->id());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(removed->removed_output_dir(), queued->spec().output_dir());
+  EXPECT_FALSE(fs::exists(queued->spec().output_dir()));
+  EXPECT_TRUE(fs::exists(options_.jobs_dir)) << "the jobs folder itself stays";
+  EXPECT_EQ(coordinator_->get(queued->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(coordinator_->remove(queued->id()).status().code(), absl::StatusCode::kNotFound);
+  open();
+  EXPECT_EQ(coordinator_->get(queued->id()).status().code(), absl::StatusCode::kNotFound)
+      << "gone from the store too";
+}
+
+TEST_F(JobCoordinatorTest, RetentionDeletesJobsThatEndedLongerAgo) {
+  const auto old_job = coordinator_->submit(spec());
+  const auto live = coordinator_->submit(spec());
+  ASSERT_TRUE(old_job.ok() && live.ok());
+  fs::create_directories(old_job->spec().output_dir());
+  ASSERT_TRUE(coordinator_->cancel(old_job->id(), std::chrono::seconds(1)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  options_.retention = std::chrono::milliseconds(20);
+  open();
+  const auto gone = [&] {
+    for (int i = 0; i < 500; ++i) {
+      if (!coordinator_->get(old_job->id()).ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  EXPECT_TRUE(gone()) << "the ended job is deleted";
+  EXPECT_FALSE(fs::exists(old_job->spec().output_dir()));
+  EXPECT_EQ(job(live->id()).state(), v1::QUEUED) << "a queued job is never deleted";
 }
 
 }  // namespace

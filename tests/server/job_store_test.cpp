@@ -154,6 +154,47 @@ TEST_F(JobStoreTest, MigratesAVersionOneStoreKeepingItsJobs) {
   EXPECT_EQ((*jobs)[0].created_ms, 5);
 }
 
+TEST_F(JobStoreTest, SchemaThreeKeepsOldJobsNumbersAsPublicIdsAndStoresNewOnesWithOwners) {
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db().c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(raw,
+                     "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT "
+                     "NULL, spec_json TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL "
+                     "DEFAULT '', created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, "
+                     "progress_json TEXT NOT NULL DEFAULT '{}', attempts INTEGER NOT NULL "
+                     "DEFAULT 0);"
+                     "INSERT INTO jobs (kind, spec_json, state, created_ms, updated_ms) "
+                     "VALUES ('pretrain', '{}', 'SUCCEEDED', 5, 6);"
+                     "PRAGMA user_version=2;",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  auto store = JobStore::Open(db());
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string random_id = "0123456789abcdef0123456789abcdef";
+  auto added = (*store)->insert_job("mmt", "{}", random_id, "alice");
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ((*store)->insert_job("mmt", "{}", random_id, "bob").status().code(),
+            absl::StatusCode::kAlreadyExists)
+      << "public ids are unique";
+  auto numbered = (*store)->insert_job("mmt", "{}");
+  ASSERT_TRUE(numbered.ok());
+  auto jobs = (*store)->list_jobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 3u);
+  EXPECT_EQ((*jobs)[0].public_id, "1") << "an old job keeps its number";
+  EXPECT_EQ((*jobs)[0].owner, "");
+  EXPECT_EQ((*jobs)[1].public_id, random_id);
+  EXPECT_EQ((*jobs)[1].owner, "alice");
+  EXPECT_EQ((*jobs)[2].public_id, std::to_string(*numbered));
+  ASSERT_TRUE((*store)->delete_job(*added).ok());
+  EXPECT_EQ((*store)->delete_job(*added).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*store)->list_jobs()->size(), 2u);
+}
+
 TEST(JobStateNames, RoundTrip) {
   for (auto state : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {

@@ -54,11 +54,12 @@ void write_split(const fs::path& dir, const std::string& name, const SplitData& 
 
 /// A complete export as `tandem train` writes it (ranking.json last).
 void write_export(const fs::path& dir, const SplitData& gallery = gallery_data(),
-                  const SplitData& query = query_data()) {
+                  const SplitData& query = query_data(),
+                  const std::string& ranking = "{\"weights\": \"model.pt\"}\n") {
   fs::create_directories(dir);
   write_split(dir, "gallery", gallery);
   write_split(dir, "query", query);
-  std::ofstream(dir / "ranking.json") << "{\"weights\": \"model.pt\"}\n";
+  std::ofstream(dir / "ranking.json") << ranking;
 }
 
 class RankingIndexTest : public ::testing::Test {
@@ -210,6 +211,60 @@ TEST_F(RankingIndexTest, CacheReloadsWhenTheExportChanges) {
   EXPECT_EQ((*first)->gallery_size(), 5) << "a caller's old index stays usable";
   fs::remove(dir_ / "ranking.json");  // a re-export under way
   EXPECT_EQ(cache.get(dir_.string()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RankingIndexTest, GalleryPathsAreRelativeToTheDataSetNeverAbsolute) {
+  SplitData gallery = gallery_data();
+  gallery.paths = {"/data/market/bounding_box_test/0001_c1s1_000151_01.jpg",
+                   "/data/market/./bounding_box_test/../gallery/2.jpg", "/data/other/3.jpg",
+                   "/data/market/../market-private/4.jpg", "/etc/passwd"};
+  SplitData query = query_data();
+  query.paths = {"/data/market/query/0.jpg", "/data/market/query/1.jpg"};
+  write_export(dir_, gallery, query,
+               "{\"kind\": \"mmt\", \"dataset\": \"/data/market/\", \"weights\": \"model.pt\"}\n");
+  auto index = RankingIndex::load(dir_.string());
+  ASSERT_TRUE(index.ok()) << index.status();
+  auto ranked = (*index)->rank_query(0, 0);
+  ASSERT_TRUE(ranked.ok()) << ranked.status();
+  // q0's order: g0, g4, g3, g1, g2.
+  const std::vector<std::string> expected = {"bounding_box_test/0001_c1s1_000151_01.jpg", "passwd",
+                                             "4.jpg", "gallery/2.jpg", "3.jpg"};
+  ASSERT_EQ(ranked->entries_size(), 5);
+  for (int i = 0; i < 5; ++i) {
+    const std::string& path = ranked->entries(i).gallery_path();
+    EXPECT_EQ(path, expected[static_cast<size_t>(i)]) << "rank " << i;
+    EXPECT_FALSE(fs::path(path).is_absolute()) << path;
+    EXPECT_EQ(path.find(".."), std::string::npos) << path;
+  }
+}
+
+TEST(RankingIndexPaths, RelativeToTheDataSetRootLexically) {
+  const auto rel = &RankingIndex::relative_to_dataset;
+  EXPECT_EQ(rel("/data/market/query/1.jpg", "/data/market"), "query/1.jpg");
+  EXPECT_EQ(rel("/data/market/query/1.jpg", "/data//market/"), "query/1.jpg");
+  EXPECT_EQ(rel("data/market/q/1.jpg", "data/market"), "q/1.jpg");
+  EXPECT_EQ(rel("./data/market/x.jpg", "data/market/."), "x.jpg");
+  // Not under the root: the file name only.
+  EXPECT_EQ(rel("/data/market/../secret/x.jpg", "/data/market"), "x.jpg");
+  EXPECT_EQ(rel("/data/market-2/x.jpg", "/data/market"), "x.jpg");
+  EXPECT_EQ(rel("/data/market/x.jpg", "data/market"), "x.jpg") << "absolute vs relative";
+  EXPECT_EQ(rel("data/market/x.jpg", "/data/market"), "x.jpg");
+  EXPECT_EQ(rel("/data/market", "/data/market"), "market");
+  // No root named: relative paths that stay below "." are kept.
+  EXPECT_EQ(rel("g/0.jpg", ""), "g/0.jpg");
+  EXPECT_EQ(rel("g/./h/../0.jpg", ""), "g/0.jpg");
+  EXPECT_EQ(rel("../outside/0.jpg", ""), "0.jpg");
+  EXPECT_EQ(rel("/home/user/data/0.jpg", ""), "0.jpg");
+}
+
+TEST_F(RankingIndexTest, AMalformedRankingJsonIsAnInternalErrorNamingIt) {
+  for (const std::string& ranking :
+       {std::string("not json"), std::string("[1, 2]"), std::string("{\"dataset\": 7}")}) {
+    write_export(dir_, gallery_data(), query_data(), ranking);
+    auto index = RankingIndex::load(dir_.string());
+    EXPECT_EQ(index.status().code(), absl::StatusCode::kInternal) << ranking;
+    EXPECT_NE(index.status().message().find("ranking.json"), std::string::npos) << index.status();
+  }
 }
 
 }  // namespace
