@@ -12,8 +12,9 @@ the stride of layer4 set to 1 and no ReLU after the stem's bn1, then global
 average pooling, a BatchNorm1d neck with frozen bias and a bias-free Linear
 head, N(0, 0.001). Losses (notes §3.6, MMT/TLlib's loss.py): sort-based hard
 example mining, SoftTripletLoss with margin 0 and without margin,
-SoftEntropy, CrossEntropyLabelSmooth. Step (notes §4): students on their own
-views, EMA teachers on the same views under no_grad, the cross pairing
+SoftEntropy, CrossEntropyLabelSmooth, from bench/reference/losses.py (the
+one copy, shared with bench/side_by_side.py). Step (notes §4): students on
+their own views, EMA teachers on the same views under no_grad, the cross pairing
 L = 0.5·CE + 0.2·ST0 + 0.5·SCE + 0.8·ST, Adam(3.5e-4, wd 5e-4) over both
 students, then the EMA update with α_t = min(0.999, 1 − 1/(t+1)), and the
 terms read back with .item() as the originals' meters do.
@@ -34,6 +35,7 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -187,43 +189,10 @@ def make_model(backbone, classes):
     return ReIdentifier(net, classes)
 
 
-# ---- losses, as MMT / TLlib write them ----------------------------------------
-def pairwise_euclidean_distance(x, y):
-    d = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1, keepdim=True).t()
-    d = torch.addmm(d, x, y.t(), beta=1, alpha=-2)
-    return d.clamp(min=1e-12).sqrt()
-
-
-def hard_examples_mining(dist, same):
-    ap, ap_index = torch.sort(dist + -1e7 * (1 - same), dim=1, descending=True)
-    an, an_index = torch.sort(dist + 1e7 * same, dim=1, descending=False)
-    return ap[:, 0], an[:, 0], ap_index[:, 0], an_index[:, 0]
-
-
-def soft_triplet_loss(f1, f2, labels, margin=None):
-    n = f1.size(0)
-    dist = pairwise_euclidean_distance(f1, f1)
-    same = labels.expand(n, n).eq(labels.expand(n, n).t()).float()
-    ap, an, ap_i, an_i = hard_examples_mining(dist, same)
-    log_prob = F.log_softmax(torch.stack((ap, an), 1), 1)
-    if margin is not None:
-        return (-margin * log_prob[:, 0] - (1 - margin) * log_prob[:, 1]).mean()
-    dist_ref = pairwise_euclidean_distance(f2, f2)
-    ap_ref = torch.gather(dist_ref, 1, ap_i.view(n, 1).expand(n, n))[:, 0]
-    an_ref = torch.gather(dist_ref, 1, an_i.view(n, 1).expand(n, n))[:, 0]
-    t = F.softmax(torch.stack((ap_ref, an_ref), 1), 1).detach()
-    return (-t * log_prob).sum(1).mean()
-
-
-def soft_cross_entropy(y, target):
-    return (-F.softmax(target, 1).detach() * F.log_softmax(y, 1)).mean(0).sum()
-
-
-def cross_entropy_label_smooth(y, labels, epsilon=0.1):
-    log_probs = F.log_softmax(y, 1)
-    targets = torch.zeros_like(log_probs).scatter_(1, labels.unsqueeze(1), 1)
-    targets = (1 - epsilon) * targets + epsilon / y.size(1)
-    return (-targets * log_probs).mean(0).sum()
+# ---- losses, as MMT / TLlib write them (one copy, bench/reference/losses.py) ---
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/reference
+from reference.losses import (  # noqa: E402
+    cross_entropy_label_smooth, soft_cross_entropy, soft_triplet_loss)
 
 
 @torch.no_grad()

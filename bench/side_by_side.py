@@ -7,10 +7,12 @@ with .venv/bin/python) in one run, and prints the times and their ratio.
 
 Each C++ benchmark BM_X/arg has a Python twin in PYTHON_TWINS[suite]["BM_X"]
 that builds its inputs from `arg` and returns a zero-argument callable timed
-here the same way (single thread, median of repeated runs).
+here the same way (single thread, median of repeated runs). The methods
+twins call the originals' losses in bench/reference/losses.py.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,77 +24,12 @@ import torch
 # ---- methods: the losses as the Python originals compute them ---------------
 import torch.nn.functional as F  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/reference
+from reference.losses import (  # noqa: E402
+    afn, class_balance, cross_entropy_label_smooth, l2_consistency, mcc,
+    pairwise_euclidean_distance, soft_cross_entropy, soft_triplet_loss, triplet_loss)
+
 BATCH, CLASSES, DIM = 64, 700, 2048
-
-
-def pairwise_euclidean_distance(x, y):
-    d = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1, keepdim=True).t()
-    d = torch.addmm(d, x, y.t(), beta=1, alpha=-2)
-    return d.clamp(min=1e-12).sqrt()
-
-
-def hard_examples_mining(dist, same):
-    ap, ap_index = torch.sort(dist + -1e7 * (1 - same), dim=1, descending=True)
-    an, an_index = torch.sort(dist + 1e7 * same, dim=1, descending=False)
-    return ap[:, 0], an[:, 0], ap_index[:, 0], an_index[:, 0]
-
-
-def soft_triplet_loss(f1, f2, labels, margin=None):
-    n = f1.size(0)
-    dist = pairwise_euclidean_distance(f1, f1)
-    same = labels.expand(n, n).eq(labels.expand(n, n).t()).float()
-    ap, an, ap_i, an_i = hard_examples_mining(dist, same)
-    log_prob = F.log_softmax(torch.stack((ap, an), 1), 1)
-    if margin is not None:
-        return (-margin * log_prob[:, 0] - (1 - margin) * log_prob[:, 1]).mean()
-    dist_ref = pairwise_euclidean_distance(f2, f2)
-    ap_ref = torch.gather(dist_ref, 1, ap_i.view(n, 1).expand(n, n))[:, 0]
-    an_ref = torch.gather(dist_ref, 1, an_i.view(n, 1).expand(n, n))[:, 0]
-    t = F.softmax(torch.stack((ap_ref, an_ref), 1), 1).detach()
-    return (-t * log_prob).sum(1).mean()
-
-
-def triplet_loss(f, labels, margin):
-    n = f.size(0)
-    dist = pairwise_euclidean_distance(f, f)
-    same = labels.expand(n, n).eq(labels.expand(n, n).t()).float()
-    ap, an, _, _ = hard_examples_mining(dist, same)
-    return F.margin_ranking_loss(an, ap, torch.ones_like(an), margin=margin)
-
-
-def soft_cross_entropy(y, target):
-    return (-F.softmax(target, 1).detach() * F.log_softmax(y, 1)).mean(0).sum()
-
-
-def cross_entropy_label_smooth(y, labels, epsilon=0.1):
-    log_probs = F.log_softmax(y, 1)
-    targets = torch.zeros_like(log_probs).scatter_(1, labels.unsqueeze(1), 1)
-    targets = (1 - epsilon) * targets + epsilon / y.size(1)
-    return (-targets * log_probs).mean(0).sum()
-
-
-def l2_consistency(y, teacher, mask):
-    return (((y - teacher) ** 2).sum(1) * mask).mean()
-
-
-def class_balance(y):
-    return F.binary_cross_entropy(y.mean(0), torch.full((y.size(1),), 1.0 / y.size(1)))
-
-
-def mcc(logits, temperature=2.5):
-    n, c = logits.shape
-    p = F.softmax(logits / temperature, dim=1)
-    h = -(p * torch.log(p + 1e-5)).sum(1).detach()
-    w = (1 + torch.exp(-h))
-    w = (n * w / w.sum()).unsqueeze(1)
-    m = torch.mm((p * w).transpose(1, 0), p)
-    m = m / torch.sum(m, dim=1)
-    return (torch.sum(m) - torch.trace(m)) / c
-
-
-def afn(f, delta=1.0):
-    radius = f.norm(p=2, dim=1).detach() + delta
-    return ((f.norm(p=2, dim=1) - radius) ** 2).mean()
 
 
 def twin(make):
