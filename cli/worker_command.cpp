@@ -39,6 +39,7 @@
 #include "tandem/cli/launcher.h"
 #include "tandem/cli/worker_command.h"
 #include "tandem/rpc/channel.h"
+#include "tandem/rpc/tls.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/worker/device.h"
 #include "tandem/v1/worker.grpc.pb.h"
@@ -68,6 +69,8 @@ struct WorkerFlags {
   double grace_seconds = 10;
   /// Where this worker serves grpc.health.v1.Health (port 0: any).
   std::string health_listen = "127.0.0.1:0";
+  /// TLS of that health listener (both or neither; plaintext by default).
+  std::string health_tls_cert, health_tls_key;
   /// Empty ones come from TANDEM_TOKEN and TANDEM_TLS_CA/CERT/KEY
   /// (resolved in run_worker).
   rpc::ClientSecurity security;
@@ -577,6 +580,29 @@ int run_worker(WorkerFlags flags) {
   // Every Tandem process answers the standard health check.
   server::GrpcOptions health;
   health.address = flags.health_listen;
+  rpc::ServerTls health_tls;
+  health_tls.cert_file = flags.health_tls_cert;
+  health_tls.key_file = flags.health_tls_key;
+  auto health_credentials = rpc::server_credentials(health_tls);
+  if (!health_credentials.ok()) {
+    // The library names --tls-cert/--tls-key; here they are --health-tls-*.
+    std::string message(health_credentials.status().message());
+    for (const std::string flag : {"--tls-cert", "--tls-key"}) {
+      for (auto at = message.find(flag); at != std::string::npos;
+           at = message.find(flag, at + flag.size() + 7)) {
+        message.replace(at, flag.size(), "--health-" + flag.substr(2));
+      }
+    }
+    std::cerr << "tandem worker: " << message << std::endl;
+    return kExitUsage;
+  }
+  health.credentials = *health_credentials;
+  if (!health_tls.enabled() && !rpc::is_loopback_address(flags.health_listen)) {
+    std::cerr << "tandem worker: note: the health service on " << flags.health_listen
+              << " is plaintext (it answers SERVING only; --health-tls-cert/--health-tls-key "
+                 "serve it over TLS)"
+              << std::endl;
+  }
   auto health_server = server::GrpcServer::Create(health, {});
   if (!health_server.ok()) {
     std::cerr << "tandem worker: " << health_server.status().message() << std::endl;
@@ -616,6 +642,10 @@ void add_worker_command(CLI::App& app, Action& action) {
       ->add_option("--health-listen", flags->health_listen,
                    "host:port of this worker's grpc.health.v1 service (port 0: any free one)")
       ->capture_default_str();
+  command->add_option("--health-tls-cert", flags->health_tls_cert,
+                      "PEM certificate chain: serve the health service over TLS");
+  command->add_option("--health-tls-key", flags->health_tls_key,
+                      "PEM private key of --health-tls-cert");
   command->add_option("--device", flags->device, "device kind it offers")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();

@@ -29,6 +29,7 @@
 #include "tandem/client/command.h"
 #include "tandem/client/spec_proto.h"
 #include "tandem/rpc/channel.h"
+#include "tandem/rpc/status.h"
 
 namespace tandem::client {
 namespace {
@@ -86,30 +87,6 @@ void add_reconnect_flag(CLI::App& command, double& seconds) {
                   "(0: give up at once)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-}
-
-const char* code_name(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: break;
-  }
-  return "UNKNOWN";
 }
 
 /// One message as protobuf JSON on one line, proto field names as keys.
@@ -282,7 +259,7 @@ class Client {
 
   /// Prints `tandem <command>: <CODE>: <message>` and returns 1.
   int fail(const grpc::Status& status) const {
-    std::cerr << "tandem " << command_ << ": " << code_name(status.error_code()) << ": ";
+    std::cerr << "tandem " << command_ << ": " << rpc::code_name(status.error_code()) << ": ";
     switch (status.error_code()) {
       case grpc::StatusCode::UNAVAILABLE:
         std::cerr << "the server at " << flags_.server << " is not reachable ("

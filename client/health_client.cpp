@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tandem/rpc/channel.h"
+#include "tandem/rpc/status.h"
 
 namespace tandem::client {
 
@@ -40,10 +41,7 @@ absl::StatusOr<ServingStatus> check_health(const std::string& target, const std:
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status = stub->Check(&context, request, &response);
-  if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        "health check of " + target + ": " + status.error_message());
-  }
+  if (!status.ok()) return rpc::from_grpc_status(status, "health check of " + target);
   switch (response.status()) {
     case grpc::health::v1::HealthCheckResponse::SERVING: return ServingStatus::kServing;
     case grpc::health::v1::HealthCheckResponse::NOT_SERVING: return ServingStatus::kNotServing;

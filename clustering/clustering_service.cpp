@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "tandem/rpc/status.h"
+
 namespace tandem::clustering {
 namespace {
 
@@ -16,7 +18,11 @@ using tandem::v1::ClusterRequest;
 using tandem::v1::ClusterResponse;
 
 grpc::Status invalid(const std::string& message) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+  return rpc::to_grpc_status(absl::InvalidArgumentError(message));
+}
+
+grpc::Status exhausted(const std::string& message) {
+  return rpc::to_grpc_status(absl::ResourceExhaustedError(message));
 }
 
 // One Cluster call: reads the header and chunks, then clusters off the
@@ -111,7 +117,7 @@ class ClusterReactor final : public grpc::ServerReadReactor<ClusterRequest> {
     } catch (const c10::Error& error) {
       status = invalid(error.what_without_backtrace());
     } catch (const std::exception& error) {
-      status = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+      status = rpc::to_grpc_status(absl::InternalError(error.what()));
     }
     std::vector<float>().swap(features_);
     service_->release_slot();
@@ -133,13 +139,11 @@ grpc::Status validate_header(const ClusterHeader& header, const ClusteringServic
   if (header.rows() <= 0) return invalid("ClusterHeader.rows must be positive");
   if (header.dim() <= 0) return invalid("ClusterHeader.dim must be positive");
   if (header.rows() > limits.max_rows) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "ClusterHeader.rows = " + std::to_string(header.rows()) +
+    return exhausted("ClusterHeader.rows = " + std::to_string(header.rows()) +
                             " is over this server's limit of " + std::to_string(limits.max_rows));
   }
   if (header.rows() * int64_t{header.dim()} * 4 > limits.max_bytes) {
-    return grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
+    return exhausted(
         "the features (rows·dim·4 = " + std::to_string(header.rows() * int64_t{header.dim()} * 4) +
             " bytes) are over this server's limit of " + std::to_string(limits.max_bytes) +
             " bytes");

@@ -17,9 +17,12 @@
 #include "tandem/server/confinement.h"
 #include "tandem/server/rendezvous.h"
 #include "tandem/server/spec_limits.h"
-#include "tandem/server/status.h"
+#include "tandem/rpc/status.h"
 
 namespace tandem::server {
+
+using rpc::status_from_exceptions;
+using rpc::to_grpc_status;
 namespace {
 
 namespace fs = std::filesystem;

@@ -6,9 +6,12 @@
 #include <chrono>
 #include <utility>
 
-#include "tandem/server/status.h"
+#include "tandem/rpc/status.h"
 
 namespace tandem::server {
+
+using rpc::status_from_exceptions;
+using rpc::to_grpc_status;
 namespace {
 
 constexpr std::array<std::pair<JobState, const char*>, 5> kStateNames = {{

@@ -7,10 +7,13 @@
 #include <stdexcept>
 
 #include "tandem/rpc/tls.h"
-#include "tandem/server/status.h"
+#include "tandem/rpc/status.h"
 #include "tandem/server/upload_limits.h"
 
 namespace tandem::server {
+
+using rpc::status_from_exceptions;
+using rpc::to_grpc_status;
 namespace {
 
 namespace v1 = tandem::v1;

@@ -117,7 +117,7 @@ TEST_F(ClusteringServiceTest, OverTheRowLimitIsResourceExhausted) {
   const auto message = error_message([&] {
     cluster_remote(torch::randn({5001, 4}), kmeans, client());
   });
-  EXPECT_NE(message.find("(8)"), std::string::npos) << message;  // RESOURCE_EXHAUSTED
+  EXPECT_NE(message.find("failed: RESOURCE_EXHAUSTED: "), std::string::npos) << message;
   EXPECT_NE(message.find("over this server's limit of 5000"), std::string::npos) << message;
 }
 

@@ -1143,6 +1143,38 @@ class SubmitLimits(ServerTestCase):
         self.client.cancel(other.id, token("other"))
 
 
+# --- retention ------------------------------------------------------------------------
+
+
+class Retention(ServerTestCase):
+    """--retention-days deletes ended jobs and their folders, never live ones
+    (0.00003 days: about 2.6 s; the server looks every 10 s)."""
+
+    server_name = "retention"
+    server_kwargs = dict(extra=["--retention-days", "0.00003"])
+
+    def test_retention_deletes_ended_jobs_with_their_folders(self):
+        ended = self.submit_ok(tiny_spec(), "alice")
+        live = self.submit_ok(tiny_spec(), "alice")
+        os.makedirs(ended.spec.output_dir, exist_ok=True)
+        with open(os.path.join(ended.spec.output_dir, "model.pt"), "w") as f:
+            f.write("weights")
+        self.assertEqual(self.client.cancel(ended.id, token("alice")).code, OK)
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            if self.client.get(ended.id, token("alice")).code == grpc.StatusCode.NOT_FOUND:
+                break
+            time.sleep(0.5)
+        self.assertEqual(self.client.get(ended.id, token("alice")).code, grpc.StatusCode.NOT_FOUND,
+                         "the cancelled job outlived --retention-days" + self.server_log())
+        self.assertFalse(os.path.exists(ended.spec.output_dir), "its folder was not removed")
+        self.assertTrue(os.path.isdir(self.server.jobs_dir), "the jobs folder itself stays")
+        still = self.client.get(live.id, token("alice"))
+        self.assertEqual(still.code, OK, "a queued job was deleted by retention")
+        self.assertEqual(still.value.state, PB.tandem.QUEUED)
+        self.client.cancel(live.id, token("alice"))
+
+
 # --- WorkerControl --------------------------------------------------------------------
 
 
@@ -1426,9 +1458,12 @@ class RankingSecurity(ServerTestCase):
         super().setUpClass()
         env = dict(os.environ, TANDEM_TOKEN=token("worker"), TANDEM_TLS_CA=PKI.ca,
                    TANDEM_TLS_CERT=PKI.worker_cert, TANDEM_TLS_KEY=PKI.worker_key)
+        # Its health listener serves TLS too (--health-tls-cert/--health-tls-key).
+        cls.worker_health = "127.0.0.1:%d" % free_port()
         cls.worker = Process("ranking-worker", [
             "worker", "--server", cls.server.address, "--name", "real-worker", "--threads", "1",
-            "--grace", "5"
+            "--grace", "5", "--health-listen", cls.worker_health, "--health-tls-cert",
+            PKI.server_cert, "--health-tls-key", PKI.server_key
         ], env=env)
         cls.job = None
         cls.setup_error = None
@@ -1439,6 +1474,9 @@ class RankingSecurity(ServerTestCase):
             deadline = time.time() + 240
             job = reply.value
             while time.time() < deadline:
+                if cls.worker.process.poll() is not None:
+                    raise RuntimeError("the worker exited with code %d" %
+                                       cls.worker.process.returncode)
                 got = cls.client.get(job.id, token("alice"))
                 if got.code == OK and got.value.state in (PB.tandem.SUCCEEDED, PB.tandem.FAILED,
                                                           PB.tandem.CANCELLED):
@@ -1461,6 +1499,17 @@ class RankingSecurity(ServerTestCase):
     def setUp(self):
         if self.setup_error:
             self.fail("no finished job to rank: " + self.setup_error)
+
+    def test_0_worker_health_listener_serves_tls(self):
+        secure = Client(self.worker_health, ca=PKI.ca)
+        plain = Client(self.worker_health, tls=False)
+        try:
+            self.assertEqual(secure.health().code, OK, self.worker.log())
+            self.assertEqual(plain.health().code, grpc.StatusCode.UNAVAILABLE,
+                             "a plaintext client reached the worker's TLS health listener")
+        finally:
+            secure.close()
+            plain.close()
 
     def test_1_rank_gallery_paths_are_relative_to_the_data_set(self):
         reply = self.client.rank(self.job.id, token("reader"), query_index=0, top_k=10)
