@@ -1444,6 +1444,111 @@ def jpeg_with_comments(jpeg, extra_bytes):
     return jpeg[:2] + segments + jpeg[2:]
 
 
+# --- the clustering service's mutual TLS, used by real ranks --------------------------
+
+
+def wait_health(client, timeout=30):
+    deadline = time.time() + timeout
+    reply = None
+    while time.time() < deadline:
+        reply = client.health(timeout=2)
+        if reply.code == OK:
+            return reply
+        time.sleep(0.2)
+    return reply
+
+
+class ClusteringMutualTls(unittest.TestCase):
+    """`tandem cluster --tls-cert --tls-key --client-ca` requires a client
+    certificate on every call, and the ranks dial it with their worker's
+    (TANDEM_TLS_* handed down by `tandem worker`): an mmt job whose rank 0
+    sends its features there succeeds; the same job against a clustering
+    service that trusts another CA fails, naming the service."""
+
+    @classmethod
+    def start_cluster(cls, name, client_ca):
+        address = "127.0.0.1:%d" % free_port()
+        process = Process(name, [
+            "cluster", "--listen", address, "--tls-cert", PKI.server_cert, "--tls-key",
+            PKI.server_key, "--client-ca", client_ca
+        ])
+        return address, process
+
+    @classmethod
+    def start_worker(cls, name, server):
+        env = dict(os.environ, TANDEM_TOKEN=token("worker"), TANDEM_TLS_CA=PKI.ca,
+                   TANDEM_TLS_CERT=PKI.worker_cert, TANDEM_TLS_KEY=PKI.worker_key)
+        return Process(name, ["worker", "--server", server.address, "--name", name,
+                              "--threads", "1", "--grace", "5"], env=env)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster, cls.cluster_process = cls.start_cluster("cluster-ok", PKI.ca)
+        cls.stray_cluster, cls.stray_process = cls.start_cluster("cluster-stray", PKI.stray_ca)
+        cls.server = Server("clustering-ok", extra=["--clustering", cls.cluster,
+                                                    "--max-restarts", "0"])
+        ok_jobs = cls.server.jobs_dir
+        cls.stray_server = Server("clustering-stray", data_roots=[DATA, ok_jobs],
+                                  extra=["--clustering", cls.stray_cluster, "--max-restarts", "0"])
+        cls.workers = [cls.start_worker("cluster-worker-ok", cls.server),
+                       cls.start_worker("cluster-worker-stray", cls.stray_server)]
+
+    @classmethod
+    def tearDownClass(cls):
+        for process in cls.workers + [cls.cluster_process, cls.stray_process]:
+            process.stop()
+        cls.server.stop()
+        cls.stray_server.stop()
+
+    def run_job(self, server, spec, timeout=240):
+        reply = server.client.submit(spec, token("alice"))
+        self.assertEqual(reply.code, OK, "SubmitJob: " + describe(reply) + server.log())
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = server.client.get(reply.value.id, token("alice"))
+            if got.code == OK and got.value.state in (PB.tandem.SUCCEEDED, PB.tandem.FAILED,
+                                                      PB.tandem.CANCELLED):
+                return got.value
+            for worker in self.workers:
+                self.assertIsNone(worker.process.poll(), "a worker exited:\n" + worker.log())
+            time.sleep(0.25)
+        self.fail("job %s did not end within %d s\n%s" % (reply.value.id, timeout, server.log()))
+
+    def test_1_listener_requires_a_client_certificate_of_its_ca(self):
+        with_cert = Client(self.cluster, ca=PKI.ca, cert=PKI.worker_cert, key=PKI.worker_key)
+        without = Client(self.cluster, ca=PKI.ca)
+        stray = Client(self.cluster, ca=PKI.ca, cert=PKI.stray_cert, key=PKI.stray_key)
+        plain = Client(self.cluster, tls=False)
+        try:
+            reply = wait_health(with_cert)
+            self.assertEqual(reply.code, OK, "health with the worker's certificate: %s\n%s" %
+                             (describe(reply), self.cluster_process.log()))
+            for name, client in (("no client certificate", without),
+                                 ("another CA's certificate", stray), ("plaintext", plain)):
+                self.assertNotEqual(client.health().code, OK,
+                                    "the clustering service answered a caller with " + name)
+        finally:
+            for client in (with_cert, without, stray, plain):
+                client.close()
+
+    def test_2_ranks_reach_it_with_their_workers_certificate(self):
+        pretrained = self.run_job(self.server, tiny_spec())
+        self.assertEqual(pretrained.state, PB.tandem.SUCCEEDED, pretrained.error)
+        model = os.path.join(pretrained.spec.output_dir, "model.pt")
+        mmt = tiny_spec("mmt", init_1=model, init_2=model)
+        done = self.run_job(self.server, mmt)
+        self.assertEqual(done.state, PB.tandem.SUCCEEDED,
+                         "mmt through the mutual-TLS clustering service: %s\n%s" %
+                         (done.error, self.server.log()))
+        # Control: a clustering service that trusts another CA refuses the
+        # ranks' certificate, and the job fails naming the service.
+        refused = self.run_job(self.stray_server, tiny_spec("mmt", init_1=model, init_2=model))
+        self.assertEqual(refused.state, PB.tandem.FAILED,
+                         "mmt against a clustering service of another CA: " +
+                         PB.tandem.JobState.Name(refused.state))
+        self.assertIn("clustering service", refused.error)
+
+
 class RankingSecurity(ServerTestCase):
     """A real `tandem-engine worker` (TLS client certificate and worker token
     from TANDEM_TLS_CA/TANDEM_TLS_CERT/TANDEM_TLS_KEY/TANDEM_TOKEN) trains a
