@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
+#include <absl/strings/str_cat.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -14,6 +15,7 @@
 #include "tandem/cli/app.h"
 #include "tandem/cli/signals.h"
 #include "tandem/clustering/clustering_service.h"
+#include "tandem/rpc/log.h"
 #include "tandem/rpc/tls.h"
 #include "tandem/server/grpc_server.h"
 
@@ -29,6 +31,7 @@ struct ClusterFlags {
 };
 
 int run_cluster(const ClusterFlags& flags) {
+  rpc::init_logging("tandem cluster");
   rpc::ServerTls tls;
   tls.cert_file = flags.tls_cert;
   tls.key_file = flags.tls_key;
@@ -40,13 +43,9 @@ int run_cluster(const ClusterFlags& flags) {
     return kExitUsage;
   }
   if (!tls.enabled() && !rpc::is_loopback_address(flags.listen)) {
-    std::cerr << "tandem cluster: warning: listening on " << flags.listen
-              << " without TLS: anyone who reaches it can send features and read the "
-                 "clusterings; give --tls-cert, --tls-key and --client-ca\n";
+    rpc::log_warn(absl::StrCat("listening on ", flags.listen, " without TLS: anyone who reaches it can send features and read the clusterings; give --tls-cert, --tls-key and --client-ca"));
   } else if (tls.enabled() && flags.client_ca.empty()) {
-    std::cerr << "tandem cluster: warning: TLS without --client-ca: any client that "
-                 "reaches "
-              << flags.listen << " can call the service\n";
+    rpc::log_warn(absl::StrCat("TLS without --client-ca: any client that reaches ", flags.listen, " can call the service"));
   }
   // Clustering allocates and frees blocks of tens of MB; glibc's dynamic mmap
   // threshold would keep them in the heap after the first free, so a fixed
@@ -71,10 +70,7 @@ int run_cluster(const ClusterFlags& flags) {
     std::cerr << "tandem cluster: " << grpc_server.status().message() << "\n";
     return kExitFailure;
   }
-  std::cout << "tandem cluster " << version() << " listening on " << (*grpc_server)->target()
-            << (tls.enabled() ? flags.client_ca.empty() ? " with TLS" : " with mutual TLS" : "")
-            << " (max " << flags.max_rows << " rows, " << flags.max_gib << " GiB, " << flags.jobs
-            << " job(s) at a time)" << std::endl;
+  rpc::log_info(absl::StrCat("Tandem ", version(), " listening on ", (*grpc_server)->target(), (tls.enabled() ? flags.client_ca.empty() ? " with TLS" : " with mutual TLS" : ""), " (max ", flags.max_rows, " rows, ", flags.max_gib, " GiB, ", flags.jobs, " job(s) at a time)"));
   return serve_until_stopped(**grpc_server, "tandem cluster");
 }
 

@@ -4,6 +4,7 @@
 // cleanly on SIGINT/SIGTERM; a restarted server (also after kill -9) queues
 // the jobs that were running and resumes them from their checkpoints.
 #include <CLI/CLI.hpp>
+#include <absl/strings/str_cat.h>
 
 #include <filesystem>
 #include <iostream>
@@ -15,6 +16,7 @@
 #include "tandem/cli/signals.h"
 #include "tandem/cli/spec_validation.h"
 #include "tandem/rpc/auth.h"
+#include "tandem/rpc/log.h"
 #include "tandem/rpc/tls.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/server/job_coordinator.h"
@@ -52,6 +54,7 @@ std::chrono::milliseconds millis(double seconds) {
 }
 
 int run_server(const ServerFlags& flags) {
+  rpc::init_logging("tandem server");
   if (!(flags.heartbeat_timeout_seconds > flags.heartbeat_seconds)) {
     std::cerr << "tandem server: --heartbeat-timeout must be longer than --heartbeat" << std::endl;
     return kExitUsage;
@@ -80,16 +83,10 @@ int run_server(const ServerFlags& flags) {
   }
   if (!rpc::is_loopback_address(flags.listen)) {
     if (!tls.enabled()) {
-      std::cerr << "tandem server: warning: serving " << flags.listen
-                << " in plaintext: tokens, specs and results cross the network unencrypted "
-                   "(give --tls-cert and --tls-key)"
-                << std::endl;
+      rpc::log_warn(absl::StrCat("serving ", flags.listen, " in plaintext: tokens, specs and results cross the network unencrypted (give --tls-cert and --tls-key)"));
     }
     if (!authorizer.enabled()) {
-      std::cerr << "tandem server: warning: serving " << flags.listen
-                << " without --tokens: anyone who reaches it may submit jobs and register "
-                   "workers"
-                << std::endl;
+      rpc::log_warn(absl::StrCat("serving ", flags.listen, " without --tokens: anyone who reaches it may submit jobs and register workers"));
     }
   }
   auto store = server::JobStore::Open(flags.db);
@@ -134,13 +131,9 @@ int run_server(const ServerFlags& flags) {
     std::cerr << "tandem server: " << grpc_server.status().message() << "\n";
     return kExitFailure;
   }
-  std::cout << "tandem server " << version() << " listening on " << (*grpc_server)->target()
-            << " (job store " << flags.db << ", job folders under " << options.jobs_dir
-            << (flags.clustering.empty() ? ", clustering in the ranks"
-                                         : ", clustering service " + flags.clustering)
-            << (tls.enabled() ? (flags.client_ca.empty() ? ", TLS" : ", TLS with client certificates")
-                              : ", plaintext")
-            << (authorizer.enabled() ? ", tokens required" : ", no tokens") << ")" << std::endl;
+  rpc::log_info(absl::StrCat("Tandem ", version(), " listening on ", (*grpc_server)->target(), " (job store ", flags.db, ", job folders under ", options.jobs_dir, ", ", (flags.clustering.empty() ? "clustering in the ranks"
+                                        : "clustering service " + flags.clustering), ", ", (tls.enabled() ? (flags.client_ca.empty() ? "TLS" : "TLS with client certificates")
+                             : "plaintext"), ", ", (authorizer.enabled() ? "tokens required" : "no tokens"), ")"));
   const int code = serve_until_stopped(**grpc_server, "tandem server");
   coordinator.stop();
   return code;

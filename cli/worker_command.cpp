@@ -12,6 +12,7 @@
 // dials the clustering service with them; --token is the worker's own.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
+#include <absl/strings/str_cat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@
 #include "tandem/cli/launcher.h"
 #include "tandem/cli/worker_command.h"
 #include "tandem/rpc/channel.h"
+#include "tandem/rpc/log.h"
 #include "tandem/rpc/tls.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/worker/device.h"
@@ -204,7 +206,7 @@ class Worker {
   }
 
   int run() {
-    std::cout << "tandem worker: connecting to " << flags_.server << std::endl;
+    rpc::log_info(absl::StrCat("connecting to ", flags_.server));
     bool said_waiting = false;
     while (g_stop_signal.load() == 0) {
       const Session result = session();
@@ -214,19 +216,17 @@ class Worker {
       }
       if (result == Session::kStopped) break;
       if (result == Session::kNoServer && !said_waiting) {
-        std::cout << "tandem worker: no server at " << flags_.server << " yet; retrying"
-                  << std::endl;
+        rpc::log_info(absl::StrCat("no server at ", flags_.server, " yet; retrying"));
         said_waiting = true;
       } else if (result == Session::kLost) {
-        std::cout << "tandem worker: lost the server at " << flags_.server << "; reconnecting"
-                  << std::endl;
+        rpc::log_warn(absl::StrCat("lost the server at ", flags_.server, "; reconnecting"));
         said_waiting = false;
       }
       for (int i = 0; i < 10 && g_stop_signal.load() == 0; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     }
-    std::cout << "tandem worker: stopped" << std::endl;
+    rpc::log_info(absl::StrCat("stopped"));
     return kExitOk;
   }
 
@@ -240,7 +240,7 @@ class Worker {
     arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     auto made = rpc::make_channel(flags_.server, flags_.security, arguments);
     if (!made.ok()) {  // checked in run_worker; a file that went away since
-      std::cerr << "tandem worker: " << made.status().message() << std::endl;
+      rpc::log_error(absl::StrCat(std::string(made.status().message())));
       return Session::kNoServer;
     }
     const std::shared_ptr<grpc::Channel> channel = *made;
@@ -272,8 +272,7 @@ class Worker {
       stream->Finish();
       return Session::kNoServer;
     }
-    std::cout << "tandem worker: registered with " << flags_.server << " as "
-              << first.registered().worker_id() << " (" << reg->name() << ")" << std::endl;
+    rpc::log_info(absl::StrCat("registered with ", flags_.server, " as ", first.registered().worker_id(), " (", reg->name(), ")"));
     const auto heartbeat = std::chrono::milliseconds(
         static_cast<int64_t>(std::max(0.05, first.registered().heartbeat_seconds()) * 1000));
 
@@ -363,8 +362,7 @@ class Worker {
         if (!rank || rank->assignment.job_id() != command.stop().job_id() ||
             rank->assignment.attempt() != command.stop().attempt() || rank->kill_at)
           continue;
-        std::cout << "tandem worker: stopping job " << rank->assignment.job_id() << " rank "
-                  << rank->assignment.rank() << std::endl;
+        rpc::log_info(absl::StrCat("stopping job ", rank->assignment.job_id(), " rank ", rank->assignment.rank()));
         ::kill(rank->pid, SIGTERM);
         rank->kill_at = Clock::now() + std::chrono::milliseconds(
                                            static_cast<int64_t>(flags_.grace_seconds * 1000));
@@ -433,10 +431,7 @@ class Worker {
     child.env.emplace_back("TANDEM_TOKEN", "");
     rank->pid = spawn_child(child);
     rank->watch_exit(wakeup_);
-    std::cout << "tandem worker: job " << assignment.job_id() << " attempt " << assignment.attempt()
-              << ": rank " << r << " of " << assignment.world_size() << " started in slot "
-              << assignment.local_rank() << " (pid " << rank->pid << ", log "
-              << rank->log.string() << ")" << std::endl;
+    rpc::log_info(absl::StrCat("job ", assignment.job_id(), " attempt ", assignment.attempt(), ": rank ", r, " of ", assignment.world_size(), " started in slot ", assignment.local_rank(), " (pid ", rank->pid, ", log ", rank->log.string(), ")"));
     ranks_[static_cast<size_t>(assignment.local_rank())] = std::move(rank);
   }
 
@@ -444,8 +439,7 @@ class Worker {
   template <typename Write>
   void report_failure(const v1::AssignRank& assignment, const std::string& why,
                       const Write& write) {
-    std::cerr << "tandem worker: job " << assignment.job_id() << " rank " << assignment.rank()
-              << ": " << why << std::endl;
+    rpc::log_error(absl::StrCat("job ", assignment.job_id(), " rank ", assignment.rank(), ": ", why));
     v1::WorkerMessage message;
     auto* exited = message.mutable_exited();
     exited->set_job_id(assignment.job_id());
@@ -503,8 +497,7 @@ class Worker {
       exited->set_error_tail(describe_exit(status) + "; " + rank->log.string() + ":\n" +
                              tail_of(rank->log));
     }
-    std::cout << "tandem worker: job " << rank->assignment.job_id() << " rank "
-              << rank->assignment.rank() << " " << describe_exit(status) << std::endl;
+    rpc::log_info(absl::StrCat("job ", rank->assignment.job_id(), " rank ", rank->assignment.rank(), " ", describe_exit(status)));
     write(message);
     rank.reset();
   }
@@ -517,8 +510,7 @@ class Worker {
       rank->exit_status = status;
       return;
     }
-    std::cout << "tandem worker: stopping rank " << rank->assignment.rank() << " of job "
-              << rank->assignment.job_id() << " (" << why << ")" << std::endl;
+    rpc::log_info(absl::StrCat("stopping rank ", rank->assignment.rank(), " of job ", rank->assignment.job_id(), " (", why, ")"));
     rank->exit_status = terminate_child(
         rank->pid, std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000)));
   }
@@ -571,6 +563,7 @@ int run_worker(WorkerFlags flags) {
     std::cerr << "tandem worker: " << checked.status().message() << std::endl;
     return kExitUsage;
   }
+  rpc::init_logging("tandem worker");
   struct sigaction action {};
   action.sa_handler = on_worker_signal;
   sigemptyset(&action.sa_mask);
@@ -598,20 +591,14 @@ int run_worker(WorkerFlags flags) {
   }
   health.credentials = *health_credentials;
   if (!health_tls.enabled() && !rpc::is_loopback_address(flags.health_listen)) {
-    std::cerr << "tandem worker: note: the health service on " << flags.health_listen
-              << " is plaintext (it answers SERVING only; --health-tls-cert/--health-tls-key "
-                 "serve it over TLS)"
-              << std::endl;
+    rpc::log_info(absl::StrCat("the health service on ", flags.health_listen, " is plaintext (it answers SERVING only; --health-tls-cert/--health-tls-key serve it over TLS)"));
   }
   auto health_server = server::GrpcServer::Create(health, {});
   if (!health_server.ok()) {
     std::cerr << "tandem worker: " << health_server.status().message() << std::endl;
     return kExitFailure;
   }
-  std::cout << "tandem worker: health service on " << (*health_server)->target() << "; "
-            << flags.slots << " slot(s) on " << flags.device
-            << (flags.device == "cuda" ? " (" + std::to_string(flags.gpus) + " GPUs)" : "")
-            << std::endl;
+  rpc::log_info(absl::StrCat("health service on ", (*health_server)->target(), "; ", flags.slots, " slot(s) on ", flags.device, (flags.device == "cuda" ? " (" + std::to_string(flags.gpus) + " GPUs)" : "")));
   Worker worker(flags);
   const int code = worker.run();
   (*health_server)->Shutdown(std::chrono::seconds(1));

@@ -207,6 +207,7 @@ if(NOT TANDEM_CORE_ONLY)
   find_package(CLI11 CONFIG REQUIRED)
   find_package(yaml-cpp CONFIG REQUIRED)
   find_package(nlohmann_json CONFIG REQUIRED)
+  find_package(spdlog CONFIG REQUIRED)  # the processes' log (rpc/log.h)
 endif()
 
 # --- Test and benchmark frameworks ---------------------------------------------

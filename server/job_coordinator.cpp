@@ -7,13 +7,14 @@
 #include <deque>
 #include <filesystem>
 #include <iomanip>
-#include <iostream>
 #include <optional>
 #include <sstream>
 #include <utility>
 
+#include <absl/strings/str_cat.h>
 #include <sys/random.h>
 
+#include "tandem/rpc/log.h"
 #include "tandem/server/confinement.h"
 #include "tandem/server/rendezvous.h"
 #include "tandem/server/spec_limits.h"
@@ -261,8 +262,7 @@ absl::Status JobCoordinator::start() {
     v1::Job& job = rt->job;
     if (!record.progress_json.empty() && record.progress_json != "{}") {
       if (!google::protobuf::util::JsonStringToMessage(record.progress_json, &job).ok()) {
-        std::cerr << "tandem server: job " << record.id << ": unreadable progress, kept as is"
-                  << std::endl;
+        rpc::log_warn(absl::StrCat("job ", record.id, ": unreadable progress, kept as is"));
       }
     }
     if (!google::protobuf::util::JsonStringToMessage(record.spec_json, job.mutable_spec()).ok()) {
@@ -283,8 +283,7 @@ absl::Status JobCoordinator::start() {
       job.set_finished_ms(now_ms());
       job.clear_workers();
       TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
-      std::cout << "tandem server: job " << record.id
-                << " was being cancelled when the server stopped; cancelled" << std::endl;
+      rpc::log_info(absl::StrCat("job ", rt->job.id(), " was being cancelled when the server stopped; cancelled"));
     } else if (record.state == JobState::kRunning) {
       // The previous server died with the job running: queue it again; it
       // resumes from its last checkpoint.
@@ -292,8 +291,7 @@ absl::Status JobCoordinator::start() {
       job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
       job.clear_workers();
       TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
-      std::cout << "tandem server: job " << record.id
-                << " was running when the server stopped; queued again" << std::endl;
+      rpc::log_info(absl::StrCat("job ", rt->job.id(), " was running when the server stopped; queued again"));
     }
     ids_[rt->job.id()] = record.id;
     jobs_[record.id] = std::move(rt);
@@ -531,8 +529,7 @@ absl::StatusOr<std::string> JobCoordinator::remove_locked(Runtime& rt) {
       resolve_path(output_dir) != resolve_path(options_.jobs_dir) && fs::exists(output_dir, error)) {
     fs::remove_all(output_dir, error);
     if (error) {
-      std::cerr << "tandem server: job " << id << " deleted, but its folder " << output_dir
-                << " could not be removed: " << error.message() << std::endl;
+      rpc::log_error(absl::StrCat("job ", id, " deleted, but its folder ", output_dir, " could not be removed: ", error.message()));
     } else {
       removed = output_dir;
     }
@@ -557,11 +554,9 @@ void JobCoordinator::apply_retention_locked() {
     const std::string id = rt->job.id();
     auto removed = remove_locked(*rt);
     if (!removed.ok()) {
-      std::cerr << "tandem server: retention: job " << id << ": " << removed.status().message()
-                << std::endl;
+      rpc::log_error(absl::StrCat("retention: job ", id, ": ", std::string(removed.status().message())));
     } else {
-      std::cout << "tandem server: retention: deleted job " << id
-                << (removed->empty() ? "" : " and " + *removed) << std::endl;
+      rpc::log_info(absl::StrCat("retention: deleted job ", id, (removed->empty() ? "" : " and " + *removed)));
     }
   }
 }
@@ -636,10 +631,7 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
   command.mutable_registered()->set_heartbeat_seconds(
       std::chrono::duration<double>(options_.heartbeat_interval).count());
   worker->channel->send(command);
-  std::cout << "tandem server: worker " << worker->label() << " registered ("
-            << (info.device_kind().empty() ? "cpu" : info.device_kind()) << ", " << info.gpus()
-            << " GPUs, " << worker->slots.size() << " slot" << (worker->slots.size() == 1 ? "" : "s")
-            << ")" << std::endl;
+  rpc::log_info(absl::StrCat("worker ", worker->label(), " registered (", (info.device_kind().empty() ? "cpu" : info.device_kind()), ", ", info.gpus(), " GPUs, ", worker->slots.size(), " slot", (worker->slots.size() == 1 ? "" : "s"), ")"));
   workers_[id] = std::move(worker);
   const SlotCounts now = slot_counts_locked();
   most_slots_.all = std::max(most_slots_.all, now.all);
@@ -667,9 +659,7 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
   if (message.has_event()) {
     const auto& event = message.event();
     if (!runs(event.job_id(), event.attempt(), 0)) {
-      std::cerr << "tandem server: worker " << worker.label() << " sent an event for job "
-                << event.job_id() << " attempt " << event.attempt()
-                << ", whose rank 0 it does not run; ignored" << std::endl;
+      rpc::log_warn(absl::StrCat("worker ", worker.label(), " sent an event for job ", event.job_id(), " attempt ", event.attempt(), ", whose rank 0 it does not run; ignored"));
       return;
     }
     Runtime* rt = find(event.job_id());
@@ -679,9 +669,7 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
   } else if (message.has_exited()) {
     const auto& exited = message.exited();
     if (!runs(exited.job_id(), exited.attempt(), exited.rank())) {
-      std::cerr << "tandem server: worker " << worker.label() << " reported the exit of rank "
-                << exited.rank() << " of job " << exited.job_id() << " attempt "
-                << exited.attempt() << ", which it does not run; ignored" << std::endl;
+      rpc::log_warn(absl::StrCat("worker ", worker.label(), " reported the exit of rank ", exited.rank(), " of job ", exited.job_id(), " attempt ", exited.attempt(), ", which it does not run; ignored"));
       return;
     }
     for (auto& slot : worker.slots) {
@@ -894,7 +882,7 @@ void JobCoordinator::fail_queued_locked(Runtime& rt, const std::string& error) {
   job.set_error(error);
   job.clear_waiting_reason();
   job.set_finished_ms(now_ms());
-  std::cout << "tandem server: job " << job.id() << " FAILED: " << error << std::endl;
+  rpc::log_info(absl::StrCat("job ", job.id(), " FAILED: ", error));
   persist_or_log_locked(rt);
   v1::JobEvent event;
   event.set_time_ms(now_ms());
@@ -913,7 +901,7 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<IdleSlot> slo
       rt.rendezvous = std::make_unique<Rendezvous>(world, options_.advertise_host);
       port = rt.rendezvous->port();
     } catch (const std::exception& error) {
-      std::cerr << "tandem server: job " << job.id() << ": " << error.what() << std::endl;
+      rpc::log_error(absl::StrCat("job ", job.id(), ": ", error.what()));
       return;  // stays queued; the next tick tries again
     }
   }
@@ -939,8 +927,7 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<IdleSlot> slo
   }
   persist_or_log_locked(rt);
   publish_job_locked(rt);
-  std::cout << "tandem server: job " << job.id() << " (" << job.spec().kind() << ") attempt "
-            << rt.attempts << " on " << world << " slot(s)" << std::endl;
+  rpc::log_info(absl::StrCat("job ", job.id(), " (", job.spec().kind(), ") attempt ", rt.attempts, " on ", world, " slot(s)"));
   for (int rank = 0; rank < world; ++rank) {
     const IdleSlot& slot = slots[static_cast<size_t>(rank)];
     Worker& worker = *slot.worker;
@@ -1021,18 +1008,17 @@ void JobCoordinator::finish_attempt_locked(Runtime& rt) {
                       std::to_string(rt.failures) + " of " + std::to_string(options_.max_restarts) +
                       ")");
     }
-    std::cout << "tandem server: job " << job.id() << ": " << event.error() << std::endl;
+    rpc::log_info(absl::StrCat("job ", job.id(), ": ", event.error()));
     publish_locked(rt, std::move(event));
   }
   persist_or_log_locked(rt);
   publish_job_locked(rt);
-  std::cout << "tandem server: job " << job.id() << " " << v1::JobState_Name(job.state())
-            << std::endl;
+  rpc::log_info(absl::StrCat("job ", job.id(), " ", v1::JobState_Name(job.state())));
   changed_.notify_all();
 }
 
 void JobCoordinator::worker_lost_locked(Worker& worker, const std::string& why) {
-  std::cout << "tandem server: worker " << worker.label() << " lost: " << why << std::endl;
+  rpc::log_info(absl::StrCat("worker ", worker.label(), " lost: ", why));
   worker.channel->close();
   std::set<std::string> job_ids;
   for (const auto& slot : worker.slots) {
@@ -1170,7 +1156,7 @@ absl::Status JobCoordinator::persist_locked(Runtime& rt) {
 void JobCoordinator::persist_or_log_locked(Runtime& rt) {
   const absl::Status status = persist_locked(rt);
   if (!status.ok()) {
-    std::cerr << "tandem server: job " << rt.job.id() << ": " << status.message() << std::endl;
+    rpc::log_error(absl::StrCat("job ", rt.job.id(), ": ", std::string(status.message())));
   }
 }
 
