@@ -412,11 +412,17 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted,
     }
   }
   // One folder per job: DeleteJob and retention remove it, so no job may
-  // write into (or around) another's.
+  // write into (or around) another's. Stored folders were resolved when
+  // their jobs were submitted, so a lexical comparison is enough here (no
+  // file-system calls under the lock).
+  const auto nested = [](const std::string& inner, const std::string& outer) {
+    const fs::path relative = fs::path(inner).lexically_relative(outer);
+    return !relative.empty() && *relative.begin() != "..";
+  };
   for (const auto& [row, other] : jobs_) {
     const std::string& theirs = other->job.spec().output_dir();
-    if (!theirs.empty() && (is_within(spec.output_dir(), theirs) ||
-                            is_within(theirs, spec.output_dir()))) {
+    if (!theirs.empty() &&
+        (nested(spec.output_dir(), theirs) || nested(theirs, spec.output_dir()))) {
       return absl::FailedPreconditionError("spec.output_dir: " + spec.output_dir() +
                                            " overlaps the folder of job " + other->job.id() +
                                            " (" + theirs + "); choose another folder");

@@ -669,6 +669,39 @@ TEST_F(JobCoordinatorTest, OutputFoldersStayUnderTheJobsDir) {
   EXPECT_EQ(coordinator_->list({}, 0).size(), 1u) << "nothing stored for refused specs";
 }
 
+TEST_F(JobCoordinatorTest, NoJobWritesIntoAnotherJobsFolder) {
+  v1::JobSpec first = spec();
+  first.set_output_dir("team/run");
+  const auto taken = coordinator_->submit(first);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  // The same folder, one inside it, one around it, and the default folder
+  // of an existing job: refused, naming the job.
+  for (const std::string& overlapping :
+       {std::string("team/run"), std::string("team/run/inner"), std::string("team"),
+        (fs::path(options_.jobs_dir) / "team" / "run" / ".." / "run").string()}) {
+    v1::JobSpec s = spec();
+    s.set_output_dir(overlapping);
+    const auto refused = coordinator_->submit(s);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << overlapping;
+    EXPECT_NE(refused.status().message().find(taken->id()), std::string::npos)
+        << refused.status();
+  }
+  const auto defaulted = coordinator_->submit(spec());
+  ASSERT_TRUE(defaulted.ok());
+  v1::JobSpec squatter = spec();
+  squatter.set_output_dir("job-" + defaulted->id());
+  EXPECT_EQ(coordinator_->submit(squatter).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A sibling whose name shares a prefix is another folder.
+  v1::JobSpec sibling = spec();
+  sibling.set_output_dir("team/run-2");
+  EXPECT_TRUE(coordinator_->submit(sibling).ok());
+  // Once the job is deleted its folder is free again.
+  ASSERT_TRUE(coordinator_->cancel(taken->id(), std::chrono::seconds(1)).ok());
+  ASSERT_TRUE(coordinator_->remove(taken->id()).ok());
+  EXPECT_TRUE(coordinator_->submit(first).ok());
+}
+
 TEST_F(JobCoordinatorTest, DataPathsMustLieUnderTheDataRootsWithoutRevealingWhatExists) {
   fs::create_directories(dir_ / "data" / "market");
   fs::create_directories(options_.jobs_dir);
