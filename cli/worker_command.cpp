@@ -576,17 +576,10 @@ int run_worker(WorkerFlags flags) {
   rpc::ServerTls health_tls;
   health_tls.cert_file = flags.health_tls_cert;
   health_tls.key_file = flags.health_tls_key;
+  health_tls.flag_prefix = "--health-";
   auto health_credentials = rpc::server_credentials(health_tls);
   if (!health_credentials.ok()) {
-    // The library names --tls-cert/--tls-key; here they are --health-tls-*.
-    std::string message(health_credentials.status().message());
-    for (const std::string flag : {"--tls-cert", "--tls-key"}) {
-      for (auto at = message.find(flag); at != std::string::npos;
-           at = message.find(flag, at + flag.size() + 7)) {
-        message.replace(at, flag.size(), "--health-" + flag.substr(2));
-      }
-    }
-    std::cerr << "tandem worker: " << message << std::endl;
+    std::cerr << "tandem worker: " << health_credentials.status().message() << std::endl;
     return kExitUsage;
   }
   health.credentials = *health_credentials;

@@ -2,8 +2,9 @@
 
 #include <grpcpp/server_context.h>
 
+#include <absl/strings/match.h>
+
 #include <algorithm>
-#include <cctype>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -12,7 +13,7 @@ namespace tandem::rpc {
 namespace {
 
 constexpr size_t kMinTokenLength = 16;
-constexpr const char* kBearer = "Bearer ";
+constexpr char kBearer[] = "Bearer ";
 
 /// Equal strings, in time that depends only on their lengths.
 bool constant_time_equal(std::string_view a, std::string_view b) {
@@ -138,13 +139,10 @@ absl::StatusOr<Principal> Authorizer::authorize(
   }
   const std::string& value = header->second;
   // The scheme is case-insensitive (RFC 7235); the token is not.
-  const std::string scheme = value.substr(0, std::string(kBearer).size());
-  if (scheme.size() != std::string(kBearer).size() ||
-      !std::equal(scheme.begin(), scheme.end(), kBearer,
-                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+  if (!absl::StartsWithIgnoreCase(value, kBearer)) {
     return absl::UnauthenticatedError("authorization: expected `Bearer TOKEN`");
   }
-  const auto principal = tokens_->find(std::string_view(value).substr(std::string(kBearer).size()));
+  const auto principal = tokens_->find(std::string_view(value).substr(sizeof(kBearer) - 1));
   if (!principal) return absl::UnauthenticatedError("authorization: unknown token");
   if (!grants(principal->role, needed)) {
     return absl::PermissionDeniedError("token '" + principal->name + "' has role " +

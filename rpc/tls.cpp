@@ -27,22 +27,25 @@ absl::StatusOr<std::string> read_pem_file(const std::string& path, const std::st
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials(const ServerTls& tls) {
+  const std::string cert_flag = tls.flag_prefix + "tls-cert", key_flag = tls.flag_prefix + "tls-key",
+                    ca_flag = tls.flag_prefix + "client-ca";
   if (!tls.enabled()) {
     if (!tls.client_ca_file.empty()) {
-      return absl::InvalidArgumentError("--client-ca needs TLS: give --tls-cert and --tls-key too");
+      return absl::InvalidArgumentError(ca_flag + " needs TLS: give " + cert_flag + " and " +
+                                        key_flag + " too");
     }
     return grpc::InsecureServerCredentials();
   }
-  if (tls.cert_file.empty()) return absl::InvalidArgumentError("--tls-key needs --tls-cert");
-  if (tls.key_file.empty()) return absl::InvalidArgumentError("--tls-cert needs --tls-key");
-  auto cert = read_pem_file(tls.cert_file, "--tls-cert");
+  if (tls.cert_file.empty()) return absl::InvalidArgumentError(key_flag + " needs " + cert_flag);
+  if (tls.key_file.empty()) return absl::InvalidArgumentError(cert_flag + " needs " + key_flag);
+  auto cert = read_pem_file(tls.cert_file, cert_flag);
   if (!cert.ok()) return cert.status();
-  auto key = read_pem_file(tls.key_file, "--tls-key");
+  auto key = read_pem_file(tls.key_file, key_flag);
   if (!key.ok()) return key.status();
   grpc_ssl_client_certificate_request_type request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
   std::string roots;
   if (!tls.client_ca_file.empty()) {
-    auto ca = read_pem_file(tls.client_ca_file, "--client-ca");
+    auto ca = read_pem_file(tls.client_ca_file, ca_flag);
     if (!ca.ok()) return ca.status();
     roots = *std::move(ca);
     request = tls.client_certificates == ClientCertificates::kRequire

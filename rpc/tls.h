@@ -32,6 +32,10 @@ struct ServerTls {
   /// asked for. Needs cert_file and key_file.
   std::string client_ca_file;
   ClientCertificates client_certificates = ClientCertificates::kVerifyIfPresented;
+  /// What the flags are called in errors: PREFIX + "tls-cert", "tls-key",
+  /// "client-ca" (`tandem worker` names its health listener's
+  /// "--health-tls-cert").
+  std::string flag_prefix = "--";
 
   bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
 };

@@ -30,7 +30,7 @@ absl::Status confine_one(const std::string& field, std::string* path,
   const fs::path given(*path);
   const std::string resolved = resolve_path(given.is_absolute() ? *path : (fs::path(roots.front()) / given).string());
   for (const auto& root : roots) {
-    if (is_within(resolved, root)) {
+    if (is_within_lexically(resolved, root)) {
       *path = resolved;
       return absl::OkStatus();
     }
@@ -83,9 +83,18 @@ std::string resolve_path(const std::string& path) {
   return text;
 }
 
-bool is_within(const std::string& path, const std::string& root) {
-  const fs::path relative = fs::path(resolve_path(path)).lexically_relative(resolve_path(root));
+bool is_within_lexically(const std::string& path, const std::string& root) {
+  const fs::path relative = fs::path(path).lexically_relative(root);
   return !relative.empty() && *relative.begin() != "..";
+}
+
+bool is_within(const std::string& path, const std::string& root) {
+  return is_within_lexically(resolve_path(path), resolve_path(root));
+}
+
+bool is_strictly_within(const std::string& path, const std::string& root) {
+  const std::string resolved = resolve_path(path), resolved_root = resolve_path(root);
+  return resolved != resolved_root && is_within_lexically(resolved, resolved_root);
 }
 
 absl::Status confine_output_dir(v1::JobSpec& spec, const std::string& jobs_dir,
@@ -96,7 +105,7 @@ absl::Status confine_output_dir(v1::JobSpec& spec, const std::string& jobs_dir,
                           : fs::path(given).is_absolute() ? fs::path(given)
                                                           : fs::path(root) / given;
   const std::string resolved = resolve_path(wanted.string());
-  if (!is_within(resolved, root) || resolved == root) {
+  if (!is_strictly_within(resolved, root)) {
     return invalid("output_dir", given + " is outside the server's --jobs-dir " + root +
                                      " (give a folder name relative to it, or leave it out)");
   }
@@ -104,9 +113,12 @@ absl::Status confine_output_dir(v1::JobSpec& spec, const std::string& jobs_dir,
   return absl::OkStatus();
 }
 
-absl::Status confine_data_paths(v1::JobSpec& spec, const std::vector<std::string>& data_roots) {
-  std::vector<std::string> roots;
+absl::Status confine_data_paths(v1::JobSpec& spec, const std::vector<std::string>& data_roots,
+                                const std::vector<std::string>& weight_roots) {
+  std::vector<std::string> roots, weight_or_data_roots;
   for (const auto& root : data_roots) roots.push_back(resolve_path(root));
+  weight_or_data_roots = roots;
+  for (const auto& root : weight_roots) weight_or_data_roots.push_back(resolve_path(root));
   for (const auto& [name, present] : {std::pair<const char*, bool>{"source", spec.has_source()},
                                       {"target", spec.has_target()}}) {
     if (!present) continue;  // no empty message appears where none was
@@ -122,7 +134,7 @@ absl::Status confine_data_paths(v1::JobSpec& spec, const std::vector<std::string
                                    {"init_1", spec.mutable_init_1()},
                                    {"init_2", spec.mutable_init_2()},
                                    {"weights", spec.mutable_weights()}}) {
-    if (auto s = confine_one(name, path, roots); !s.ok()) return s;
+    if (auto s = confine_one(name, path, weight_or_data_roots); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

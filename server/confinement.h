@@ -27,14 +27,22 @@ absl::Status confine_output_dir(tandem::v1::JobSpec& spec, const std::string& jo
 /// Rewrites every data path of the spec (source/target root, list,
 /// test_list; init, init_1, init_2, weights) to its resolved absolute path
 /// and checks that it lies under one of `data_roots` (a relative path is
-/// taken relative to the first root). INVALID_ARGUMENT naming the field and
-/// --data-root otherwise, and for any path when `data_roots` is empty.
+/// taken relative to the first root); weight files (init, init_1, init_2,
+/// weights) may also lie under one of `weight_roots` (the jobs folder, where
+/// earlier jobs wrote them). INVALID_ARGUMENT naming the field and
+/// --data-root otherwise, and for any data path when `data_roots` is empty.
 absl::Status confine_data_paths(tandem::v1::JobSpec& spec,
-                                const std::vector<std::string>& data_roots);
+                                const std::vector<std::string>& data_roots,
+                                const std::vector<std::string>& weight_roots = {});
 
 /// `path` resolved (std::filesystem::weakly_canonical of its absolute form).
 std::string resolve_path(const std::string& path);
-/// True when resolved `path` is `root` or below it (both resolved).
+/// True when `path` is `root` or below it, both compared as given (no
+/// file-system calls: for paths already resolved).
+bool is_within_lexically(const std::string& path, const std::string& root);
+/// True when `path` is `root` or below it, both resolved first.
 bool is_within(const std::string& path, const std::string& root);
+/// True when `path` is below `root` and not `root` itself, both resolved.
+bool is_strictly_within(const std::string& path, const std::string& root);
 
 }  // namespace tandem::server

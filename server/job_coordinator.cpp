@@ -323,8 +323,8 @@ absl::Status JobCoordinator::take_submit_locked(const std::string& owner) {
   if (options_.submits_per_minute <= 0) return absl::OkStatus();
   const auto now = Clock::now();
   const double capacity = options_.submits_per_minute;
-  auto [it, fresh] = submit_buckets_.try_emplace(owner, SubmitBucket{capacity, now});
-  SubmitBucket& bucket = it->second;
+  SubmitBucket& bucket =
+      submit_buckets_.try_emplace(owner, SubmitBucket{capacity, now}).first->second;
   const double minutes = std::chrono::duration<double>(now - bucket.refilled).count() / 60.0;
   bucket.tokens = std::min(capacity, bucket.tokens + minutes * capacity);
   bucket.refilled = now;
@@ -375,24 +375,8 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted,
   const std::string public_id = random_job_id();
   TANDEM_RETURN_IF_ERROR(confine_output_dir(spec, options_.jobs_dir, public_id));
   if (options_.data_roots) {
-    std::vector<std::string> weight_roots = *options_.data_roots;
-    weight_roots.push_back(options_.jobs_dir);  // weights earlier jobs wrote
-    v1::JobSpec weights_only = spec;
-    weights_only.clear_source();
-    weights_only.clear_target();
-    TANDEM_RETURN_IF_ERROR(confine_data_paths(weights_only, weight_roots));
-    v1::JobSpec data_only = spec;
-    data_only.clear_init();
-    data_only.clear_init_1();
-    data_only.clear_init_2();
-    data_only.clear_weights();
-    TANDEM_RETURN_IF_ERROR(confine_data_paths(data_only, *options_.data_roots));
-    if (spec.has_source()) *spec.mutable_source() = data_only.source();
-    if (spec.has_target()) *spec.mutable_target() = data_only.target();
-    spec.set_init(weights_only.init());
-    spec.set_init_1(weights_only.init_1());
-    spec.set_init_2(weights_only.init_2());
-    spec.set_weights(weights_only.weights());
+    // Weights earlier jobs wrote may be read from the jobs folder too.
+    TANDEM_RETURN_IF_ERROR(confine_data_paths(spec, *options_.data_roots, {options_.jobs_dir}));
   }
   if (validator_) {
     const absl::Status valid = status_from_exceptions([&] { return validator_(spec); });
@@ -415,14 +399,10 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted,
   // write into (or around) another's. Stored folders were resolved when
   // their jobs were submitted, so a lexical comparison is enough here (no
   // file-system calls under the lock).
-  const auto nested = [](const std::string& inner, const std::string& outer) {
-    const fs::path relative = fs::path(inner).lexically_relative(outer);
-    return !relative.empty() && *relative.begin() != "..";
-  };
   for (const auto& [row, other] : jobs_) {
     const std::string& theirs = other->job.spec().output_dir();
-    if (!theirs.empty() &&
-        (nested(spec.output_dir(), theirs) || nested(theirs, spec.output_dir()))) {
+    if (!theirs.empty() && (is_within_lexically(spec.output_dir(), theirs) ||
+                            is_within_lexically(theirs, spec.output_dir()))) {
       return absl::FailedPreconditionError("spec.output_dir: " + spec.output_dir() +
                                            " overlaps the folder of job " + other->job.id() +
                                            " (" + theirs + "); choose another folder");
@@ -531,8 +511,8 @@ absl::StatusOr<std::string> JobCoordinator::remove_locked(Runtime& rt) {
   std::string removed;
   std::error_code error;
   // Only folders under jobs_dir (older jobs may name others: left alone).
-  if (!output_dir.empty() && is_within(output_dir, options_.jobs_dir) &&
-      resolve_path(output_dir) != resolve_path(options_.jobs_dir) && fs::exists(output_dir, error)) {
+  if (!output_dir.empty() && is_strictly_within(output_dir, options_.jobs_dir) &&
+      fs::exists(output_dir, error)) {
     fs::remove_all(output_dir, error);
     if (error) {
       rpc::log_error(absl::StrCat("job ", id, " deleted, but its folder ", output_dir, " could not be removed: ", error.message()));
