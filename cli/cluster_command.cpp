@@ -2,10 +2,10 @@
 // workers) with the gRPC health service; stops cleanly on SIGINT/SIGTERM.
 // With --tls-cert, --tls-key and --client-ca it serves mutual TLS: only
 // callers with a certificate the CA signed (the workers' ranks) connect.
+#include <absl/strings/str_cat.h>
 #include <malloc.h>
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
-#include <absl/strings/str_cat.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -43,9 +43,12 @@ int run_cluster(const ClusterFlags& flags) {
     return kExitUsage;
   }
   if (!tls.enabled() && !rpc::is_loopback_address(flags.listen)) {
-    rpc::log_warn(absl::StrCat("listening on ", flags.listen, " without TLS: anyone who reaches it can send features and read the clusterings; give --tls-cert, --tls-key and --client-ca"));
+    rpc::log_warn(absl::StrCat("listening on ", flags.listen,
+                               " without TLS: anyone who reaches it can send features and read the "
+                               "clusterings; give --tls-cert, --tls-key and --client-ca"));
   } else if (tls.enabled() && flags.client_ca.empty()) {
-    rpc::log_warn(absl::StrCat("TLS without --client-ca: any client that reaches ", flags.listen, " can call the service"));
+    rpc::log_warn(absl::StrCat("TLS without --client-ca: any client that reaches ", flags.listen,
+                               " can call the service"));
   }
   // Clustering allocates and frees blocks of tens of MB; glibc's dynamic mmap
   // threshold would keep them in the heap after the first free, so a fixed
@@ -70,7 +73,10 @@ int run_cluster(const ClusterFlags& flags) {
     std::cerr << "tandem cluster: " << grpc_server.status().message() << "\n";
     return kExitFailure;
   }
-  rpc::log_info(absl::StrCat("Tandem ", version(), " listening on ", (*grpc_server)->target(), (tls.enabled() ? flags.client_ca.empty() ? " with TLS" : " with mutual TLS" : ""), " (max ", flags.max_rows, " rows, ", flags.max_gib, " GiB, ", flags.jobs, " job(s) at a time)"));
+  rpc::log_info(absl::StrCat(
+      "Tandem ", version(), " listening on ", (*grpc_server)->target(),
+      (tls.enabled() ? flags.client_ca.empty() ? " with TLS" : " with mutual TLS" : ""), " (max ",
+      flags.max_rows, " rows, ", flags.max_gib, " GiB, ", flags.jobs, " job(s) at a time)"));
   return serve_until_stopped(**grpc_server, "tandem cluster");
 }
 

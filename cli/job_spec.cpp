@@ -265,8 +265,8 @@ void validate(const JobSpec& s, const std::string& where) {
     fail(where, "precision", "must be fp32 or bf16, got '" + s.precision + "'");
   }
   if (s.channels_last && s.kind != "mmt") {
-    fail(where, "channels_last", "is an mmt setting (its two-network step); " + s.kind +
-                                     " trains in the default layout");
+    fail(where, "channels_last",
+         "is an mmt setting (its two-network step); " + s.kind + " trains in the default layout");
   }
   if (s.bn_group_size < -1) fail(where, "bn_group_size", "must be >= 0 (0: no groups)");
   if (resolved_bn_group_size(s) > 0) {

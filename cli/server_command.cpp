@@ -3,8 +3,8 @@
 // health service over one gRPC port; owns the SQLite job store. Stops
 // cleanly on SIGINT/SIGTERM; a restarted server (also after kill -9) queues
 // the jobs that were running and resumes them from their checkpoints.
-#include <CLI/CLI.hpp>
 #include <absl/strings/str_cat.h>
+#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <iostream>
@@ -83,10 +83,14 @@ int run_server(const ServerFlags& flags) {
   }
   if (!rpc::is_loopback_address(flags.listen)) {
     if (!tls.enabled()) {
-      rpc::log_warn(absl::StrCat("serving ", flags.listen, " in plaintext: tokens, specs and results cross the network unencrypted (give --tls-cert and --tls-key)"));
+      rpc::log_warn(absl::StrCat("serving ", flags.listen,
+                                 " in plaintext: tokens, specs and results cross the network "
+                                 "unencrypted (give --tls-cert and --tls-key)"));
     }
     if (!authorizer.enabled()) {
-      rpc::log_warn(absl::StrCat("serving ", flags.listen, " without --tokens: anyone who reaches it may submit jobs and register workers"));
+      rpc::log_warn(absl::StrCat(
+          "serving ", flags.listen,
+          " without --tokens: anyone who reaches it may submit jobs and register workers"));
     }
   }
   auto store = server::JobStore::Open(flags.db);
@@ -131,9 +135,15 @@ int run_server(const ServerFlags& flags) {
     std::cerr << "tandem server: " << grpc_server.status().message() << "\n";
     return kExitFailure;
   }
-  rpc::log_info(absl::StrCat("Tandem ", version(), " listening on ", (*grpc_server)->target(), " (job store ", flags.db, ", job folders under ", options.jobs_dir, ", ", (flags.clustering.empty() ? "clustering in the ranks"
-                                        : "clustering service " + flags.clustering), ", ", (tls.enabled() ? (flags.client_ca.empty() ? "TLS" : "TLS with client certificates")
-                             : "plaintext"), ", ", (authorizer.enabled() ? "tokens required" : "no tokens"), ")"));
+  rpc::log_info(absl::StrCat(
+      "Tandem ", version(), " listening on ", (*grpc_server)->target(), " (job store ", flags.db,
+      ", job folders under ", options.jobs_dir, ", ",
+      (flags.clustering.empty() ? "clustering in the ranks"
+                                : "clustering service " + flags.clustering),
+      ", ",
+      (tls.enabled() ? (flags.client_ca.empty() ? "TLS" : "TLS with client certificates")
+                     : "plaintext"),
+      ", ", (authorizer.enabled() ? "tokens required" : "no tokens"), ")"));
   const int code = serve_until_stopped(**grpc_server, "tandem server");
   coordinator.stop();
   return code;
@@ -205,10 +215,9 @@ void add_server_command(CLI::App& app, Action& action) {
   command->add_option("--tokens", flags->tokens,
                       "file of `TOKEN ROLE [NAME]` lines (roles admin, submit, read, worker): "
                       "every call but health needs `authorization: Bearer TOKEN`");
-  command
-      ->add_option("--data-root", flags->data_roots,
-                   "a folder jobs may read data sets and weights from (repeatable; paths in "
-                   "specs must resolve under one; none: specs may name no data path)");
+  command->add_option("--data-root", flags->data_roots,
+                      "a folder jobs may read data sets and weights from (repeatable; paths in "
+                      "specs must resolve under one; none: specs may name no data path)");
   command
       ->add_option("--submit-rate", flags->submit_rate,
                    "SubmitJob calls per minute per token (0: unlimited)")

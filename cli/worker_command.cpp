@@ -10,9 +10,9 @@
 // --tls-ca (and --tls-cert/--tls-key for mutual TLS) it dials over TLS and
 // hands those files to its ranks (TANDEM_TLS_*), whose clustering client
 // dials the clustering service with them; --token is the worker's own.
+#include <absl/strings/str_cat.h>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
-#include <absl/strings/str_cat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,8 +43,8 @@
 #include "tandem/rpc/log.h"
 #include "tandem/rpc/tls.h"
 #include "tandem/server/grpc_server.h"
-#include "tandem/worker/device.h"
 #include "tandem/v1/worker.grpc.pb.h"
+#include "tandem/worker/device.h"
 
 namespace tandem::cli {
 namespace {
@@ -272,7 +272,8 @@ class Worker {
       stream->Finish();
       return Session::kNoServer;
     }
-    rpc::log_info(absl::StrCat("registered with ", flags_.server, " as ", first.registered().worker_id(), " (", reg->name(), ")"));
+    rpc::log_info(absl::StrCat("registered with ", flags_.server, " as ",
+                               first.registered().worker_id(), " (", reg->name(), ")"));
     const auto heartbeat = std::chrono::milliseconds(
         static_cast<int64_t>(std::max(0.05, first.registered().heartbeat_seconds()) * 1000));
 
@@ -345,8 +346,10 @@ class Worker {
       const int slot = assignment.local_rank();
       if (slot < 0 || slot >= static_cast<int>(ranks_.size())) {
         report_failure(assignment,
-                       "the assignment names slot " + std::to_string(slot) + ", but this worker "
-                       "offers " + std::to_string(ranks_.size()) + " slot(s)",
+                       "the assignment names slot " + std::to_string(slot) +
+                           ", but this worker "
+                           "offers " +
+                           std::to_string(ranks_.size()) + " slot(s)",
                        write);
         return;
       }
@@ -362,7 +365,8 @@ class Worker {
         if (!rank || rank->assignment.job_id() != command.stop().job_id() ||
             rank->assignment.attempt() != command.stop().attempt() || rank->kill_at)
           continue;
-        rpc::log_info(absl::StrCat("stopping job ", rank->assignment.job_id(), " rank ", rank->assignment.rank()));
+        rpc::log_info(absl::StrCat("stopping job ", rank->assignment.job_id(), " rank ",
+                                   rank->assignment.rank()));
         ::kill(rank->pid, SIGTERM);
         rank->kill_at = Clock::now() + std::chrono::milliseconds(
                                            static_cast<int64_t>(flags_.grace_seconds * 1000));
@@ -431,7 +435,10 @@ class Worker {
     child.env.emplace_back("TANDEM_TOKEN", "");
     rank->pid = spawn_child(child);
     rank->watch_exit(wakeup_);
-    rpc::log_info(absl::StrCat("job ", assignment.job_id(), " attempt ", assignment.attempt(), ": rank ", r, " of ", assignment.world_size(), " started in slot ", assignment.local_rank(), " (pid ", rank->pid, ", log ", rank->log.string(), ")"));
+    rpc::log_info(absl::StrCat("job ", assignment.job_id(), " attempt ", assignment.attempt(),
+                               ": rank ", r, " of ", assignment.world_size(), " started in slot ",
+                               assignment.local_rank(), " (pid ", rank->pid, ", log ",
+                               rank->log.string(), ")"));
     ranks_[static_cast<size_t>(assignment.local_rank())] = std::move(rank);
   }
 
@@ -439,7 +446,8 @@ class Worker {
   template <typename Write>
   void report_failure(const v1::AssignRank& assignment, const std::string& why,
                       const Write& write) {
-    rpc::log_error(absl::StrCat("job ", assignment.job_id(), " rank ", assignment.rank(), ": ", why));
+    rpc::log_error(
+        absl::StrCat("job ", assignment.job_id(), " rank ", assignment.rank(), ": ", why));
     v1::WorkerMessage message;
     auto* exited = message.mutable_exited();
     exited->set_job_id(assignment.job_id());
@@ -497,7 +505,8 @@ class Worker {
       exited->set_error_tail(describe_exit(status) + "; " + rank->log.string() + ":\n" +
                              tail_of(rank->log));
     }
-    rpc::log_info(absl::StrCat("job ", rank->assignment.job_id(), " rank ", rank->assignment.rank(), " ", describe_exit(status)));
+    rpc::log_info(absl::StrCat("job ", rank->assignment.job_id(), " rank ", rank->assignment.rank(),
+                               " ", describe_exit(status)));
     write(message);
     rank.reset();
   }
@@ -510,7 +519,8 @@ class Worker {
       rank->exit_status = status;
       return;
     }
-    rpc::log_info(absl::StrCat("stopping rank ", rank->assignment.rank(), " of job ", rank->assignment.job_id(), " (", why, ")"));
+    rpc::log_info(absl::StrCat("stopping rank ", rank->assignment.rank(), " of job ",
+                               rank->assignment.job_id(), " (", why, ")"));
     rank->exit_status = terminate_child(
         rank->pid, std::chrono::milliseconds(static_cast<int64_t>(flags_.grace_seconds * 1000)));
   }
@@ -555,8 +565,8 @@ int run_worker(WorkerFlags flags) {
   flags.security.with_environment();
   // Absolute, as the ranks get them (they may run elsewhere than this
   // folder one day); and checked now, not on the first connection.
-  for (std::string* file : {&flags.security.tls_ca_file, &flags.security.tls_cert_file,
-                            &flags.security.tls_key_file}) {
+  for (std::string* file :
+       {&flags.security.tls_ca_file, &flags.security.tls_cert_file, &flags.security.tls_key_file}) {
     if (!file->empty()) *file = fs::absolute(*file).lexically_normal().string();
   }
   if (auto checked = rpc::make_channel(flags.server, flags.security); !checked.ok()) {
@@ -584,14 +594,18 @@ int run_worker(WorkerFlags flags) {
   }
   health.credentials = *health_credentials;
   if (!health_tls.enabled() && !rpc::is_loopback_address(flags.health_listen)) {
-    rpc::log_info(absl::StrCat("the health service on ", flags.health_listen, " is plaintext (it answers SERVING only; --health-tls-cert/--health-tls-key serve it over TLS)"));
+    rpc::log_info(absl::StrCat("the health service on ", flags.health_listen,
+                               " is plaintext (it answers SERVING only; "
+                               "--health-tls-cert/--health-tls-key serve it over TLS)"));
   }
   auto health_server = server::GrpcServer::Create(health, {});
   if (!health_server.ok()) {
     std::cerr << "tandem worker: " << health_server.status().message() << std::endl;
     return kExitFailure;
   }
-  rpc::log_info(absl::StrCat("health service on ", (*health_server)->target(), "; ", flags.slots, " slot(s) on ", flags.device, (flags.device == "cuda" ? " (" + std::to_string(flags.gpus) + " GPUs)" : "")));
+  rpc::log_info(absl::StrCat(
+      "health service on ", (*health_server)->target(), "; ", flags.slots, " slot(s) on ",
+      flags.device, (flags.device == "cuda" ? " (" + std::to_string(flags.gpus) + " GPUs)" : "")));
   Worker worker(flags);
   const int code = worker.run();
   (*health_server)->Shutdown(std::chrono::seconds(1));

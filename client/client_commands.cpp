@@ -932,8 +932,8 @@ void add_client_commands(CLI::App& app, Action& action) {
   }
   {
     auto flags = std::make_shared<DeleteFlags>();
-    auto* command = app.add_subcommand(
-        "delete", "Remove an ended job and its output folder from the server");
+    auto* command =
+        app.add_subcommand("delete", "Remove an ended job and its output folder from the server");
     command->add_option("JOB", flags->job, "job id")->required();
     add_client_flags(*command, flags->client);
     command->callback([flags, &action] { action = [flags] { return run_delete(*flags); }; });

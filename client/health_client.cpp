@@ -31,8 +31,8 @@ absl::StatusOr<ServingStatus> check_health(const std::string& target, const std:
   security.token.clear();
   auto channel = rpc::make_channel(target, security);
   if (!channel.ok()) {
-    return absl::Status(channel.status().code(),
-                        "health check of " + target + ": " + std::string(channel.status().message()));
+    return absl::Status(channel.status().code(), "health check of " + target + ": " +
+                                                     std::string(channel.status().message()));
   }
   auto stub = grpc::health::v1::Health::NewStub(*channel);
   grpc::ClientContext context;

@@ -85,8 +85,8 @@ PseudoLabels cluster_remote(const torch::Tensor& features, const PseudoLabelOpti
   }
   writer->WritesDone();
   const grpc::Status status = writer->Finish();
-  TORCH_CHECK(status.ok(), "clustering service at ", client.target, " failed: ",
-              rpc::code_name(status.error_code()), ": ", status.error_message());
+  TORCH_CHECK(status.ok(), "clustering service at ", client.target,
+              " failed: ", rpc::code_name(status.error_code()), ": ", status.error_message());
   TORCH_CHECK(response.labels_size() == rows, "clustering service returned ",
               response.labels_size(), " labels for ", rows, " rows");
   PseudoLabels result;

@@ -140,13 +140,12 @@ grpc::Status validate_header(const ClusterHeader& header, const ClusteringServic
   if (header.dim() <= 0) return invalid("ClusterHeader.dim must be positive");
   if (header.rows() > limits.max_rows) {
     return exhausted("ClusterHeader.rows = " + std::to_string(header.rows()) +
-                            " is over this server's limit of " + std::to_string(limits.max_rows));
+                     " is over this server's limit of " + std::to_string(limits.max_rows));
   }
   if (header.rows() * int64_t{header.dim()} * 4 > limits.max_bytes) {
     return exhausted(
         "the features (rows·dim·4 = " + std::to_string(header.rows() * int64_t{header.dim()} * 4) +
-            " bytes) are over this server's limit of " + std::to_string(limits.max_bytes) +
-            " bytes");
+        " bytes) are over this server's limit of " + std::to_string(limits.max_bytes) + " bytes");
   }
   if (header.has_kmeans()) {
     const auto& k = header.kmeans();

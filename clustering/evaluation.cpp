@@ -210,8 +210,7 @@ RetrievalMetrics evaluate_features(const torch::Tensor& query_features,
   const torch::Device device =
       query_features.device() == gallery_features.device() ? query_features.device() : torch::kCPU;
   const auto normalize = [&](const torch::Tensor& x) {
-    return F::normalize(x.to(device), F::NormalizeFuncOptions().dim(1))
-        .contiguous();
+    return F::normalize(x.to(device), F::NormalizeFuncOptions().dim(1)).contiguous();
   };
   const auto queries = normalize(query_features);
   const auto gallery = normalize(gallery_features);

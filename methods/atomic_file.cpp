@@ -13,8 +13,7 @@ namespace tandem::methods {
 
 /// Writes `data` to `path` through a temporary file in the same folder that
 /// is fsync'ed and renamed over `path`.
-void write_file_atomically(const std::string& path, std::string_view bytes,
-                           const char* function) {
+void write_file_atomically(const std::string& path, std::string_view bytes, const char* function) {
   const char* data = bytes.data();
   const size_t size = bytes.size();
   namespace fs = std::filesystem;

@@ -1299,10 +1299,9 @@ void save_state_dict(const StateDict& state, const std::string& path) {
     writer.writeRecord("data/" + std::to_string(i), storage.data(), storage.nbytes());
   }
   writer.writeEndOfFile();
-  write_file_atomically(path,
-                        std::string_view(static_cast<const char*>(bytes_written.data()),
-                                         bytes_written.size()),
-                        "save_state_dict");
+  write_file_atomically(
+      path, std::string_view(static_cast<const char*>(bytes_written.data()), bytes_written.size()),
+      "save_state_dict");
 }
 
 }  // namespace tandem::methods

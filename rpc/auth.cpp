@@ -55,7 +55,8 @@ std::optional<Role> parse_role(std::string_view word) {
 
 bool grants(Role role, Permission permission) {
   switch (permission) {
-    case Permission::kRead: return role == Role::kRead || role == Role::kSubmit || role == Role::kAdmin;
+    case Permission::kRead:
+      return role == Role::kRead || role == Role::kSubmit || role == Role::kAdmin;
     case Permission::kSubmit: return role == Role::kSubmit || role == Role::kAdmin;
     case Permission::kAdmin: return role == Role::kAdmin;
     case Permission::kWorker: return role == Role::kWorker;
@@ -88,15 +89,14 @@ absl::StatusOr<TokenTable> TokenTable::Parse(const std::string& text, const std:
                                         "' (admin, submit, read or worker)");
     }
     if (token.size() < kMinTokenLength) {
-      return absl::InvalidArgumentError(where + "token of " + std::to_string(token.size()) +
-                                        " characters; use at least " +
-                                        std::to_string(kMinTokenLength) +
-                                        " (e.g. `openssl rand -hex 32`)");
+      return absl::InvalidArgumentError(
+          where + "token of " + std::to_string(token.size()) + " characters; use at least " +
+          std::to_string(kMinTokenLength) + " (e.g. `openssl rand -hex 32`)");
     }
     for (const Entry& entry : table.entries_) {
       if (entry.token == token) {
-        return absl::InvalidArgumentError(where + "the same token as '" +
-                                          entry.principal.name + "'");
+        return absl::InvalidArgumentError(where + "the same token as '" + entry.principal.name +
+                                          "'");
       }
     }
     if (name.empty()) name = role_word + "@" + std::to_string(number);

@@ -92,8 +92,7 @@ class Authorizer {
   absl::StatusOr<Principal> authorize(const std::multimap<std::string, std::string>& metadata,
                                       Permission needed) const;
   /// As above, reading the call's metadata.
-  absl::StatusOr<Principal> authorize(const grpc::ServerContext& context,
-                                      Permission needed) const;
+  absl::StatusOr<Principal> authorize(const grpc::ServerContext& context, Permission needed) const;
 
  private:
   std::optional<TokenTable> tokens_;

@@ -40,8 +40,8 @@ struct ClientSecurity {
 /// for a file that cannot be read, or a certificate without its key.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const std::string& target,
                                                             const ClientSecurity& security);
-absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const std::string& target,
-                                                            const ClientSecurity& security,
-                                                            const grpc::ChannelArguments& arguments);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(
+    const std::string& target, const ClientSecurity& security,
+    const grpc::ChannelArguments& arguments);
 
 }  // namespace tandem::rpc

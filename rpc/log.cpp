@@ -25,9 +25,10 @@ void init_logging(const std::string& process) {
   logger->set_level(level);
   spdlog::set_default_logger(logger);
   if (!unknown.empty()) {
-    spdlog::warn("TANDEM_LOG_LEVEL={} is not one of trace, debug, info, warn, error, off; "
-                 "logging at info",
-                 unknown);
+    spdlog::warn(
+        "TANDEM_LOG_LEVEL={} is not one of trace, debug, info, warn, error, off; "
+        "logging at info",
+        unknown);
   }
 }
 

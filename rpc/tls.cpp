@@ -27,8 +27,8 @@ absl::StatusOr<std::string> read_pem_file(const std::string& path, const std::st
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials(const ServerTls& tls) {
-  const std::string cert_flag = tls.flag_prefix + "tls-cert", key_flag = tls.flag_prefix + "tls-key",
-                    ca_flag = tls.flag_prefix + "client-ca";
+  const std::string cert_flag = tls.flag_prefix + "tls-cert",
+                    key_flag = tls.flag_prefix + "tls-key", ca_flag = tls.flag_prefix + "client-ca";
   if (!tls.enabled()) {
     if (!tls.client_ca_file.empty()) {
       return absl::InvalidArgumentError(ca_flag + " needs TLS: give " + cert_flag + " and " +

@@ -24,19 +24,21 @@ absl::Status confine_one(const std::string& field, std::string* path,
                          const std::vector<std::string>& roots) {
   if (path->empty()) return absl::OkStatus();
   if (roots.empty()) {
-    return invalid(field, "this server allows no data folders (start `tandem server` with "
-                          "--data-root DIR for each folder jobs may read)");
+    return invalid(field,
+                   "this server allows no data folders (start `tandem server` with "
+                   "--data-root DIR for each folder jobs may read)");
   }
   const fs::path given(*path);
-  const std::string resolved = resolve_path(given.is_absolute() ? *path : (fs::path(roots.front()) / given).string());
+  const std::string resolved =
+      resolve_path(given.is_absolute() ? *path : (fs::path(roots.front()) / given).string());
   for (const auto& root : roots) {
     if (is_within_lexically(resolved, root)) {
       *path = resolved;
       return absl::OkStatus();
     }
   }
-  return invalid(field, *path + " is outside the server's --data-root folders (" +
-                            join_roots(roots) + ")");
+  return invalid(
+      field, *path + " is outside the server's --data-root folders (" + join_roots(roots) + ")");
 }
 
 }  // namespace
@@ -101,7 +103,7 @@ absl::Status confine_output_dir(v1::JobSpec& spec, const std::string& jobs_dir,
                                 const std::string& job_id) {
   const std::string root = resolve_path(jobs_dir);
   const std::string given = spec.output_dir();
-  const fs::path wanted = given.empty() ? fs::path(root) / ("job-" + job_id)
+  const fs::path wanted = given.empty()                   ? fs::path(root) / ("job-" + job_id)
                           : fs::path(given).is_absolute() ? fs::path(given)
                                                           : fs::path(root) / given;
   const std::string resolved = resolve_path(wanted.string());
@@ -119,8 +121,8 @@ absl::Status confine_data_paths(v1::JobSpec& spec, const std::vector<std::string
   for (const auto& root : data_roots) roots.push_back(resolve_path(root));
   weight_or_data_roots = roots;
   for (const auto& root : weight_roots) weight_or_data_roots.push_back(resolve_path(root));
-  for (const auto& [name, present] : {std::pair<const char*, bool>{"source", spec.has_source()},
-                                      {"target", spec.has_target()}}) {
+  for (const auto& [name, present] :
+       {std::pair<const char*, bool>{"source", spec.has_source()}, {"target", spec.has_target()}}) {
     if (!present) continue;  // no empty message appears where none was
     v1::DatasetSpec* data =
         std::string(name) == "source" ? spec.mutable_source() : spec.mutable_target();
@@ -130,10 +132,11 @@ absl::Status confine_data_paths(v1::JobSpec& spec, const std::vector<std::string
     if (auto s = confine_one(prefix + "test_list", data->mutable_test_list(), roots); !s.ok())
       return s;
   }
-  for (const auto& [name, path] : {std::pair<const char*, std::string*>{"init", spec.mutable_init()},
-                                   {"init_1", spec.mutable_init_1()},
-                                   {"init_2", spec.mutable_init_2()},
-                                   {"weights", spec.mutable_weights()}}) {
+  for (const auto& [name, path] :
+       {std::pair<const char*, std::string*>{"init", spec.mutable_init()},
+        {"init_1", spec.mutable_init_1()},
+        {"init_2", spec.mutable_init_2()},
+        {"weights", spec.mutable_weights()}}) {
     if (auto s = confine_one(name, path, weight_or_data_roots); !s.ok()) return s;
   }
   return absl::OkStatus();

@@ -15,10 +15,10 @@
 #include <sys/random.h>
 
 #include "tandem/rpc/log.h"
+#include "tandem/rpc/status.h"
 #include "tandem/server/confinement.h"
 #include "tandem/server/rendezvous.h"
 #include "tandem/server/spec_limits.h"
-#include "tandem/rpc/status.h"
 
 namespace tandem::server {
 
@@ -283,7 +283,8 @@ absl::Status JobCoordinator::start() {
       job.set_finished_ms(now_ms());
       job.clear_workers();
       TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
-      rpc::log_info(absl::StrCat("job ", rt->job.id(), " was being cancelled when the server stopped; cancelled"));
+      rpc::log_info(absl::StrCat("job ", rt->job.id(),
+                                 " was being cancelled when the server stopped; cancelled"));
     } else if (record.state == JobState::kRunning) {
       // The previous server died with the job running: queue it again; it
       // resumes from its last checkpoint.
@@ -291,7 +292,8 @@ absl::Status JobCoordinator::start() {
       job.set_phase(v1::JOB_PHASE_UNSPECIFIED);
       job.clear_workers();
       TANDEM_RETURN_IF_ERROR(persist_locked(*rt));
-      rpc::log_info(absl::StrCat("job ", rt->job.id(), " was running when the server stopped; queued again"));
+      rpc::log_info(
+          absl::StrCat("job ", rt->job.id(), " was running when the server stopped; queued again"));
     }
     ids_[rt->job.id()] = record.id;
     jobs_[record.id] = std::move(rt);
@@ -359,9 +361,8 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted,
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const SlotPool pool = pool_of(spec);
-    const int capacity =
-        std::max(pool == SlotPool::kGpu ? 0 : options_.expected_workers,
-                 capacity_locked(static_cast<int>(pool)));
+    const int capacity = std::max(pool == SlotPool::kGpu ? 0 : options_.expected_workers,
+                                  capacity_locked(static_cast<int>(pool)));
     if (capacity > 0 && world_size_of(spec) > capacity) {
       return absl::FailedPreconditionError(
           "spec.world_size: " + std::to_string(world_size_of(spec)) + " ranks, but at most " +
@@ -404,8 +405,8 @@ absl::StatusOr<v1::Job> JobCoordinator::submit(const v1::JobSpec& submitted,
     if (!theirs.empty() && (is_within_lexically(spec.output_dir(), theirs) ||
                             is_within_lexically(theirs, spec.output_dir()))) {
       return absl::FailedPreconditionError("spec.output_dir: " + spec.output_dir() +
-                                           " overlaps the folder of job " + other->job.id() +
-                                           " (" + theirs + "); choose another folder");
+                                           " overlaps the folder of job " + other->job.id() + " (" +
+                                           theirs + "); choose another folder");
     }
   }
   // Durable before we answer.
@@ -487,8 +488,7 @@ absl::StatusOr<v1::DeleteJobResponse> JobCoordinator::remove(const std::string& 
   Runtime* rt = find(id);
   if (rt == nullptr) return absl::NotFoundError("id: no job '" + id + "'");
   if (!is_terminal(rt->job.state())) {
-    return absl::FailedPreconditionError("job " + id + " is " +
-                                         v1::JobState_Name(rt->job.state()) +
+    return absl::FailedPreconditionError("job " + id + " is " + v1::JobState_Name(rt->job.state()) +
                                          "; cancel it before deleting it");
   }
   v1::DeleteJobResponse response;
@@ -515,7 +515,8 @@ absl::StatusOr<std::string> JobCoordinator::remove_locked(Runtime& rt) {
       fs::exists(output_dir, error)) {
     fs::remove_all(output_dir, error);
     if (error) {
-      rpc::log_error(absl::StrCat("job ", id, " deleted, but its folder ", output_dir, " could not be removed: ", error.message()));
+      rpc::log_error(absl::StrCat("job ", id, " deleted, but its folder ", output_dir,
+                                  " could not be removed: ", error.message()));
     } else {
       removed = output_dir;
     }
@@ -540,9 +541,11 @@ void JobCoordinator::apply_retention_locked() {
     const std::string id = rt->job.id();
     auto removed = remove_locked(*rt);
     if (!removed.ok()) {
-      rpc::log_error(absl::StrCat("retention: job ", id, ": ", std::string(removed.status().message())));
+      rpc::log_error(
+          absl::StrCat("retention: job ", id, ": ", std::string(removed.status().message())));
     } else {
-      rpc::log_info(absl::StrCat("retention: deleted job ", id, (removed->empty() ? "" : " and " + *removed)));
+      rpc::log_info(absl::StrCat("retention: deleted job ", id,
+                                 (removed->empty() ? "" : " and " + *removed)));
     }
   }
 }
@@ -609,7 +612,8 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
   worker->last_heartbeat = Clock::now();
   worker->gpu = info.device_kind() == "cuda";
   // Slots: as many as it offers (one rank per GPU by default), at most 256.
-  const int offered = info.slots() > 0 ? info.slots() : (worker->gpu ? std::max(1, info.gpus()) : 1);
+  const int offered =
+      info.slots() > 0 ? info.slots() : (worker->gpu ? std::max(1, info.gpus()) : 1);
   worker->slots.resize(static_cast<size_t>(std::min(offered, 256)));
   const std::string id = worker->id;
   v1::WorkerCommand command;
@@ -617,7 +621,10 @@ std::string JobCoordinator::register_worker(const v1::RegisterWorker& info,
   command.mutable_registered()->set_heartbeat_seconds(
       std::chrono::duration<double>(options_.heartbeat_interval).count());
   worker->channel->send(command);
-  rpc::log_info(absl::StrCat("worker ", worker->label(), " registered (", (info.device_kind().empty() ? "cpu" : info.device_kind()), ", ", info.gpus(), " GPUs, ", worker->slots.size(), " slot", (worker->slots.size() == 1 ? "" : "s"), ")"));
+  rpc::log_info(absl::StrCat("worker ", worker->label(), " registered (",
+                             (info.device_kind().empty() ? "cpu" : info.device_kind()), ", ",
+                             info.gpus(), " GPUs, ", worker->slots.size(), " slot",
+                             (worker->slots.size() == 1 ? "" : "s"), ")"));
   workers_[id] = std::move(worker);
   const SlotCounts now = slot_counts_locked();
   most_slots_.all = std::max(most_slots_.all, now.all);
@@ -645,7 +652,9 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
   if (message.has_event()) {
     const auto& event = message.event();
     if (!runs(event.job_id(), event.attempt(), 0)) {
-      rpc::log_warn(absl::StrCat("worker ", worker.label(), " sent an event for job ", event.job_id(), " attempt ", event.attempt(), ", whose rank 0 it does not run; ignored"));
+      rpc::log_warn(absl::StrCat("worker ", worker.label(), " sent an event for job ",
+                                 event.job_id(), " attempt ", event.attempt(),
+                                 ", whose rank 0 it does not run; ignored"));
       return;
     }
     Runtime* rt = find(event.job_id());
@@ -655,7 +664,9 @@ void JobCoordinator::on_worker_message(const std::string& worker_id,
   } else if (message.has_exited()) {
     const auto& exited = message.exited();
     if (!runs(exited.job_id(), exited.attempt(), exited.rank())) {
-      rpc::log_warn(absl::StrCat("worker ", worker.label(), " reported the exit of rank ", exited.rank(), " of job ", exited.job_id(), " attempt ", exited.attempt(), ", which it does not run; ignored"));
+      rpc::log_warn(absl::StrCat("worker ", worker.label(), " reported the exit of rank ",
+                                 exited.rank(), " of job ", exited.job_id(), " attempt ",
+                                 exited.attempt(), ", which it does not run; ignored"));
       return;
     }
     for (auto& slot : worker.slots) {
@@ -729,12 +740,9 @@ JobCoordinator::SlotCounts JobCoordinator::slot_counts_locked() const {
 
 int JobCoordinator::capacity_locked(int pool) const {
   switch (static_cast<SlotPool>(pool)) {
-    case SlotPool::kGpu:
-      return most_slots_.gpu;
-    case SlotPool::kAny:
-      return most_slots_.all;
-    case SlotPool::kGpuOrCpu:
-      break;
+    case SlotPool::kGpu: return most_slots_.gpu;
+    case SlotPool::kAny: return most_slots_.all;
+    case SlotPool::kGpuOrCpu: break;
   }
   return std::max(most_slots_.gpu, most_slots_.cpu);
 }
@@ -773,8 +781,8 @@ void JobCoordinator::schedule_locked() {
     const int world = world_size_of(rt.job.spec());
     const SlotPool pool = pool_of(rt.job.spec());
     const int capacity = capacity_locked(static_cast<int>(pool));
-    const std::string wanted = "waiting for " + std::to_string(world) + " " +
-                               slots_word(pool, world) + ", ";
+    const std::string wanted =
+        "waiting for " + std::to_string(world) + " " + slots_word(pool, world) + ", ";
     if (world > capacity) {
       if (!rt.unplaceable_since) rt.unplaceable_since = now;
       const auto waited = now - *rt.unplaceable_since;
@@ -782,16 +790,16 @@ void JobCoordinator::schedule_locked() {
         const std::string more = pool == SlotPool::kGpu
                                      ? "start `tandem worker --device cuda` on GPU hosts"
                                      : "start more `tandem worker`s";
-        fail_queued_locked(
-            rt, "world_size " + std::to_string(world) +
-                    " exceeds the deployment's capacity: at most " + std::to_string(capacity) +
-                    (pool == SlotPool::kGpu ? " GPU slot(s)" : " slot(s)") +
-                    " registered at one time since the server "
-                    "started, and the job waited " +
-                    seconds_text(waited) + " (--unplaceable-timeout) for more; " + more +
-                    " and submit it again, or submit it with world_size <= " +
-                    std::to_string(std::max(capacity, 1)) +
-                    (pool == SlotPool::kGpu ? " or device: cpu" : ""));
+        fail_queued_locked(rt, "world_size " + std::to_string(world) +
+                                   " exceeds the deployment's capacity: at most " +
+                                   std::to_string(capacity) +
+                                   (pool == SlotPool::kGpu ? " GPU slot(s)" : " slot(s)") +
+                                   " registered at one time since the server "
+                                   "started, and the job waited " +
+                                   seconds_text(waited) + " (--unplaceable-timeout) for more; " +
+                                   more + " and submit it again, or submit it with world_size <= " +
+                                   std::to_string(std::max(capacity, 1)) +
+                                   (pool == SlotPool::kGpu ? " or device: cpu" : ""));
         continue;
       }
       const int registered = pool == SlotPool::kGpu ? registered_now.gpu : registered_now.all;
@@ -842,11 +850,11 @@ void JobCoordinator::schedule_locked() {
       set_waiting_reason_locked(rt, wanted + std::to_string(registered) + " registered");
       continue;
     }
-    const std::string free_text = wanted + std::to_string(from->size()) + " of " +
-                                  std::to_string(registered) + " free";
+    const std::string free_text =
+        wanted + std::to_string(from->size()) + " of " + std::to_string(registered) + " free";
     if (!holder.empty()) {
-      set_waiting_reason_locked(rt, free_text + "; behind job " + holder +
-                                        ", which holds the free slots");
+      set_waiting_reason_locked(
+          rt, free_text + "; behind job " + holder + ", which holds the free slots");
     } else if (now - rt.queued_since >= options_.reserve_after) {
       holder = rt.job.id();
       set_waiting_reason_locked(rt, free_text + "; holding them (younger jobs wait)");
@@ -913,7 +921,8 @@ void JobCoordinator::start_attempt_locked(Runtime& rt, std::vector<IdleSlot> slo
   }
   persist_or_log_locked(rt);
   publish_job_locked(rt);
-  rpc::log_info(absl::StrCat("job ", job.id(), " (", job.spec().kind(), ") attempt ", rt.attempts, " on ", world, " slot(s)"));
+  rpc::log_info(absl::StrCat("job ", job.id(), " (", job.spec().kind(), ") attempt ", rt.attempts,
+                             " on ", world, " slot(s)"));
   for (int rank = 0; rank < world; ++rank) {
     const IdleSlot& slot = slots[static_cast<size_t>(rank)];
     Worker& worker = *slot.worker;

@@ -180,20 +180,18 @@ absl::Status JobStore::migrate() {
   }
   // 2 -> 3: unguessable public ids (older jobs keep their number) and the
   // submitting principal.
-  TANDEM_RETURN_IF_ERROR(
-      exec(db_,
-           "BEGIN IMMEDIATE;"
-           "ALTER TABLE jobs ADD COLUMN public_id TEXT NOT NULL DEFAULT '';"
-           "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
-           "UPDATE jobs SET public_id = CAST(id AS TEXT) WHERE public_id = '';"
-           "CREATE UNIQUE INDEX jobs_public_id ON jobs(public_id);"
-           "PRAGMA user_version=3;"
-           "COMMIT;"));
+  TANDEM_RETURN_IF_ERROR(exec(db_,
+                              "BEGIN IMMEDIATE;"
+                              "ALTER TABLE jobs ADD COLUMN public_id TEXT NOT NULL DEFAULT '';"
+                              "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+                              "UPDATE jobs SET public_id = CAST(id AS TEXT) WHERE public_id = '';"
+                              "CREATE UNIQUE INDEX jobs_public_id ON jobs(public_id);"
+                              "PRAGMA user_version=3;"
+                              "COMMIT;"));
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> JobStore::insert_job(const std::string& kind,
-                                             const std::string& spec_json,
+absl::StatusOr<int64_t> JobStore::insert_job(const std::string& kind, const std::string& spec_json,
                                              const std::string& public_id,
                                              const std::string& owner) {
   if (kind.empty()) return absl::InvalidArgumentError("job kind is empty");

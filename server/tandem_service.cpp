@@ -6,8 +6,8 @@
 #include <mutex>
 #include <stdexcept>
 
-#include "tandem/rpc/tls.h"
 #include "tandem/rpc/status.h"
+#include "tandem/rpc/tls.h"
 #include "tandem/server/upload_limits.h"
 
 namespace tandem::server {
@@ -53,9 +53,9 @@ class StreamChannel final : public WorkerChannel {
 }  // namespace
 
 /// Answers `status` from the enclosing RPC handler when it is not OK.
-#define TANDEM_RPC_RETURN_IF_ERROR(expr)                          \
-  do {                                                            \
-    const ::absl::Status tandem_rpc_status_ = (expr);             \
+#define TANDEM_RPC_RETURN_IF_ERROR(expr)                                     \
+  do {                                                                       \
+    const ::absl::Status tandem_rpc_status_ = (expr);                        \
     if (!tandem_rpc_status_.ok()) return to_grpc_status(tandem_rpc_status_); \
   } while (false)
 
@@ -193,8 +193,8 @@ grpc::Status TandemService::DeleteJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-WorkerControlService::WorkerControlService(JobCoordinator& coordinator,
-                                           rpc::Authorizer authorizer, bool require_certificate)
+WorkerControlService::WorkerControlService(JobCoordinator& coordinator, rpc::Authorizer authorizer,
+                                           bool require_certificate)
     : coordinator_(coordinator),
       authorizer_(std::move(authorizer)),
       require_certificate_(require_certificate) {}

@@ -32,8 +32,8 @@ struct UploadLimits {
 class TandemService final : public tandem::v1::Tandem::Service {
  public:
   /// `embed` may be empty: image queries then answer UNIMPLEMENTED.
-  TandemService(JobCoordinator& coordinator, ImageEmbedder embed,
-                rpc::Authorizer authorizer = {}, UploadLimits limits = {});
+  TandemService(JobCoordinator& coordinator, ImageEmbedder embed, rpc::Authorizer authorizer = {},
+                UploadLimits limits = {});
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const tandem::v1::SubmitJobRequest* request,
                          tandem::v1::Job* reply) override;
@@ -47,8 +47,7 @@ class TandemService final : public tandem::v1::Tandem::Service {
                         grpc::ServerWriter<tandem::v1::JobEvent>* writer) override;
   grpc::Status Rank(grpc::ServerContext* context, const tandem::v1::RankRequest* request,
                     tandem::v1::RankResponse* reply) override;
-  grpc::Status DeleteJob(grpc::ServerContext* context,
-                         const tandem::v1::DeleteJobRequest* request,
+  grpc::Status DeleteJob(grpc::ServerContext* context, const tandem::v1::DeleteJobRequest* request,
                          tandem::v1::DeleteJobResponse* reply) override;
 
  private:

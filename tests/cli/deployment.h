@@ -81,27 +81,14 @@ class Deployment {
   }
 
   void start_server() {
-    std::vector<std::string> args = {"server",
-                                     "--listen",
-                                     address_,
-                                     "--db",
-                                     (dir_ / "tandem.db").string(),
-                                     "--jobs-dir",
-                                     (dir_ / "jobs").string(),
-                                     "--heartbeat",
-                                     "0.2",
-                                     "--heartbeat-timeout",
-                                     std::to_string(options_.heartbeat_timeout),
-                                     "--max-restarts",
-                                     std::to_string(options_.max_restarts),
-                                     "--rank-timeout",
-                                     "30",
-                                     // The data sets and the scratch folder
-                                     // (weights a test wrote) may be read.
-                                     "--data-root",
-                                     tiny_domains().string(),
-                                     "--data-root",
-                                     dir_.string()};
+    std::vector<std::string> args = {
+        "server", "--listen", address_, "--db", (dir_ / "tandem.db").string(), "--jobs-dir",
+        (dir_ / "jobs").string(), "--heartbeat", "0.2", "--heartbeat-timeout",
+        std::to_string(options_.heartbeat_timeout), "--max-restarts",
+        std::to_string(options_.max_restarts), "--rank-timeout", "30",
+        // The data sets and the scratch folder
+        // (weights a test wrote) may be read.
+        "--data-root", tiny_domains().string(), "--data-root", dir_.string()};
     args.insert(args.end(), options_.server_args.begin(), options_.server_args.end());
     if (!clustering_address_.empty()) {
       args.push_back("--clustering");
@@ -117,8 +104,9 @@ class Deployment {
   /// Starts one more worker; returns its index.
   size_t start_worker() {
     const size_t index = workers_.size();
-    std::vector<std::string> args = {"worker", "--server", address_, "--name",
-                                     "w" + std::to_string(index), "--threads", "1", "--grace", "5"};
+    std::vector<std::string> args = {
+        "worker",    "--server", address_,  "--name", "w" + std::to_string(index),
+        "--threads", "1",        "--grace", "5"};
     args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
     workers_.push_back(spawn_tandem(args, name_ + "-worker-" + std::to_string(index)));
     return index;

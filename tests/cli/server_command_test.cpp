@@ -128,9 +128,9 @@ TEST(JobService, SubmitWatchAndRankThroughTheCliWithTwoRanksAndTheClusteringServ
   const std::string image = reply["entries"][1]["gallery_path"];
   ASSERT_FALSE(fs::path(image).is_absolute()) << image;
   const std::string image_file = (testing::tiny_domains() / "duke" / image).string();
-  auto by_image = run_tandem(
-      {"rank", mmt_id, "--image", image_file, "--top", "3", "--json", "--server", deployment.address()},
-      "rank-image");
+  auto by_image = run_tandem({"rank", mmt_id, "--image", image_file, "--top", "3", "--json",
+                              "--server", deployment.address()},
+                             "rank-image");
   ASSERT_EQ(by_image.exit_code, 0) << by_image.out << by_image.err;
   const auto image_reply = nlohmann::json::parse(by_image.out.substr(0, by_image.out.find('\n')));
   ASSERT_EQ(image_reply["entries"].size(), 3u) << by_image.out;
@@ -387,8 +387,9 @@ TEST(JobService, AJobThatCanNeverBePlacedDoesNotHoldTheQueueAndFailsAfterTheGrac
   }
   const v1::Job failed = deployment.wait_until(big.id(), ended);
   ASSERT_EQ(failed.state(), v1::FAILED);
-  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),
-            std::string::npos)
+  EXPECT_NE(
+      failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),
+      std::string::npos)
       << failed.error();
   EXPECT_GE(failed.finished_ms() - failed.created_ms(), 15000) << "failed before the grace";
   EXPECT_EQ(failed.started_ms(), 0) << "it never ran";
@@ -418,8 +419,8 @@ TEST(JobService, AWorkerWithTwoSlotsRunsBothRanksOfAJobWithLocalRanks) {
 }
 
 TEST(WorkerCommand, DeviceCudaWithoutAGpuIsAUsageErrorNamingWhatIsMissing) {
-  const auto cuda = run_tandem({"worker", "--device", "cuda", "--server", "127.0.0.1:1"},
-                               "worker-cuda");
+  const auto cuda =
+      run_tandem({"worker", "--device", "cuda", "--server", "127.0.0.1:1"}, "worker-cuda");
   EXPECT_EQ(cuda.exit_code, 2) << cuda.out << cuda.err;
   EXPECT_NE(cuda.err.find("tandem worker: --device cuda, but "), std::string::npos) << cuda.err;
   const auto gpus = run_tandem({"worker", "--gpus", "2", "--server", "127.0.0.1:1"}, "worker-gpus");

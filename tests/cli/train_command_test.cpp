@@ -103,8 +103,9 @@ TEST(JobSpec, DevicePrecisionAndLayoutFields) {
               std::string::npos)
         << device;
   }
-  EXPECT_NE(error_of(base + "precision: fp16\n").find("spec.precision must be fp32 or bf16, got 'fp16'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(base + "precision: fp16\n").find("spec.precision must be fp32 or bf16, got 'fp16'"),
+      std::string::npos);
   EXPECT_NE(error_of(base + "deterministic: sometimes\n")
                 .find("spec.deterministic must be true or false"),
             std::string::npos);
@@ -123,9 +124,10 @@ TEST(TrainCommand, ACudaDeviceTheHostLacksFailsBeforeAnyWork) {
   fs::create_directories(dir);
   for (const std::string device : {"cuda", "cuda:3"}) {
     const fs::path out = dir / ("out-" + device.substr(0, 4) + device.substr(device.size() - 1));
-    write_file(dir / "job.yaml", "kind: pretrain\noutput_dir: " + out.string() +
-                                     "\nsource: {kind: market1501, root: " + (dir / "none").string() +
-                                     "}\nbackbone: small\ndevice: '" + device + "'\n");
+    write_file(dir / "job.yaml",
+               "kind: pretrain\noutput_dir: " + out.string() +
+                   "\nsource: {kind: market1501, root: " + (dir / "none").string() +
+                   "}\nbackbone: small\ndevice: '" + device + "'\n");
     const auto run = run_tandem({"train", (dir / "job.yaml").string()}, "train-" + device);
     EXPECT_EQ(run.exit_code, 2) << run.out << run.err;
     EXPECT_NE(run.err.find("spec.device: " + device + ", but "), std::string::npos) << run.err;
@@ -133,7 +135,8 @@ TEST(TrainCommand, ACudaDeviceTheHostLacksFailsBeforeAnyWork) {
     EXPECT_FALSE(fs::exists(out / "events.jsonl")) << "no work was done";
   }
   // --nproc checks every local rank's GPU before launching any.
-  const auto launched = run_tandem({"train", (dir / "job.yaml").string(), "--nproc", "2"}, "train-nproc-cuda");
+  const auto launched =
+      run_tandem({"train", (dir / "job.yaml").string(), "--nproc", "2"}, "train-nproc-cuda");
   EXPECT_EQ(launched.exit_code, 2) << launched.out << launched.err;
   EXPECT_NE(launched.err.find("with --nproc 2: spec.device"), std::string::npos) << launched.err;
   EXPECT_FALSE(fs::exists(dir / "out-cuda3" / "ranks")) << "no rank was launched";

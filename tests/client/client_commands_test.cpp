@@ -505,10 +505,9 @@ TEST_F(ClientCommands, TokenFlagAndEnvironmentArriveAsBearerMetadata) {
   result = tandem({"status", "--json", "--token", "flag-token-0123456789"}, "token-both");
   ::unsetenv("TANDEM_TOKEN");
   EXPECT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_EQ(service_.authorizations(),
-            (std::vector<std::string>{"", "Bearer flag-token-0123456789",
-                                      "Bearer env-token-0123456789",
-                                      "Bearer flag-token-0123456789"}));
+  EXPECT_EQ(service_.authorizations(), (std::vector<std::string>{"", "Bearer flag-token-0123456789",
+                                                                 "Bearer env-token-0123456789",
+                                                                 "Bearer flag-token-0123456789"}));
 }
 
 TEST_F(ClientCommands, UnauthenticatedAndPermissionDeniedSayWhy) {
@@ -612,12 +611,9 @@ TEST_F(ClientCommands, TimeoutBoundsAUnaryCall) {
 TEST(ClientUnreachable, EveryCommandSaysTheServerIsNotReachableQuickly) {
   const std::string spec = testing::scratch_path("unreachable.yaml");
   testing::write_file(spec, kSpec);
-  const std::vector<std::vector<std::string>> commands = {{"submit", spec},
-                                                          {"status"},
-                                                          {"watch", "job-ok"},
-                                                          {"cancel", "job-ok"},
-                                                          {"delete", "job-ok"},
-                                                          {"rank", "job-ok", "--query", "1"}};
+  const std::vector<std::vector<std::string>> commands = {
+      {"submit", spec},     {"status"},           {"watch", "job-ok"},
+      {"cancel", "job-ok"}, {"delete", "job-ok"}, {"rank", "job-ok", "--query", "1"}};
   for (auto args : commands) {
     const std::string name = args[0];
     args.insert(args.end(), {"--server", "127.0.0.1:1"});

@@ -111,16 +111,16 @@ TEST(EvaluateFeatures, FeaturesOnTheGpuGiveTheCpuMetrics_CUDA) {
   TANDEM_SKIP_WITHOUT_CUDA();
   const auto s = clustered_set();
   const auto cpu = evaluate_features(s.query, s.gallery, s.qid, s.qcam, s.gid, s.gcam);
-  const auto gpu = evaluate_features(s.query.cuda(), s.gallery.cuda(), s.qid, s.qcam, s.gid,
-                                     s.gcam);
+  const auto gpu =
+      evaluate_features(s.query.cuda(), s.gallery.cuda(), s.qid, s.qcam, s.gid, s.gcam);
   EXPECT_NEAR(gpu.mean_ap, cpu.mean_ap, 1e-5);
   ASSERT_EQ(gpu.cmc.size(), cpu.cmc.size());
   for (size_t r = 0; r < cpu.cmc.size(); ++r) EXPECT_NEAR(gpu.cmc[r], cpu.cmc[r], 1e-5);
   FeatureEvaluationOptions top;
   top.top_k = 10;
   top.top_k_with_faiss = false;
-  const auto gpu_top = evaluate_features(s.query.cuda(), s.gallery.cuda(), s.qid, s.qcam, s.gid,
-                                         s.gcam, top);
+  const auto gpu_top =
+      evaluate_features(s.query.cuda(), s.gallery.cuda(), s.qid, s.qcam, s.gid, s.gcam, top);
   const auto cpu_top = evaluate_features(s.query, s.gallery, s.qid, s.qcam, s.gid, s.gcam, top);
   EXPECT_NEAR(gpu_top.mean_ap, cpu_top.mean_ap, 1e-5);
 }

@@ -3,12 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
-#include <unistd.h>
 
 namespace tandem::rpc {
 namespace {
@@ -21,7 +21,9 @@ const std::string kSubmitToken = "submit-token-0123456789";
 const std::string kReadToken = "read-token-0123456789ab";
 const std::string kWorkerToken = "worker-token-0123456789";
 
-std::string message_of(const absl::Status& status) { return std::string(status.message()); }
+std::string message_of(const absl::Status& status) {
+  return std::string(status.message());
+}
 
 TokenTable parse_ok(const std::string& text) {
   auto table = TokenTable::Parse(text, "tokens.txt");
@@ -59,14 +61,14 @@ TEST(Grants, EveryRoleTimesEveryPermission) {
     bool granted;
   };
   const Case cases[] = {
-      {Role::kRead, Permission::kRead, true},       {Role::kRead, Permission::kSubmit, false},
-      {Role::kRead, Permission::kAdmin, false},     {Role::kRead, Permission::kWorker, false},
-      {Role::kSubmit, Permission::kRead, true},     {Role::kSubmit, Permission::kSubmit, true},
-      {Role::kSubmit, Permission::kAdmin, false},   {Role::kSubmit, Permission::kWorker, false},
-      {Role::kAdmin, Permission::kRead, true},      {Role::kAdmin, Permission::kSubmit, true},
-      {Role::kAdmin, Permission::kAdmin, true},     {Role::kAdmin, Permission::kWorker, false},
-      {Role::kWorker, Permission::kRead, false},    {Role::kWorker, Permission::kSubmit, false},
-      {Role::kWorker, Permission::kAdmin, false},   {Role::kWorker, Permission::kWorker, true},
+      {Role::kRead, Permission::kRead, true},     {Role::kRead, Permission::kSubmit, false},
+      {Role::kRead, Permission::kAdmin, false},   {Role::kRead, Permission::kWorker, false},
+      {Role::kSubmit, Permission::kRead, true},   {Role::kSubmit, Permission::kSubmit, true},
+      {Role::kSubmit, Permission::kAdmin, false}, {Role::kSubmit, Permission::kWorker, false},
+      {Role::kAdmin, Permission::kRead, true},    {Role::kAdmin, Permission::kSubmit, true},
+      {Role::kAdmin, Permission::kAdmin, true},   {Role::kAdmin, Permission::kWorker, false},
+      {Role::kWorker, Permission::kRead, false},  {Role::kWorker, Permission::kSubmit, false},
+      {Role::kWorker, Permission::kAdmin, false}, {Role::kWorker, Permission::kWorker, true},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(grants(c.role, c.permission), c.granted)
@@ -78,11 +80,11 @@ TEST(TokenTableParse, ReadsLinesSkippingCommentsAndBlankLines) {
   const TokenTable table = parse_ok(
       "# the deployment's tokens\n"
       "\n" +
-      kAdminToken + " admin alice\n" +              // line 3
-      "   \t  \n" +                                 // line 4: blank
-      kSubmitToken + " submit   # a comment\n" +    // line 5
+      kAdminToken + " admin alice\n" +               // line 3
+      "   \t  \n" +                                  // line 4: blank
+      kSubmitToken + " submit   # a comment\n" +     // line 5
       "  " + kReadToken + "\tread\tdashboard  \n" +  // line 6
-      kWorkerToken + " worker\r\n");                // line 7, CRLF
+      kWorkerToken + " worker\r\n");                 // line 7, CRLF
   EXPECT_EQ(table.size(), 4u);
 
   const auto admin = table.find(kAdminToken);
@@ -159,8 +161,7 @@ TEST(TokenTableParse, DuplicateNameNamesSourceAndLine) {
   EXPECT_THAT(message_of(error), HasSubstr("tokens.txt:2"));
   EXPECT_THAT(message_of(error), HasSubstr("'alice'"));
   // A given name may also clash with a default one.
-  const absl::Status clash =
-      parse_error(kAdminToken + " admin\n" + kReadToken + " read admin@1\n");
+  const absl::Status clash = parse_error(kAdminToken + " admin\n" + kReadToken + " read admin@1\n");
   EXPECT_THAT(message_of(clash), HasSubstr("tokens.txt:2"));
   EXPECT_THAT(message_of(clash), HasSubstr("'admin@1'"));
 }
@@ -190,7 +191,8 @@ class TempDir {
 
 TEST(TokenTableLoad, ReadsAFile) {
   TempDir dir;
-  const std::string path = dir.file("tokens", kAdminToken + " admin alice\n" + kReadToken + " read\n");
+  const std::string path =
+      dir.file("tokens", kAdminToken + " admin alice\n" + kReadToken + " read\n");
   auto table = TokenTable::Load(path);
   ASSERT_TRUE(table.ok()) << table.status();
   EXPECT_EQ(table->size(), 2u);
@@ -250,7 +252,9 @@ TEST(TokenTableFind, KnownUnknownAndPrefixes) {
 
 using Metadata = std::multimap<std::string, std::string>;
 
-Metadata bearer(const std::string& token) { return {{"authorization", "Bearer " + token}}; }
+Metadata bearer(const std::string& token) {
+  return {{"authorization", "Bearer " + token}};
+}
 
 Authorizer make_authorizer() {
   return Authorizer(parse_ok(kAdminToken + " admin alice\n" + kSubmitToken + " submit sam\n" +
@@ -309,10 +313,9 @@ TEST(Authorizer, UnknownTokenIsUnauthenticated) {
   EXPECT_EQ(principal.status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_THAT(message_of(principal.status()), HasSubstr("unknown token"));
   // A prefix of a real token is unknown too.
-  EXPECT_EQ(authorizer.authorize(bearer(kAdminToken.substr(0, 16)), Permission::kRead)
-                .status()
-                .code(),
-            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(
+      authorizer.authorize(bearer(kAdminToken.substr(0, 16)), Permission::kRead).status().code(),
+      absl::StatusCode::kUnauthenticated);
 }
 
 TEST(Authorizer, ReadTokenMayNotSubmit) {

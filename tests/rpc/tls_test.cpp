@@ -9,6 +9,7 @@
 #include <grpc/health/v1/health.grpc.pb.h>
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -16,7 +17,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unistd.h>
 
 #include "tandem/rpc/channel.h"
 #include "tandem/server/grpc_server.h"
@@ -28,7 +28,9 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::string message_of(const absl::Status& status) { return std::string(status.message()); }
+std::string message_of(const absl::Status& status) {
+  return std::string(status.message());
+}
 
 // --- Certificates ---------------------------------------------------------------
 
@@ -135,9 +137,7 @@ const Certificates& certificates() {
 /// them.
 class Tls : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(certificates().error.empty()) << certificates().error;
-  }
+  void SetUp() override { ASSERT_TRUE(certificates().error.empty()) << certificates().error; }
   const Certificates& certs() const { return certificates(); }
 };
 
@@ -230,7 +230,8 @@ grpc::Status check_health(const std::shared_ptr<grpc::Channel>& channel,
 std::string health(const std::string& target, const ClientSecurity& security) {
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status = check_health(channel_to(target, security), &response);
-  if (!status.ok()) return "error " + std::to_string(status.error_code()) + ": " + status.error_message();
+  if (!status.ok())
+    return "error " + std::to_string(status.error_code()) + ": " + status.error_message();
   return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
 }
 
@@ -275,16 +276,30 @@ TEST(IsLoopbackAddress, Table) {
     bool loopback;
   };
   const Case cases[] = {
-      {"127.0.0.1:1", true},       {"127.0.0.1:50051", true},   {"127.1.2.3:80", true},
-      {"localhost:5", true},       {"[::1]:9", true},           {"unix:/x", true},
-      {"unix:///tmp/tandem.sock", true}, {"unix-abstract:tandem", true},
-      {"LocalHost:5", true},       {"[::ffff:127.0.0.1]:1", true}, {"::1", true},
-      {"127.0.0.1", true},         {"[::1", false},
-      {"0.0.0.0:1", false},        {"10.0.0.1:1", false},       {"[::]:50051", false},
-      {"myhost:80", false},        {"192.168.1.127:80", false}, {"128.0.0.1:1", false},
+      {"127.0.0.1:1", true},
+      {"127.0.0.1:50051", true},
+      {"127.1.2.3:80", true},
+      {"localhost:5", true},
+      {"[::1]:9", true},
+      {"unix:/x", true},
+      {"unix:///tmp/tandem.sock", true},
+      {"unix-abstract:tandem", true},
+      {"LocalHost:5", true},
+      {"[::ffff:127.0.0.1]:1", true},
+      {"::1", true},
+      {"127.0.0.1", true},
+      {"[::1", false},
+      {"0.0.0.0:1", false},
+      {"10.0.0.1:1", false},
+      {"[::]:50051", false},
+      {"myhost:80", false},
+      {"192.168.1.127:80", false},
+      {"128.0.0.1:1", false},
       // A host name that merely starts like a loopback address is not one.
-      {"127.example.com:80", false}, {"127.0.0.1.nip.io:80", false},
-      {"localhost.example.com:5", false}, {"mylocalhost:5", false},
+      {"127.example.com:80", false},
+      {"127.0.0.1.nip.io:80", false},
+      {"localhost.example.com:5", false},
+      {"mylocalhost:5", false},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(is_loopback_address(c.address), c.loopback) << c.address;
@@ -361,8 +376,8 @@ TEST_F(Tls, UnreadableFilesAreInvalidNamingFlagAndPath) {
   no_cert.cert_file = missing;
   no_key.key_file = missing;
   no_ca.client_ca_file = missing;
-  for (const Case& c : {Case{"--tls-cert", no_cert}, Case{"--tls-key", no_key},
-                        Case{"--client-ca", no_ca}}) {
+  for (const Case& c :
+       {Case{"--tls-cert", no_cert}, Case{"--tls-key", no_key}, Case{"--client-ca", no_ca}}) {
     auto credentials = server_credentials(c.tls);
     ASSERT_FALSE(credentials.ok()) << c.flag;
     EXPECT_EQ(credentials.status().code(), absl::StatusCode::kInvalidArgument) << c.flag;
@@ -401,7 +416,7 @@ TEST_F(Tls, ClientTrustingTheCaGetsServing) {
   tls.key_file = certs().server_key;
   auto listener = listen(tls);
   ASSERT_TRUE(listener);
-  EXPECT_EQ(health(listener->target(), trusting(certs().ca)), "SERVING");           // IP SAN
+  EXPECT_EQ(health(listener->target(), trusting(certs().ca)), "SERVING");            // IP SAN
   EXPECT_EQ(health(listener->localhost_target(), trusting(certs().ca)), "SERVING");  // DNS SAN
 }
 
@@ -434,9 +449,8 @@ TEST_F(Tls, RequiredClientCertificates) {
   ASSERT_TRUE(listener);
   EXPECT_THAT(health(listener->target(), trusting(certs().ca)), HasSubstr("error"))
       << "a client without a certificate";
-  EXPECT_THAT(health(listener->target(),
-                     with_certificate(certs().ca, certs().other_client_cert,
-                                      certs().other_client_key)),
+  EXPECT_THAT(health(listener->target(), with_certificate(certs().ca, certs().other_client_cert,
+                                                          certs().other_client_key)),
               HasSubstr("error"))
       << "a certificate another CA signed";
   EXPECT_EQ(health(listener->target(),
@@ -471,10 +485,9 @@ TEST_F(Tls, OptionalClientCertificatesAreVerifiedWhenPresented) {
   EXPECT_EQ(with->common_name, "worker-1");
 
   grpc::Status status;
-  auto other = get_job(*listener, listener->target(),
-                       with_certificate(certs().ca, certs().other_client_cert,
-                                        certs().other_client_key),
-                       &status);
+  auto other = get_job(
+      *listener, listener->target(),
+      with_certificate(certs().ca, certs().other_client_cert, certs().other_client_key), &status);
   EXPECT_FALSE(other.has_value()) << "a certificate another CA signed is refused";
   EXPECT_FALSE(status.ok());
 }
@@ -571,8 +584,8 @@ TEST_F(Tls, MakeChannelErrorsNameTheFlag) {
   // The good combinations.
   EXPECT_TRUE(make_channel("127.0.0.1:1", ClientSecurity{}).ok());
   EXPECT_TRUE(make_channel("127.0.0.1:1", trusting(certs().ca)).ok());
-  EXPECT_TRUE(make_channel("127.0.0.1:1", with_certificate(certs().ca, certs().client_cert,
-                                                           certs().client_key))
+  EXPECT_TRUE(make_channel("127.0.0.1:1",
+                           with_certificate(certs().ca, certs().client_cert, certs().client_key))
                   .ok());
 }
 

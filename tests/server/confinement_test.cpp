@@ -3,12 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
-#include <unistd.h>
 
 namespace tandem::server {
 namespace {
@@ -17,7 +17,9 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string message_of(const absl::Status& status) { return std::string(status.message()); }
+std::string message_of(const absl::Status& status) {
+  return std::string(status.message());
+}
 
 /// A temporary folder holding jobs/, data/, more-data/ and outside/, with a
 /// file in each data folder and outside; removed afterwards. Its path is
@@ -197,8 +199,7 @@ absl::Status data_error(const Field& field, const std::string& value,
   EXPECT_FALSE(status.ok()) << field.name << " = " << value << " was accepted as "
                             << field.get(spec);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field.name;
-  EXPECT_THAT(message_of(status), HasSubstr(std::string("spec.") + field.name + ":"))
-      << field.name;
+  EXPECT_THAT(message_of(status), HasSubstr(std::string("spec.") + field.name + ":")) << field.name;
   EXPECT_THAT(message_of(status), HasSubstr("--data-root")) << field.name;
   return status;
 }
@@ -257,8 +258,7 @@ TEST_F(Confinement, RelativePathsAreTakenAgainstTheFirstRoot) {
   const std::vector<std::string> roots = {data(), path("more-data")};
   for (const Field& field : all_fields()) {
     EXPECT_EQ(confined_data(field, "list.txt", roots), path("data/list.txt")) << field.name;
-    EXPECT_EQ(confined_data(field, "images/a.jpg", roots), path("data/images/a.jpg"))
-        << field.name;
+    EXPECT_EQ(confined_data(field, "images/a.jpg", roots), path("data/images/a.jpg")) << field.name;
     EXPECT_EQ(confined_data(field, "../more-data/weights.pth", roots),
               path("more-data/weights.pth"))
         << field.name;
@@ -298,8 +298,8 @@ TEST_F(Confinement, OutsideIsRefusedAlikeWhetherOrNotItExists) {
     const std::string c = message_of(data_error(field, path("outside/secret.txt"), {data()}));
     const std::string d = message_of(data_error(field, path("outside/missing.txt"), {data()}));
     std::string c_without = c, d_without = d;
-    c_without.replace(c_without.find(path("outside/secret.txt")),
-                      path("outside/secret.txt").size(), "PATH");
+    c_without.replace(c_without.find(path("outside/secret.txt")), path("outside/secret.txt").size(),
+                      "PATH");
     d_without.replace(d_without.find(path("outside/missing.txt")),
                       path("outside/missing.txt").size(), "PATH");
     EXPECT_EQ(c_without, d_without) << field.name;
@@ -337,8 +337,7 @@ TEST_F(Confinement, EachFieldIsNamedInItsError) {
     bad.set(spec, path("outside/secret.txt"));
     const absl::Status status = confine_data_paths(spec, {data()});
     ASSERT_FALSE(status.ok()) << bad.name;
-    EXPECT_THAT(message_of(status), HasSubstr(std::string("spec.") + bad.name + ": "))
-        << bad.name;
+    EXPECT_THAT(message_of(status), HasSubstr(std::string("spec.") + bad.name + ": ")) << bad.name;
     for (const Field& other : all_fields()) {
       if (std::string(other.name) == bad.name) continue;
       // "spec.init: " is no substring of "spec.init_1: " thanks to the colon.

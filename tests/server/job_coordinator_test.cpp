@@ -419,9 +419,8 @@ TEST_F(JobCoordinatorTest, AJobQueuedLongerThanReserveAfterHoldsTheFreeWorkersFo
   ASSERT_TRUE(pair.ok() && third.ok());
   const v1::Job held = wait_reason(third->id());
   EXPECT_EQ(held.state(), v1::QUEUED) << "the idle worker is held for the older 2-rank job";
-  EXPECT_EQ(held.waiting_reason(),
-            "waiting for 1 slot, 1 of 2 free; behind job " + pair->id() +
-                ", which holds the free slots");
+  EXPECT_EQ(held.waiting_reason(), "waiting for 1 slot, 1 of 2 free; behind job " + pair->id() +
+                                       ", which holds the free slots");
   EXPECT_EQ(job(pair->id()).waiting_reason(),
             "waiting for 2 slots, 1 of 2 free; holding them (younger jobs wait)");
   exited(w0, *a, 0);
@@ -457,8 +456,9 @@ TEST_F(JobCoordinatorTest, AWorldSizeAboveEveryCapacityHoldsNothingAndFailsAfter
   EXPECT_EQ(waiting.waiting_reason(), "waiting for 64 slots, 2 registered");
   const v1::Job failed = wait_job(big->id(), [](const v1::Job& j) { return j.state() == v1::FAILED; });
   ASSERT_EQ(failed.state(), v1::FAILED);
-  EXPECT_NE(failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),
-            std::string::npos)
+  EXPECT_NE(
+      failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),
+      std::string::npos)
       << failed.error();
   EXPECT_NE(failed.error().find("--unplaceable-timeout"), std::string::npos) << failed.error();
   EXPECT_EQ(failed.waiting_reason(), "");
@@ -683,15 +683,13 @@ TEST_F(JobCoordinatorTest, NoJobWritesIntoAnotherJobsFolder) {
     s.set_output_dir(overlapping);
     const auto refused = coordinator_->submit(s);
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << overlapping;
-    EXPECT_NE(refused.status().message().find(taken->id()), std::string::npos)
-        << refused.status();
+    EXPECT_NE(refused.status().message().find(taken->id()), std::string::npos) << refused.status();
   }
   const auto defaulted = coordinator_->submit(spec());
   ASSERT_TRUE(defaulted.ok());
   v1::JobSpec squatter = spec();
   squatter.set_output_dir("job-" + defaulted->id());
-  EXPECT_EQ(coordinator_->submit(squatter).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->submit(squatter).status().code(), absl::StatusCode::kFailedPrecondition);
   // A sibling whose name shares a prefix is another folder.
   v1::JobSpec sibling = spec();
   sibling.set_output_dir("team/run-2");

@@ -380,8 +380,9 @@ ClassificationStepStats ClassificationTrainer::train(int64_t count, const Progre
         torch::Tensor p_teacher;
         {
           torch::NoGradGuard no_grad;
-          const auto teacher_out = grouped(*teacher_->module(), mine(x_t_clean),
-                                           [&](const torch::Tensor& g) { return teacher_forward(g); });
+          const auto teacher_out =
+              grouped(*teacher_->module(), mine(x_t_clean),
+                      [&](const torch::Tensor& g) { return teacher_forward(g); });
           p_teacher = torch::softmax(all(std::get<0>(teacher_out)), 1);
         }
         const torch::Tensor mask =

@@ -143,7 +143,8 @@ TEST(ClassificationTrainer, Bf16AutocastKeepsFp32WeightsAndTracksTheFp32Losses) 
     const ClassificationStepStats b = bf16.train(1);
     EXPECT_NE(a.total, b.total) << "autocast changed nothing";
     EXPECT_NEAR(b.ce, a.ce, 0.02 * a.ce);
-    for (const auto& p : bf16.classifier()->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+    for (const auto& p : bf16.classifier()->parameters())
+      EXPECT_EQ(p.scalar_type(), torch::kFloat32);
     const double accuracy = bf16.accuracy(d->target_test, d->target_test_labels);
     EXPECT_GE(accuracy, 0.0);
     EXPECT_LE(accuracy, 1.0);
