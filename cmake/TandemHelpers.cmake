@@ -48,15 +48,20 @@ function(tandem_use_torch_pch target)
   target_precompile_headers(${target} REUSE_FROM ${carrier})
 endfunction()
 
-# tandem_cc_library(NAME methods SRCS a.cpp DEPS torch [PRIVATE_DEPS ...]
-#                   [TORCH_PCH] [NO_INSTALL])
+# tandem_cc_library(NAME methods SRCS a.cpp HDRS a.h DEPS torch
+#                   [PRIVATE_DEPS ...] [TORCH_PCH] [NO_INSTALL]
+#                   [OTHER_HDRS b.h])
 # Declares target tandem_<NAME>, alias tandem::<NAME>, exported as
-# Tandem::<NAME>. Headers (*.h) of the calling folder install under
-# include/tandem/<folder>/ keeping sub-folders.
+# Tandem::<NAME>. The headers named in HDRS (paths relative to the calling
+# folder, tandem/<folder>/) install under include/tandem/<folder>/, keeping
+# sub-folders; a header of the folder that HDRS leaves out stops the
+# configure step, so that no public header is forgotten (and none is
+# installed by a glob); OTHER_HDRS names the folder's headers that this
+# configuration does not build (the clustering service in a core-only build).
 function(tandem_cc_library)
-  cmake_parse_arguments(ARG "TORCH_PCH;NO_INSTALL" "NAME" "SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH_PCH;NO_INSTALL" "NAME" "SRCS;HDRS;OTHER_HDRS;DEPS;PRIVATE_DEPS" ${ARGN})
   set(target tandem_${ARG_NAME})
-  add_library(${target} ${ARG_SRCS})
+  add_library(${target} ${ARG_SRCS} ${ARG_HDRS})
   add_library(tandem::${ARG_NAME} ALIAS ${target})
   set_target_properties(${target} PROPERTIES EXPORT_NAME ${ARG_NAME}
                                              POSITION_INDEPENDENT_CODE ON)
@@ -68,14 +73,22 @@ function(tandem_cc_library)
   if(ARG_TORCH_PCH)
     tandem_use_torch_pch(${target})
   endif()
+  file(GLOB_RECURSE present RELATIVE "${CMAKE_CURRENT_SOURCE_DIR}" CONFIGURE_DEPENDS
+       "${CMAKE_CURRENT_SOURCE_DIR}/*.h")
+  foreach(header IN LISTS present)
+    if(NOT header IN_LIST ARG_HDRS AND NOT header IN_LIST ARG_OTHER_HDRS)
+      message(FATAL_ERROR "${CMAKE_CURRENT_SOURCE_DIR}/${header}: not in HDRS of tandem_${ARG_NAME}")
+    endif()
+  endforeach()
   if(NOT ARG_NO_INSTALL)
-    file(RELATIVE_PATH folder "${PROJECT_SOURCE_DIR}" "${CMAKE_CURRENT_SOURCE_DIR}")
+    file(RELATIVE_PATH folder "${TANDEM_INCLUDE_ROOT}" "${CMAKE_CURRENT_SOURCE_DIR}")
     install(TARGETS ${target} EXPORT TandemTargets
             ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
             LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-    install(DIRECTORY "${CMAKE_CURRENT_SOURCE_DIR}/"
-            DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/tandem/${folder}"
-            FILES_MATCHING PATTERN "*.h")
+    foreach(header IN LISTS ARG_HDRS)
+      get_filename_component(subfolder "${header}" DIRECTORY)
+      install(FILES "${header}" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/${folder}/${subfolder}")
+    endforeach()
     set_property(GLOBAL APPEND PROPERTY TANDEM_EXPORTED_COMPONENTS ${ARG_NAME})
   endif()
 endfunction()

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "run_tandem.h"
+#include "support/run_tandem.h"
 
 namespace tandem::cli {
 namespace {

@@ -3,7 +3,7 @@
 
 #include <filesystem>
 
-#include "run_tandem.h"
+#include "support/run_tandem.h"
 
 namespace tandem::cli {
 namespace {

@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "run_tandem.h"
+#include "support/run_tandem.h"
 
 namespace tandem::cli {
 namespace {

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "run_tandem.h"
+#include "support/run_tandem.h"
 
 namespace tandem::cli {
 namespace {

@@ -7,8 +7,8 @@
 #include <set>
 #include <thread>
 
-#include "deployment.h"
-#include "run_tandem.h"
+#include "support/deployment.h"
+#include "support/run_tandem.h"
 #include "tandem/client/health_client.h"
 
 namespace tandem::cli {
@@ -23,7 +23,7 @@ using testing::wait_for;
 
 TEST(ServerCommand, ServesHealthAndStopsCleanlyOnSigterm) {
   const std::string db = scratch_path("server.db");
-  const std::string target = "127.0.0.1:" + std::to_string(free_loopback_port());
+  const std::string target = "127.0.0.1:" + std::to_string(jobs::free_loopback_port());
   auto child = spawn_tandem({"server", "--listen", target, "--db", db}, "server");
   ASSERT_GT(child.pid, 0);
   const auto ready = client::wait_until_serving(target, std::chrono::seconds(30));

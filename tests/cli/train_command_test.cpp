@@ -6,10 +6,10 @@
 #include <map>
 #include <thread>
 
-#include "run_tandem.h"
-#include "tandem/cli/job_spec.h"
+#include "support/run_tandem.h"
+#include "support/train_test_support.h"
+#include "tandem/jobs/rank_events.h"
 #include "tandem/methods/serialization.h"
-#include "train_test_support.h"
 
 namespace tandem::cli {
 namespace {
@@ -21,99 +21,6 @@ using testing::scratch_path;
 using testing::spawn_tandem;
 using testing::wait_for;
 using testing::write_file;
-
-std::string error_of(const std::string& yaml) {
-  try {
-    parse_job_spec(yaml, "job.yaml");
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
-
-TEST(JobSpec, DefaultsByKindAndErrorsNameTheField) {
-  const JobSpec mmt = parse_job_spec(
-      "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n", "job.yaml");
-  EXPECT_EQ(mmt.epochs, 40);
-  EXPECT_EQ(mmt.iters, 400);
-  EXPECT_DOUBLE_EQ(mmt.alpha, 0.999);
-  EXPECT_DOUBLE_EQ(mmt.soft_triplet_weight, 0.8);
-  EXPECT_EQ(mmt.clustering, "dbscan");
-  const JobSpec pretrain = parse_job_spec(
-      R"({"kind": "pretrain", "output_dir": "o", "source": {"kind": "folder", "root": "/s"}})",
-      "job.json");
-  EXPECT_EQ(pretrain.epochs, 80);
-  EXPECT_EQ(pretrain.iters, 100);
-
-  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
-  EXPECT_NE(
-      error_of(base + "identities: 1\n").find("job.yaml: spec.identities must be >= 2, got 1"),
-      std::string::npos);
-  EXPECT_NE(error_of(base + "lr: -1\n").find("spec.lr must be positive"), std::string::npos);
-  EXPECT_NE(error_of(base + "lr: fast\n").find("spec.lr must be a number, got 'fast'"),
-            std::string::npos);
-  EXPECT_NE(error_of(base + "learning_rate: 1\n").find("spec.learning_rate is not a field"),
-            std::string::npos);
-  EXPECT_NE(
-      error_of(base + "clustering: spectral\n").find("spec.clustering must be kmeans or dbscan"),
-      std::string::npos);
-  EXPECT_NE(error_of("kind: mmt\noutput_dir: o\n").find("spec.target is required"),
-            std::string::npos);
-  EXPECT_NE(error_of("kind: mmt\noutput_dir: o\ntarget: {kind: cuhk, root: /d}\n")
-                .find("spec.target.kind must be one of"),
-            std::string::npos);
-  EXPECT_NE(error_of("kind: finetune\noutput_dir: o\n").find("spec.kind must be pretrain, mmt"),
-            std::string::npos);
-  EXPECT_NE(error_of("kind: evaluate\noutput_dir: o\ntarget: {kind: market1501, root: /d}\n")
-                .find("spec.weights is required for evaluate"),
-            std::string::npos);
-  EXPECT_NE(error_of(base + "backbone_depth: 9\n").find("spec.backbone_depth must be in [1, 8]"),
-            std::string::npos);
-  EXPECT_NE(error_of(base + "target_bn: maybe\n").find("spec.target_bn must be true or false"),
-            std::string::npos);
-  EXPECT_NE(
-      error_of(base + "eps_every_epoch: 2\n").find("spec.eps_every_epoch must be true or false"),
-      std::string::npos);
-  EXPECT_TRUE(parse_job_spec(base + "eps_every_epoch: true\n", "job.yaml").eps_every_epoch);
-  EXPECT_NE(error_of("[1, 2]").find("a job spec is a mapping"), std::string::npos);
-  EXPECT_NE(error_of("kind: [").find("not valid YAML"), std::string::npos);
-}
-
-TEST(JobSpec, DevicePrecisionAndLayoutFields) {
-  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
-  const JobSpec defaults = parse_job_spec(base, "job.yaml");
-  EXPECT_EQ(defaults.device, "auto");
-  EXPECT_EQ(defaults.precision, "fp32");
-  EXPECT_FALSE(defaults.channels_last);
-  EXPECT_FALSE(defaults.deterministic);
-  const JobSpec gpu = parse_job_spec(
-      base + "device: cuda:1\nprecision: bf16\nchannels_last: true\ndeterministic: true\n",
-      "job.yaml");
-  EXPECT_EQ(gpu.device, "cuda:1");
-  EXPECT_EQ(gpu.precision, "bf16");
-  EXPECT_TRUE(gpu.channels_last);
-  EXPECT_TRUE(gpu.deterministic);
-  for (const char* device : {"cpu", "cuda", "auto", "cuda:0", "cuda:15"}) {
-    EXPECT_EQ(error_of(base + "device: " + device + "\n"), "") << device;
-  }
-  for (const char* device : {"gpu", "cuda:", "cuda:-1", "cuda:x", "CUDA", "cuda:12345", "mps"}) {
-    EXPECT_NE(error_of(base + "device: '" + device + "'\n")
-                  .find("spec.device must be auto, cpu, cuda or cuda:N (N a GPU index), got '" +
-                        std::string(device) + "'"),
-              std::string::npos)
-        << device;
-  }
-  EXPECT_NE(
-      error_of(base + "precision: fp16\n").find("spec.precision must be fp32 or bf16, got 'fp16'"),
-      std::string::npos);
-  EXPECT_NE(error_of(base + "deterministic: sometimes\n")
-                .find("spec.deterministic must be true or false"),
-            std::string::npos);
-  EXPECT_NE(error_of("kind: pretrain\noutput_dir: o\nsource: {kind: market1501, root: /d}\n"
-                     "channels_last: true\n")
-                .find("spec.channels_last is an mmt setting"),
-            std::string::npos);
-}
 
 TEST(TrainCommand, ACudaDeviceTheHostLacksFailsBeforeAnyWork) {
   // This machine has no GPU: device: cuda (and cuda:N) is an error at once,
@@ -141,27 +48,6 @@ TEST(TrainCommand, ACudaDeviceTheHostLacksFailsBeforeAnyWork) {
   EXPECT_NE(launched.err.find("with --nproc 2: spec.device"), std::string::npos) << launched.err;
   EXPECT_FALSE(fs::exists(dir / "out-cuda3" / "ranks")) << "no rank was launched";
   fs::remove_all(dir);
-}
-
-TEST(JobSpec, BatchNormGroupsByKind) {
-  // MMT normalises over groups of 16 by default (the reference's images per
-  // GPU); every other kind over the whole batch; a spec built in code (-1)
-  // gets the same defaults.
-  const JobSpec mmt = parse_job_spec(
-      "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n", "job.yaml");
-  EXPECT_EQ(mmt.bn_group_size, 16);
-  const JobSpec pretrain = parse_job_spec(
-      "kind: pretrain\noutput_dir: out\nsource: {kind: market1501, root: /data}\n", "job.yaml");
-  EXPECT_EQ(pretrain.bn_group_size, 0);
-  JobSpec in_code;
-  in_code.kind = "mmt";
-  EXPECT_EQ(resolved_bn_group_size(in_code), 16);
-  in_code.kind = "pretrain";
-  EXPECT_EQ(resolved_bn_group_size(in_code), 0);
-  EXPECT_NE(error_of("kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /data}\n"
-                     "identities: 6\ninstances: 4\n")
-                .find("spec.bn_group_size 16 must divide the batch (identities x instances = 24)"),
-            std::string::npos);
 }
 
 /// Renders two tiny synthetic domains, pre-trains on one, adapts to the other
@@ -192,11 +78,10 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
   ASSERT_TRUE(fs::exists(dir / "pre" / "model.pt"));
   ASSERT_TRUE(fs::exists(dir / "pre" / "gallery_features.pt"));
   double pretrain_map = -1;
-  {
-    std::ifstream events(dir / "pre" / "events.jsonl");
-    for (std::string line; std::getline(events, line);) {
-      const auto event = nlohmann::json::parse(line);
-      if (event["event"] == "epoch" && event.contains("mAP")) pretrain_map = event["mAP"];
+  for (const jobs::RankEvent& event : jobs::read_rank_events(dir / "pre" / "events.jsonl")) {
+    if (event.event() == "epoch" && event.map_size() > 0) {
+      EXPECT_EQ(event.map_size(), 1) << "pretrain evaluates one model";
+      pretrain_map = event.map(0);
     }
   }
   ASSERT_GE(pretrain_map, 0);
@@ -273,31 +158,33 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
     for (const char* file : {"teacher_1.pt", "teacher_2.pt", "best.pt", "events.jsonl"}) {
       EXPECT_TRUE(fs::exists(out / file)) << clustering << ": " << file;
     }
-    std::ifstream events(out / "events.jsonl");
     int64_t epochs = 0, iterations = 0;
     std::vector<double> eps;
     std::vector<std::string> phases;
-    for (std::string line; std::getline(events, line);) {
-      const auto event = nlohmann::json::parse(line);  // one JSON object per line
-      if (event["event"] == "phase") {                 // what the service shows as the job's phase
-        phases.push_back(event["phase"]);
+    // One RankEvent per line (jobs/rank_events.h).
+    for (const jobs::RankEvent& event : jobs::read_rank_events(out / "events.jsonl")) {
+      const std::string line = jobs::rank_event_json(event);
+      if (event.event() == "phase") {  // what the service shows as the job's phase
+        phases.push_back(event.phase());
         continue;
       }
-      EXPECT_EQ(event["kind"], "mmt");
-      if (event["event"] == "iteration") {
+      EXPECT_EQ(event.kind(), "mmt");
+      if (event.event() == "iteration") {
         ++iterations;
-        EXPECT_EQ(event["iterations"], 3);
-        EXPECT_TRUE(event.contains("soft_tri")) << line;
+        EXPECT_EQ(event.iterations(), 3);
+        EXPECT_EQ(event.losses().count("soft_tri"), 1u) << line;
         continue;
       }
-      ASSERT_EQ(event["event"], "epoch");
+      ASSERT_EQ(event.event(), "epoch");
       ++epochs;
-      EXPECT_GT(event["clusters"].get<int64_t>(), 0);
-      EXPECT_EQ(event["mAP"].size(), 2u);
-      const double ari = event["pseudo_labels"]["adjusted_rand"];
+      EXPECT_GT(event.clusters(), 0);
+      EXPECT_EQ(event.map_size(), 2);
+      ASSERT_TRUE(event.pseudo_labels().has_adjusted_rand()) << line;
+      const double ari = event.pseudo_labels().adjusted_rand();
       EXPECT_GE(ari, -1.0);
       EXPECT_LE(ari, 1.0);
-      eps.push_back(event["eps"]);
+      ASSERT_TRUE(event.has_eps()) << line;
+      eps.push_back(event.eps());
     }
     EXPECT_EQ(epochs, 2);
     const std::vector<std::string> epoch_phases = {"extract", "cluster", "train", "evaluate",

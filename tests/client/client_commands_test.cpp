@@ -21,9 +21,9 @@
 
 #include <tandem/v1/tandem.grpc.pb.h>
 
-#include "cli/run_tandem.h"
-#include "tandem/client/spec_proto.h"
+#include "support/run_tandem.h"
 #include "tandem/server/grpc_server.h"
+#include "tandem/spec/job_spec.h"
 
 namespace tandem::client {
 namespace {
@@ -319,7 +319,7 @@ TEST_F(ClientCommands, SubmitSendsTheSpecFieldsAndPrintsTheId) {
   EXPECT_EQ(result.out, "job-ok\n");
   const auto submitted = service_.submitted();
   ASSERT_EQ(submitted.size(), 1u);
-  v1::JobSpec expected = job_spec_proto_from_file(spec);
+  v1::JobSpec expected = tandem::spec::read_job_spec_file(spec);
   expected.set_world_size(2);
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(submitted[0].spec(), expected))
       << submitted[0].spec().ShortDebugString();

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/run_tandem.h"
+#include "support/run_tandem.h"
 
 namespace tandem::client {
 namespace {

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "cli/run_tandem.h"
+#include "support/run_tandem.h"
 #include "tandem/server/grpc_server.h"
 
 namespace tandem::client {

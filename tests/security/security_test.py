@@ -108,10 +108,10 @@ def generate_messages(out):
                 os.path.join(health_dir, "tandem_test_health.proto"))
     run(["protoc", "--python_out=" + out, "-I", health_dir, "tandem_test_health.proto"])
     sys.path.insert(0, out)
-    from tandem.v1 import job_spec_pb2, tandem_pb2, worker_pb2  # noqa: E402
+    from tandem.v1 import job_spec_pb2, rank_event_pb2, tandem_pb2, worker_pb2  # noqa: E402
     import tandem_test_health_pb2  # noqa: E402
-    return argparse.Namespace(spec=job_spec_pb2, tandem=tandem_pb2, worker=worker_pb2,
-                              health=tandem_test_health_pb2)
+    return argparse.Namespace(spec=job_spec_pb2, event=rank_event_pb2, tandem=tandem_pb2,
+                              worker=worker_pb2, health=tandem_test_health_pb2)
 
 
 def make_pki(d):
@@ -206,7 +206,7 @@ def die_with_parent():
 
 
 def free_port():
-    """As tests/cli/deployment.h does: bind port 0 on loopback, close, reuse."""
+    """As tests/support/deployment.h does: bind port 0 on loopback, close, reuse."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -516,7 +516,7 @@ def start_and_fail(name, args, timeout=20):
 
 
 def tiny_spec(kind="pretrain", **fields):
-    """tests/cli/deployment.h's tiny_spec on the DATA domains."""
+    """tests/support/deployment.h's tiny_spec on the DATA domains."""
     spec = PB.spec.JobSpec(kind=kind, seed=1, backbone="small", backbone_width=4, height=32,
                            width=16, identities=4, instances=4, epochs=1, iters=1,
                            loader_threads=1, lr=0.001)
@@ -1286,15 +1286,15 @@ class WorkerControlSecurity(ServerTestCase):
     def forged_events(self, job_id, attempt):
         return [
             PB.worker.JobEventReport(job_id=job_id, attempt=attempt,
-                                     event_json='{"event": "phase", "phase": "evaluate", '
-                                     '"epoch": 7}'),
+                                     event=PB.event.RankEvent(event="phase", phase="evaluate",
+                                                              epoch=7)),
             PB.worker.JobEventReport(
                 job_id=job_id, attempt=attempt,
-                event_json='{"event": "evaluation", "epoch": 7, "mAP": 99.5, "rank1": 99.5, '
-                '"rank5": 99.5, "checkpoint": "/etc/passwd"}'),
+                event=PB.event.RankEvent(event="evaluation", epoch=7, mAP=[99.5], rank1=[99.5],
+                                         rank5=[99.5], checkpoint="/etc/passwd")),
             PB.worker.JobEventReport(job_id=job_id, attempt=attempt, replayed=True,
-                                     event_json='{"event": "epoch", "epoch": 3, "mAP": 98.0, '
-                                     '"checkpoint": "/etc/shadow"}'),
+                                     event=PB.event.RankEvent(event="epoch", epoch=3, mAP=[98.0],
+                                                              checkpoint="/etc/shadow")),
         ]
 
     def assert_untouched(self, job_id, what, workers_before):
@@ -1347,7 +1347,7 @@ class WorkerControlSecurity(ServerTestCase):
         # The assigned worker's own reports count.
         owner.send(event=PB.worker.JobEventReport(
             job_id=job.id, attempt=assign.attempt,
-            event_json='{"event": "phase", "phase": "train", "epoch": 0}'))
+            event=PB.event.RankEvent(event="phase", phase="train", epoch=0)))
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.client.get(job.id, token("admin")).value.phase == PB.tandem.TRAIN:

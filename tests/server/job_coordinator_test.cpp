@@ -14,6 +14,8 @@
 #include <mutex>
 #include <thread>
 
+#include "tandem/jobs/rank_events.h"
+
 namespace tandem::server {
 namespace {
 
@@ -112,11 +114,12 @@ class JobCoordinatorTest : public ::testing::Test {
     m.mutable_exited()->set_error_tail(code ? "boom" : "");
     coordinator_->on_worker_message(worker, m);
   }
+  /// Rank 0's event `json` (one events.jsonl line, jobs/rank_events.h).
   void event(const std::string& worker, const v1::AssignRank& a, const std::string& json) {
     v1::WorkerMessage m;
     m.mutable_event()->set_job_id(a.job_id());
     m.mutable_event()->set_attempt(a.attempt());
-    m.mutable_event()->set_event_json(json);
+    *m.mutable_event()->mutable_event() = jobs::parse_rank_event(json);
     coordinator_->on_worker_message(worker, m);
   }
   v1::Job job(const std::string& id) { return *coordinator_->get(id); }
@@ -281,8 +284,8 @@ TEST_F(JobCoordinatorTest, ReplayedEpochResultsAreRecordedOncePerEpoch) {
   const auto a = c0->assignment();
   ASSERT_TRUE(a);
   const auto epoch = [](int e, double map) {
-    return R"({"event":"epoch","epoch":)" + std::to_string(e) + R"(,"mAP":)" + std::to_string(map) +
-           "}";
+    return R"({"event":"epoch","epoch":)" + std::to_string(e) + R"(,"mAP":[)" +
+           std::to_string(map) + "]}";
   };
   event(w0, *a, epoch(0, 10));
   event(w0, *a, epoch(0, 11));  // epoch 0 trained again after a restart
@@ -292,7 +295,7 @@ TEST_F(JobCoordinatorTest, ReplayedEpochResultsAreRecordedOncePerEpoch) {
   replay.mutable_event()->set_replayed(true);
   for (const auto& json : {epoch(0, 11), epoch(1, 20),
                            std::string(R"({"event":"iteration","epoch":5,"iteration":3})")}) {
-    replay.mutable_event()->set_event_json(json);
+    *replay.mutable_event()->mutable_event() = jobs::parse_rank_event(json);
     coordinator_->on_worker_message(w0, replay);
   }
   const v1::Job running = job(submitted->id());
@@ -580,7 +583,7 @@ TEST_F(JobCoordinatorTest, WatchSendsTheJobThenItsEventsUntilItEnds) {
   for (int i = 1; i <= 3; ++i) {
     event(w0, *a,
           R"({"event":"iteration","epoch":0,"iteration":)" + std::to_string(i) +
-              R"(,"iterations":3,"ce":1.5,"images_per_second":10})");
+              R"(,"iterations":3,"losses":{"ce":1.5},"images_per_second":10})");
   }
   exited(w0, *a, 0);
   watcher.join();
@@ -630,7 +633,7 @@ TEST_F(JobCoordinatorTest, OnlyTheAssignedWorkerReportsItsRanksEventsAndExits) {
   // Another worker claims the rank ended and sends its results: ignored.
   event(intruder, *assigned, R"({"event":"phase","phase":"cluster","epoch":0})");
   event(intruder, *assigned,
-        R"({"event":"epoch","kind":"mmt","epoch":0,"mAP":99,"rank1":99,"rank5":99})");
+        R"({"event":"epoch","kind":"mmt","epoch":0,"mAP":[99],"rank1":[99],"rank5":[99]})");
   exited(intruder, *assigned, 0);
   v1::Job still = job(submitted->id());
   EXPECT_EQ(still.state(), v1::RUNNING);
