@@ -1,5 +1,8 @@
 # The installable package: `cmake --install build --prefix P` gives
-#   P/include/tandem/<component>/...       public headers
+#   P/include/tandem/<component>/...       the headers each library lists
+#                                          (HDRS of tandem_cc_library), at their
+#                                          source path (tandem/<component>/...)
+#   P/include/tandem/proto/...             generated protobuf headers
 #   P/lib/libtandem_<component>.a          libraries
 #   P/bin/tandem                           the binary users run (no LibTorch)
 #   P/libexec/tandem/tandem-engine         every other subcommand, run by it
