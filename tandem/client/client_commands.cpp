@@ -140,17 +140,13 @@ std::string figure(double value) {
   return out.str();
 }
 
-/// The epochs a job runs: the spec's, else its kind's default (cli/job_spec.h);
-/// 0 when unknown.
+/// The epochs a job runs: the spec's, else its kind's default (the defaults
+/// table, spec/job_spec.h); 0 when unknown, or for evaluate (no training).
 int64_t planned_epochs(const v1::JobSpec& spec) {
   if (spec.has_epochs()) return spec.epochs();
-  if (spec.kind() == "pretrain") return 80;
-  if (spec.kind() == "mmt") return 40;
-  if (spec.kind() == "source_only" || spec.kind() == "self_ensemble" || spec.kind() == "mcc" ||
-      spec.kind() == "afn") {
-    return 10;
-  }
-  return 0;
+  if (spec.kind() == "evaluate") return 0;
+  const spec::FieldDefault* row = spec::default_for("epochs", spec.kind());
+  return row != nullptr ? std::stoll(row->value) : 0;
 }
 
 /// "4/40" for the epoch a job is in (1-based), "-" when it has not started.

@@ -2,7 +2,7 @@
 // the server accepts before any worker allocates for a job (issue 19).
 //
 // The lower bounds and the kinds' rules stay with the spec validation
-// (cli/spec_validation.h); these checks only refuse what no real job needs
+// (spec/job_spec.h and jobs/spec_validation.h); these checks only refuse what no real job needs
 // and what would exhaust a worker's memory or time: a 100000 × 100000 input,
 // a billion epochs, a 1 GiB path.
 #pragma once

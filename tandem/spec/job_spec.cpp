@@ -631,6 +631,16 @@ const std::vector<FieldDefault>& job_spec_defaults() {
   return table;
 }
 
+const FieldDefault* default_for(const std::string& field, const std::string& kind) {
+  if (kind != "pretrain" && kind != "mmt" && kind != "evaluate" && !is_classification_kind(kind)) {
+    return nullptr;
+  }
+  for (const FieldDefault& row : job_spec_defaults()) {
+    if (field == row.field && row_applies(row.kinds, kind)) return &row;
+  }
+  return nullptr;
+}
+
 JobSpec resolve_job_spec(const JobSpec& given, const std::string& where) {
   const std::string& kind = given.kind();
   if (kind != "pretrain" && kind != "mmt" && kind != "evaluate" && !is_classification_kind(kind)) {

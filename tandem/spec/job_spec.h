@@ -80,4 +80,8 @@ struct FieldDefault {
 /// The table, kind-specific rows before the general one of the same field.
 const std::vector<FieldDefault>& job_spec_defaults();
 
+/// The row that gives JobSpec field `field` its default for a job of `kind`,
+/// or null when `kind` is not a job kind or no row applies.
+const FieldDefault* default_for(const std::string& field, const std::string& kind);
+
 }  // namespace tandem::spec

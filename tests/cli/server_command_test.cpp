@@ -167,7 +167,7 @@ TEST(JobService, WatchShowsEveryPhaseOfAnMmtEpochAndTheMetrics) {
   expected.insert(expected.end(), one_epoch.begin(), one_epoch.end());
   EXPECT_EQ(phases, expected);
   // The worker coalesces the iterations it reads at once, but never an
-  // epoch's last (cli/worker_command.h).
+  // epoch's last (jobs::coalesce_iterations, jobs/rank_events.h).
   EXPECT_EQ(epoch_ends, 2);
   EXPECT_GE(iterations, 2);
   EXPECT_LE(iterations, 6);

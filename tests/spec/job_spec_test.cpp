@@ -621,6 +621,25 @@ TEST(JobSpecDefaults, KindsAndDataSets) {
   EXPECT_TRUE(is_given(data));
 }
 
+TEST(JobSpecDefaults, DefaultForGivesTheRowThatApplies) {
+  // What `tandem status` shows as a job's planned epochs, without a copy of
+  // the table.
+  const auto value = [](const char* field, const char* kind) -> std::string {
+    const FieldDefault* row = default_for(field, kind);
+    return row == nullptr ? "(none)" : row->value;
+  };
+  EXPECT_EQ(value("epochs", "pretrain"), "80");
+  EXPECT_EQ(value("epochs", "mmt"), "40");
+  EXPECT_EQ(value("epochs", "afn"), "10");
+  EXPECT_EQ(value("lr", "mcc"), "0.01");
+  EXPECT_EQ(value("lr", "mmt"), "3.5e-4");
+  EXPECT_EQ(value("bn_group_size", "mmt"), "16");
+  EXPECT_EQ(value("bn_group_size", "source_only"), "0");
+  EXPECT_EQ(value("epochs", "finetune"), "(none)");
+  EXPECT_EQ(value("world_size", "mmt"), "(none)");
+  EXPECT_EQ(value("no_such_field", "mmt"), "(none)");
+}
+
 // ---------------------------------------------------------------------------
 // The classification kinds' fields (source_only, self_ensemble, mcc, afn).
 
