@@ -13,7 +13,7 @@
 //    "mmt_dbscan": {...}, "oracle": {...}}
 // and everything else goes to stderr. CPU-sized: the small backbone at
 // 64 x 32, depth 2, 30 MMT epochs. Both MMT jobs cluster the teacher
-// features standardised per target camera (spec.camera_standardise();
+// features standardised per target camera (spec.camera_standardise;
 // --raw-clustering: MMT's input as is): the target's camera style otherwise
 // decides the neighbours (docs/training.md, the study, for the settings and
 // the figures).
@@ -40,9 +40,6 @@ using jobs::JobResult;
 using jobs::JobSpec;
 using jobs::mmt_job;
 using jobs::pretrain_job;
-
-constexpr double kMmtRho = 1.6e-3;              // MMT's rho (notes §2)
-constexpr double kMarketTrainImages = 12936.0;  // the data set it was chosen on
 
 struct AdaptFlags {
   uint64_t seed = 1;
@@ -173,7 +170,7 @@ int run_adapt(const AdaptFlags& flags) {
     // distances: rho = 1.6e-3 on Market-1501's 12,936 images is about 10
     // neighbours per image. rho is a share of all pairs, so the same 10
     // neighbours need rho * n = 1.6e-3 * 12,936 at any n (docs/training.md).
-    dbscan_spec.set_rho(std::min(0.5, kMmtRho * kMarketTrainImages / target_images));
+    dbscan_spec.set_rho(jobs::rho_for_target(static_cast<int64_t>(target_images)));
     const JobResult dbscan = mmt_job(dbscan_spec, true);
     const JobResult oracle =
         pretrain_job(pretrain_spec(flags, dir, "oracle", target, target, flags.seed), true);

@@ -31,6 +31,7 @@
 #include "tandem/cli/app.h"
 #include "tandem/client/health_client.h"
 #include "tandem/jobs/launcher.h"
+#include "tandem/jobs/train_jobs.h"
 #include "tandem/rpc/channel.h"
 #include "tandem/v1/tandem.grpc.pb.h"
 #include "tandem/worker/data/reid_dataset.h"
@@ -283,8 +284,7 @@ int run_demo(const DemoFlags& flags) {
       worker::load_reid_dataset(worker::ReidDatasetKind::kMarket1501, target.string());
   // MMT's rho (1.6e-3 on Market-1501's 12,936 images), scaled to the same
   // neighbours per image on this target (docs/training.md).
-  const double rho =
-      std::min(0.5, 1.6e-3 * 12936.0 / static_cast<double>(target_data.train.size()));
+  const double rho = jobs::rho_for_target(static_cast<int64_t>(target_data.train.size()));
   std::cout << "\n4. Mutual Mean-Teaching on the unlabelled target: 2 ranks (one per worker), "
                "DBSCAN pseudo labels from the clustering service"
             << std::endl;

@@ -152,20 +152,20 @@ Data load_data(const JobSpec& spec) {
   if (spec.source().kind() == "fashion_mnist_source")
     data.num_classes = worker::kFashionMnistClasses;
   if (data.num_classes < 2) {
-    throw std::invalid_argument("spec.source(): the source has a single class (" +
+    throw std::invalid_argument("spec.source: the source has a single class (" +
                                 std::to_string(data.num_classes) + "); two or more are needed");
   }
   const int64_t test_max = data.target_test.labels.max().item<int64_t>();
   if (test_max >= data.num_classes) {
     throw std::invalid_argument(
-        std::string("spec.target().") +
+        std::string("spec.target.") +
         (spec.target().kind() == "image_list" ? "test_list" : "test_images") + ": label " +
         std::to_string(test_max) + " is not a source class (0.." +
         std::to_string(data.num_classes - 1) + ")");
   }
   if (data.source.labels.size(0) < spec.batch_size() ||
       data.target_train.labels.size(0) < spec.batch_size()) {
-    throw std::invalid_argument("spec.batch_size() (" + std::to_string(spec.batch_size()) +
+    throw std::invalid_argument("spec.batch_size (" + std::to_string(spec.batch_size()) +
                                 ") exceeds the " + std::to_string(data.source.labels.size(0)) +
                                 " source or " + std::to_string(data.target_train.labels.size(0)) +
                                 " target train images");

@@ -18,10 +18,10 @@ std::string rank_event_json(const RankEvent& event) {
   return line;
 }
 
-RankEvent parse_rank_event(const std::string& line, const std::string& where) {
+RankEvent parse_rank_event(const std::string& line, const std::string& where, UnknownKeys unknown) {
   RankEvent event;
   google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
+  options.ignore_unknown_fields = unknown == UnknownKeys::kIgnore;
   const auto status = google::protobuf::util::JsonStringToMessage(line, &event, options);
   if (!status.ok()) {
     throw std::invalid_argument(where + ": not a rank event: " + std::string(status.message()));

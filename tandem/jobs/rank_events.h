@@ -19,10 +19,19 @@ using RankEvent = tandem::v1::RankEvent;
 /// One line of events.jsonl (no newline): the JSON mapping, proto names.
 std::string rank_event_json(const RankEvent& event);
 
+/// What parse_rank_event does with a key RankEvent lacks.
+enum class UnknownKeys {
+  kRefuse,  // an error: tests and tools reading their own version's lines
+  kIgnore,  // skipped: the worker, which may be older than the engine
+            // that wrote the line (fields are only ever added)
+};
+
 /// The event a line holds. Throws std::invalid_argument, starting with
 /// `where`, for a line that is not a RankEvent's JSON (not JSON, an unknown
-/// key, a wrong-typed value) or that has no `event`.
-RankEvent parse_rank_event(const std::string& line, const std::string& where = "events.jsonl");
+/// key unless `unknown` is kIgnore, a wrong-typed value) or that has no
+/// `event`.
+RankEvent parse_rank_event(const std::string& line, const std::string& where = "events.jsonl",
+                           UnknownKeys unknown = UnknownKeys::kRefuse);
 
 /// Every event of a log, in order; a missing file is no events. Errors as
 /// parse_rank_event's, naming PATH:LINE.

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <unistd.h>
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -620,6 +621,16 @@ JobResult evaluate_job(const JobSpec& spec, bool quiet, const Parallel& parallel
               << metrics_path.string() << ")" << std::endl;
   }
   return {e.map, e.rank1};
+}
+
+double rho_for_target(int64_t train_images) {
+  constexpr double kMarketTrainImages = 12936.0;  // what MMT's rho was chosen on
+  const tandem::spec::FieldDefault* rho = tandem::spec::default_for("rho", "mmt");
+  TORCH_CHECK(rho != nullptr, "the defaults table has no rho for mmt");
+  TORCH_CHECK(train_images > 0, "rho_for_target: train_images must be positive, got ",
+              train_images);
+  return std::min(0.5,
+                  std::stod(rho->value) * kMarketTrainImages / static_cast<double>(train_images));
 }
 
 void run_job(const JobSpec& spec, bool quiet, const Parallel& parallel,

@@ -74,6 +74,12 @@ ClassificationJobResult classification_job(
     const JobSpec& spec, bool quiet,
     const std::shared_ptr<const worker::DataParallel>& parallel = nullptr);
 
+/// MMT's rho (the defaults table's, chosen on Market-1501's 12,936 train
+/// images) scaled to give the same neighbours per image on a target of
+/// `train_images` images: rho is a share of all pairs (docs/training.md);
+/// at most 0.5.
+double rho_for_target(int64_t train_images);
+
 /// Runs `spec` by its kind: classification_job, pretrain_job, evaluate_job
 /// or mmt_job (with `clustering_service`).
 void run_job(const JobSpec& spec, bool quiet,

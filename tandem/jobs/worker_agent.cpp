@@ -105,7 +105,7 @@ std::vector<RankEvent> parse_lines(const std::vector<std::string>& lines, const 
   std::vector<RankEvent> events;
   for (const std::string& line : lines) {
     try {
-      events.push_back(parse_rank_event(line, path.string()));
+      events.push_back(parse_rank_event(line, path.string(), UnknownKeys::kIgnore));
     } catch (const std::invalid_argument& error) {
       rpc::log_warn(error.what());
     }

@@ -120,8 +120,10 @@ bool parse_integer(const std::string& text, bool is_unsigned, json& out) {
 /// protobuf JSON's "Infinity", "-Infinity" and "NaN".
 bool parse_number(const std::string& text, json& out) {
   static const std::regex kFloat("[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?");
-  static const std::regex kInfinity("[-+]?\\.(inf|Inf|INF)");
-  static const std::regex kNan("\\.(nan|NaN|NAN)");
+  // protobuf JSON's own spellings too: a spec written by job_spec_json
+  // (the rank's copy) reads back.
+  static const std::regex kInfinity("[-+]?(\\.(inf|Inf|INF)|Infinity)");
+  static const std::regex kNan("\\.(nan|NaN|NAN)|NaN");
   if (std::regex_match(text, kInfinity)) {
     out = text[0] == '-' ? "-Infinity" : "Infinity";
     return true;
@@ -169,6 +171,13 @@ json message_json(const YAML::Node& node, const Descriptor& schema, const std::s
     } else if (field->is_repeated()) {
       if (!entry.second.IsSequence()) {
         fail(where, entry.second, name, "must be a list, got " + shown(entry.second));
+      }
+      if (entry.second.size() == 0) {
+        // A repeated field has no presence: an empty list would read as
+        // absent, that is as the default.
+        fail(where, entry.second, name,
+             "is an empty list, which reads as the default; leave it out for the default, or "
+             "give the values (for milestones: one past the last epoch for no step)");
       }
       json array = json::array();
       for (size_t i = 0; i < entry.second.size(); ++i) {
@@ -461,6 +470,23 @@ void check_values(const JobSpec& s, const std::string& where) {
   const auto positive = [&](int64_t v, const char* field) {
     if (v < 1) refuse(where, field, "must be >= 1, got " + std::to_string(v));
   };
+  // Every number must be finite (.inf and .nan read as numbers).
+  {
+    const auto* descriptor = JobSpec::descriptor();
+    const auto* reflection = s.GetReflection();
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      const auto* field = descriptor->field(i);
+      if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_DOUBLE ||
+          field->is_repeated() || !reflection->HasField(s, field))
+        continue;
+      const double value = reflection->GetDouble(s, field);
+      if (!std::isfinite(value)) {
+        std::ostringstream shown_value;
+        shown_value << value;
+        refuse(where, field->name(), "must be a finite number, got " + shown_value.str());
+      }
+    }
+  }
   if (is_classification_kind(s.kind())) {
     check_classification(s, where);
   } else {
@@ -499,6 +525,13 @@ void check_values(const JobSpec& s, const std::string& where) {
   if (s.weight_decay() < 0) refuse(where, "weight_decay", "must be >= 0");
   positive(s.epochs(), "epochs");
   positive(s.iters(), "iters");
+  // Iteration counters of the rank events are 32-bit (rank_event.proto).
+  if (s.iters() > std::numeric_limits<int32_t>::max() / s.epochs()) {
+    refuse(where, "iters",
+           "x epochs must be at most " + std::to_string(std::numeric_limits<int32_t>::max()) +
+               " iterations in all, got " + std::to_string(s.epochs()) + " x " +
+               std::to_string(s.iters()));
+  }
   if (s.alpha() < 0 || s.alpha() > 1) refuse(where, "alpha", "must be in [0, 1]");
   if (s.soft_ce_weight() < 0 || s.soft_ce_weight() > 1)
     refuse(where, "soft_ce_weight", "must be in [0, 1]");
@@ -649,8 +682,9 @@ JobSpec resolve_job_spec(const JobSpec& given, const std::string& where) {
                "'");
   }
   if (given.output_dir().empty()) refuse(where, "output_dir", "is required");
-  if (is_given(given.source())) check_dataset(given.source(), where, "source");
-  if (is_given(given.target())) check_dataset(given.target(), where, "target");
+  // A data set with any field given is checked (its kind first).
+  if (given.source().ByteSizeLong() > 0) check_dataset(given.source(), where, "source");
+  if (given.target().ByteSizeLong() > 0) check_dataset(given.target(), where, "target");
   JobSpec spec = given;
   // -1, what older specs wrote for "the kind's default".
   if (spec.has_bn_group_size() && spec.bn_group_size() == -1) spec.clear_bn_group_size();

@@ -45,7 +45,7 @@ TEST(ServerCommand, UnopenableJobStoreFailsNamingThePath) {
 
 // ---------------------------------------------------------------------------
 // The job service end to end: real server, worker and clustering processes
-// on loopback (tests/cli/deployment.h).
+// on loopback (tests/support/deployment.h).
 
 using testing::Deployment;
 using testing::tiny_spec;

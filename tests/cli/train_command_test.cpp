@@ -91,7 +91,7 @@ TEST(TrainCommand, PretrainThenMmtEndToEndOnSyntheticDomains) {
              "kind: pretrain\noutput_dir: " + (dir / "pre-init").string() +
                  "\nsource: {kind: market1501, root: " + (dir / "market").string() +
                  "}\ninit: " + (dir / "pre" / "model.pt").string() +
-                 "\nepochs: 1\nwarmup_epochs: 0\nmilestones: []\n" + common);
+                 "\nepochs: 1\nwarmup_epochs: 0\nmilestones: [100]\n" + common);
   auto init = run_tandem({"train", (dir / "pretrain-init.yaml").string()}, "train-pre-init");
   ASSERT_EQ(init.exit_code, 0) << init.out << init.err;
   EXPECT_NE(init.out.find("model.pt: 29 loaded, 1 missing (head.weight), 0 unexpected"),

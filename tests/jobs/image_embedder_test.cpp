@@ -84,7 +84,7 @@ TEST(ImageEmbedder, EmbeddingsOfExportedImagesEqualTheirExportedRows) {
   pretrain_job(
       parse_job_spec("kind: pretrain\noutput_dir: " + pre.string() +
                          "\nsource: {kind: market1501, root: " + (dir / "market").string() + "}\n" +
-                         target + "warmup_epochs: 0\nmilestones: []\n" + common,
+                         target + "warmup_epochs: 0\nmilestones: [100]\n" + common,
                      "pretrain.yaml"),
       true);
 

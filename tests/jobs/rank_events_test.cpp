@@ -265,6 +265,21 @@ TEST(RankEvents, ALineThatIsNoEventIsAnErrorNamingWhere) {
   EXPECT_EQ(error_of(R"({"event":"epoch"})", "ok"), "");
 }
 
+TEST(RankEvents, TheWorkersReadingIgnoresKeysANewerEngineAdded) {
+  const std::string line = R"({"event":"epoch","epoch":2,"clusters":7,"colour":"red"})";
+  EXPECT_THROW(parse_rank_event(line, "w"), std::invalid_argument);
+  const RankEvent event = parse_rank_event(line, "w", UnknownKeys::kIgnore);
+  EXPECT_EQ(event.event(), "epoch");
+  EXPECT_EQ(event.epoch(), 2);
+  EXPECT_EQ(event.clusters(), 7);
+  // Everything else is still an error.
+  EXPECT_THROW(
+      parse_rank_event(R"({"event":"epoch","clusters":"many"})", "w", UnknownKeys::kIgnore),
+      std::invalid_argument);
+  EXPECT_THROW(parse_rank_event(R"({"colour":"red"})", "w", UnknownKeys::kIgnore),
+               std::invalid_argument);
+}
+
 TEST(RankEvents, ReadRankEventsReadsEveryLineAndNamesPathAndLine) {
   const fs::path path = scratch_path("rank-events.jsonl");
   const std::vector<RankEvent> events = one_of_each_type();

@@ -574,12 +574,78 @@ TEST(JobSpecDefaults, KindSpecificRows) {
   EXPECT_EQ(s.epochs(), 3);
   EXPECT_EQ(s.bn_group_size(), 0);
   EXPECT_DOUBLE_EQ(s.lr(), 0.5);
-  const v1::JobSpec empty_milestones = parse_job_spec(
-      "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\nmilestones: []\n",
-      "job.yaml");
-  ASSERT_EQ(empty_milestones.milestones_size(), 2);
-  EXPECT_EQ(empty_milestones.milestones(0), 40);
-  EXPECT_EQ(empty_milestones.milestones(1), 70);
+  // An empty list would read as absent (repeated fields have no presence),
+  // that is as the default: refused, saying so.
+  EXPECT_THROW(
+      {
+        try {
+          read_job_spec("kind: mmt\nmilestones: []\n", "job.yaml");
+        } catch (const std::invalid_argument& e) {
+          EXPECT_NE(std::string(e.what()).find(
+                        "job.yaml:2: spec.milestones is an empty list, which reads as the default"),
+                    std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      std::invalid_argument);
+}
+
+TEST(JobSpecDefaults, NumbersMustBeFiniteAndSurviveTheRanksCopy) {
+  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
+  for (const char* field : {"eps", "weight_decay", "alpha", "warmup_factor", "lr"}) {
+    for (const char* value : {".inf", "-.inf", ".nan"}) {
+      try {
+        parse_job_spec(base + field + ": " + value + "\n", "job.yaml");
+        ADD_FAILURE() << field << ": " << value << " was accepted";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(
+            std::string(e.what()).find(std::string("spec.") + field + " must be a finite number"),
+            std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  // What job_spec_json writes for them (protobuf's spellings) reads back.
+  v1::JobSpec special;
+  special.set_kind("mmt");
+  special.set_eps(std::numeric_limits<double>::infinity());
+  special.set_lr(-std::numeric_limits<double>::infinity());
+  special.set_rho(std::numeric_limits<double>::quiet_NaN());
+  const v1::JobSpec back = read_job_spec(job_spec_json(special), "rank-0.spec.json");
+  EXPECT_TRUE(std::isinf(back.eps()) && back.eps() > 0);
+  EXPECT_TRUE(std::isinf(back.lr()) && back.lr() < 0);
+  EXPECT_TRUE(std::isnan(back.rho()));
+}
+
+TEST(JobSpecDefaults, IterationsInAllFitTheEventsCounters) {
+  const std::string base = "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, root: /d}\n";
+  EXPECT_NO_THROW(parse_job_spec(base + "epochs: 1\niters: 2147483647\n", "job.yaml"));
+  try {
+    parse_job_spec(base + "epochs: 2\niters: 2147483647\n", "job.yaml");
+    ADD_FAILURE() << "2 x 2147483647 iterations were accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("spec.iters x epochs must be at most 2147483647"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(JobSpecDefaults, ADataSetWithAnyFieldGivenIsChecked) {
+  // The old parser checked a data set whenever it was given: a list or an
+  // image count without a kind is still an error naming the kind.
+  for (const char* data : {"{list: x.txt}", "{images: 5}"}) {
+    try {
+      parse_job_spec(std::string("kind: pretrain\noutput_dir: o\nsource: {kind: market1501, "
+                                 "root: /s}\ntarget: ") +
+                         data + "\n",
+                     "job.yaml");
+      ADD_FAILURE() << data << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("spec.target.kind must be one of"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(JobSpecDefaults, ResolvingIsIdempotent) {
@@ -687,7 +753,7 @@ TEST(JobSpecSchema, EveryFieldOfTheWireSchemaIsReadAndNoOtherKeyIs) {
         "kind: mmt\noutput_dir: out\ntarget: {kind: market1501, "
         "root: /data, " +
         dataset->field(i)->name() + ": " + one_sample_value(*dataset->field(i)) + "}\n");
-    EXPECT_EQ(error.find("is not a field ("), std::string::npos) << error;
+    EXPECT_EQ(error.find("is not a field of a data set"), std::string::npos) << error;
   }
   EXPECT_NE(error_of(base + "identites: 4\n").find("spec.identites is not a field of a job spec"),
             std::string::npos);
