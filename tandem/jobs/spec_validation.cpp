@@ -15,11 +15,6 @@ namespace fs = std::filesystem;
 using tandem::v1::DatasetSpec;
 using tandem::v1::JobSpec;
 
-bool is_reid_layout(const std::string& kind) {
-  return kind == "market1501" || kind == "dukemtmc" || kind == "msmt17" ||
-         kind == "msmt17-market-layout" || kind == "folder";
-}
-
 absl::Status invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError("spec." + field + ": " + what);
 }
@@ -76,7 +71,7 @@ absl::Status validate_submitted_spec(const tandem::v1::JobSpec& submitted) {
     return absl::OkStatus();
   }
   const int64_t batch = spec.identities() * spec.instances();
-  if (tandem::spec::is_given(spec.source()) && is_reid_layout(spec.source().kind())) {
+  if (tandem::spec::is_given(spec.source()) && tandem::spec::is_reid_layout(spec.source().kind())) {
     worker::ReidDataset source;
     if (auto s = load("source", spec.source(), source); !s.ok()) return s;
     if (spec.kind() == "pretrain" && spec.identities() > source.num_train_ids) {
@@ -85,7 +80,7 @@ absl::Status validate_submitted_spec(const tandem::v1::JobSpec& submitted) {
                                        std::to_string(source.num_train_ids));
     }
   }
-  if (tandem::spec::is_given(spec.target()) && is_reid_layout(spec.target().kind())) {
+  if (tandem::spec::is_given(spec.target()) && tandem::spec::is_reid_layout(spec.target().kind())) {
     worker::ReidDataset target;
     if (auto s = load("target", spec.target(), target); !s.ok()) return s;
     const auto images = static_cast<int64_t>(target.train.size());

@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +25,7 @@
 #include "tandem/jobs/rank_events.h"
 #include "tandem/rpc/channel.h"
 #include "tandem/rpc/log.h"
+#include "tandem/spec/job_spec.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "tandem/worker/device.h"
 
@@ -373,13 +373,14 @@ class WorkerAgent::Impl {
   void start_rank(const v1::AssignRank& assignment, const Write& write) {
     auto rank = std::make_unique<RunningRank>();
     rank->assignment = assignment;
-    const nlohmann::json spec = nlohmann::json::parse(assignment.spec_json(), nullptr, false);
-    const std::string output_dir =
-        spec.is_object() && spec.contains("output_dir") && spec["output_dir"].is_string()
-            ? spec["output_dir"].get<std::string>()
-            : "";
-    std::string failure;
-    if (output_dir.empty()) failure = "the assignment's spec has no output_dir";
+    std::string output_dir, failure;
+    try {
+      output_dir =
+          tandem::spec::read_job_spec(assignment.spec_json(), "the assignment's spec").output_dir();
+      if (output_dir.empty()) failure = "the assignment's spec has no output_dir";
+    } catch (const std::invalid_argument& error) {
+      failure = error.what();
+    }
     fs::path ranks_dir = fs::path(output_dir) / "ranks";
     std::error_code error;
     if (failure.empty()) fs::create_directories(ranks_dir, error);

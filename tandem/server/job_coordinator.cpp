@@ -1,7 +1,6 @@
 #include "tandem/server/job_coordinator.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <deque>

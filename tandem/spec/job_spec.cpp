@@ -310,11 +310,6 @@ using tandem::v1::JobSpec;
   throw std::invalid_argument(where + ": spec." + field + " " + what);
 }
 
-bool is_reid_layout(const std::string& kind) {
-  return kind == "market1501" || kind == "dukemtmc" || kind == "msmt17" ||
-         kind == "msmt17-market-layout" || kind == "folder";
-}
-
 /// The fields of a data set that are given (kind excepted).
 std::set<std::string> given_dataset_fields(const DatasetSpec& d) {
   std::set<std::string> given;
@@ -584,6 +579,15 @@ bool is_classification_kind(const std::string& kind) {
   return kind == "source_only" || kind == "self_ensemble" || kind == "mcc" || kind == "afn";
 }
 
+bool is_job_kind(const std::string& kind) {
+  return kind == "pretrain" || kind == "mmt" || kind == "evaluate" || is_classification_kind(kind);
+}
+
+bool is_reid_layout(const std::string& kind) {
+  return kind == "market1501" || kind == "dukemtmc" || kind == "msmt17" ||
+         kind == "msmt17-market-layout" || kind == "folder";
+}
+
 bool is_given(const DatasetSpec& data) {
   return !data.kind().empty() || !data.root().empty();
 }
@@ -665,9 +669,7 @@ const std::vector<FieldDefault>& job_spec_defaults() {
 }
 
 const FieldDefault* default_for(const std::string& field, const std::string& kind) {
-  if (kind != "pretrain" && kind != "mmt" && kind != "evaluate" && !is_classification_kind(kind)) {
-    return nullptr;
-  }
+  if (!is_job_kind(kind)) return nullptr;
   for (const FieldDefault& row : job_spec_defaults()) {
     if (field == row.field && row_applies(row.kinds, kind)) return &row;
   }
@@ -676,7 +678,7 @@ const FieldDefault* default_for(const std::string& field, const std::string& kin
 
 JobSpec resolve_job_spec(const JobSpec& given, const std::string& where) {
   const std::string& kind = given.kind();
-  if (kind != "pretrain" && kind != "mmt" && kind != "evaluate" && !is_classification_kind(kind)) {
+  if (!is_job_kind(kind)) {
     refuse(where, "kind",
            "must be pretrain, mmt, evaluate, source_only, self_ensemble, mcc or afn, got '" + kind +
                "'");
@@ -695,9 +697,10 @@ JobSpec resolve_job_spec(const JobSpec& given, const std::string& where) {
     const std::string field = row.field;
     if (field.rfind("dataset.", 0) == 0) {
       const std::string key = field.substr(8);
-      for (const char* side : {"source", "target"}) {
-        const DatasetSpec& data = side[0] == 's' ? spec.source() : spec.target();
-        if (!is_given(data) || !row_applies(row.kinds, data.kind())) continue;
+      for (const auto& [side, data] :
+           {std::pair<const char*, const DatasetSpec*>{"source", &spec.source()},
+            {"target", &spec.target()}}) {
+        if (!is_given(*data) || !row_applies(row.kinds, data->kind())) continue;
         json& object = resolved[side];
         if (!object.contains(key)) object[key] = json::parse(row.value);
       }
@@ -717,8 +720,10 @@ JobSpec resolve_job_spec(const JobSpec& given, const std::string& where) {
   return spec;
 }
 
-JobSpec parse_job_spec(const std::string& text, const std::string& where) {
-  const JobSpec given = read_job_spec(text, where);
+namespace {
+
+/// What `tandem train` runs of a spec read from `where`.
+JobSpec resolve_for_train(const JobSpec& given, const std::string& where) {
   if (given.has_world_size()) {
     refuse(where, "world_size",
            "is a field of the service's job spec that tandem train does not read");
@@ -726,13 +731,14 @@ JobSpec parse_job_spec(const std::string& text, const std::string& where) {
   return resolve_job_spec(given, where);
 }
 
+}  // namespace
+
+JobSpec parse_job_spec(const std::string& text, const std::string& where) {
+  return resolve_for_train(read_job_spec(text, where), where);
+}
+
 JobSpec load_job_spec(const std::string& path) {
-  const JobSpec given = read_job_spec_file(path);
-  if (given.has_world_size()) {
-    refuse(path, "world_size",
-           "is a field of the service's job spec that tandem train does not read");
-  }
-  return resolve_job_spec(given, path);
+  return resolve_for_train(read_job_spec_file(path), path);
 }
 
 }  // namespace tandem::spec

@@ -65,6 +65,13 @@ nlohmann::json yaml_to_proto_json(const YAML::Node& node,
 /// True for source_only, self_ensemble, mcc and afn.
 bool is_classification_kind(const std::string& kind);
 
+/// True for a job kind: pretrain, mmt, evaluate or a classification kind.
+bool is_job_kind(const std::string& kind);
+
+/// True for a re-ID data set layout: market1501, dukemtmc, msmt17,
+/// msmt17-market-layout, folder.
+bool is_reid_layout(const std::string& kind);
+
 /// True when a data set is given (a kind or a root).
 bool is_given(const tandem::v1::DatasetSpec& data);
 

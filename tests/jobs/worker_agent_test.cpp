@@ -7,9 +7,11 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/run_tandem.h"
 #include "tandem/jobs/launcher.h"
+#include "tandem/jobs/rank_events.h"
 #include "tandem/server/grpc_server.h"
 #include "tandem/server/job_coordinator.h"
 #include "tandem/server/job_store.h"
@@ -161,8 +163,16 @@ TEST(WorkerAgent, RegistersRunsItsRankAndForwardsTheRankEvents) {
   // the agent: the server knows the job's metrics only from them.
   ASSERT_EQ(job.metrics_size(), 1);
   EXPECT_EQ(job.metrics(0).epoch(), 0);
-  EXPECT_GE(job.metrics(0).map(), 0);
-  EXPECT_GE(job.metrics(0).rank1(), 0);
+  // The figures are the ones rank 0 wrote to its event log.
+  const RankEvent* epoch_event = nullptr;
+  const std::vector<RankEvent> events = read_rank_events(dir / "jobs" / "out" / "events.jsonl");
+  for (const RankEvent& event : events) {
+    if (event.event() == "epoch") epoch_event = &event;
+  }
+  ASSERT_NE(epoch_event, nullptr);
+  ASSERT_EQ(epoch_event->map_size(), 1);
+  EXPECT_EQ(job.metrics(0).map(), epoch_event->map(0));
+  EXPECT_EQ(job.metrics(0).rank1(), epoch_event->rank1(0));
   EXPECT_EQ(job.checkpoint(), (dir / "jobs" / "out" / "checkpoint.pt").string());
   EXPECT_EQ(coordinator.live_workers(), 1);
   EXPECT_LT(running.stop(), 10.0);

@@ -457,7 +457,8 @@ TEST_F(JobCoordinatorTest, AWorldSizeAboveEveryCapacityHoldsNothingAndFailsAfter
   const v1::Job waiting = job(big->id());
   EXPECT_EQ(waiting.state(), v1::QUEUED);
   EXPECT_EQ(waiting.waiting_reason(), "waiting for 64 slots, 2 registered");
-  const v1::Job failed = wait_job(big->id(), [](const v1::Job& j) { return j.state() == v1::FAILED; });
+  const v1::Job failed =
+      wait_job(big->id(), [](const v1::Job& j) { return j.state() == v1::FAILED; });
   ASSERT_EQ(failed.state(), v1::FAILED);
   EXPECT_NE(
       failed.error().find("world_size 64 exceeds the deployment's capacity: at most 2 slot(s)"),

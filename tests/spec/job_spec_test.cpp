@@ -678,6 +678,17 @@ TEST(JobSpecDefaults, KindsAndDataSets) {
   for (const char* kind : {"pretrain", "mmt", "evaluate", "", "dann"}) {
     EXPECT_FALSE(is_classification_kind(kind)) << kind;
   }
+  for (const char* kind : {"pretrain", "mmt", "evaluate", "source_only", "afn"}) {
+    EXPECT_TRUE(is_job_kind(kind)) << kind;
+  }
+  for (const char* kind : {"", "dann", "market1501"}) EXPECT_FALSE(is_job_kind(kind)) << kind;
+  for (const char* layout :
+       {"market1501", "dukemtmc", "msmt17", "msmt17-market-layout", "folder"}) {
+    EXPECT_TRUE(is_reid_layout(layout)) << layout;
+  }
+  for (const char* layout : {"image_list", "fashion_mnist_source", "cuhk", ""}) {
+    EXPECT_FALSE(is_reid_layout(layout)) << layout;
+  }
   v1::DatasetSpec data;
   EXPECT_FALSE(is_given(data));
   data.set_kind("fashion_mnist_source");

@@ -90,11 +90,12 @@ torch::Tensor extract_features(methods::models::ReIdentifier& model,
   torch::NoGradGuard no_grad;
   torch::Tensor features;
   const auto parameters = model->parameters();
-  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU)
-                                                  : parameters.front().device();
+  const torch::Device device =
+      parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
   loader.start_epoch(0, std::move(batches));
   while (auto batch = loader.next()) {
-    const torch::Tensor neck = model->forward(batch->views[0].to(device, /*non_blocking=*/true)).neck;
+    const torch::Tensor neck =
+        model->forward(batch->views[0].to(device, /*non_blocking=*/true)).neck;
     const torch::Tensor normalised = torch::nn::functional::normalize(
         neck, torch::nn::functional::NormalizeFuncOptions().dim(1));
     // Unreadable images keep zero rows (the loader logged and counted them).

@@ -223,10 +223,9 @@ PretrainEpochStats PretrainTrainer::train_epoch(int64_t epoch) {
     if (options_.on_iteration) {
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      options_.on_iteration(
-          make_iteration_progress(epoch, stats.iterations, options_.iters, images, elapsed,
-                                  {{"ce", static_cast<double>(figure[0])},
-                                   {"tri", static_cast<double>(figure[1])}}));
+      options_.on_iteration(make_iteration_progress(
+          epoch, stats.iterations, options_.iters, images, elapsed,
+          {{"ce", static_cast<double>(figure[0])}, {"tri", static_cast<double>(figure[1])}}));
     }
   }
   const double seconds =
